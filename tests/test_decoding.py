@@ -1,0 +1,40 @@
+import numpy as np
+import pytest
+import torch
+from scipy.stats import norm
+
+from vae_core.config import ModelConfig
+from vae_core.decoding import decode_lattice, lattice_axis, tile
+from vae_core.model import VAE
+
+
+def test_quantile_axis_has_equal_prior_mass_per_step():
+    axis = lattice_axis(7, "quantile", coverage=0.9)
+    assert np.allclose(norm.cdf(axis), np.linspace(0.05, 0.95, 7))
+    assert np.allclose(axis, -axis[::-1])
+
+
+def test_linear_axis_and_bad_spacing():
+    assert np.allclose(lattice_axis(5, "linear", span=2), [-2, -1, 0, 1, 2])
+    with pytest.raises(ValueError):
+        lattice_axis(5, "log")
+
+
+def test_decode_lattice_puts_each_code_in_its_cell():
+    torch.manual_seed(0)
+    model = VAE(ModelConfig(image_shape=(1, 4, 4), latent_dim=3, hidden=(8,)))
+    ax, ay = np.array([-1.0, 0.0, 1.0]), np.array([-2.0, 2.0])
+    ref = np.array([0.5, 0.5, 0.5])
+    grid = decode_lattice(model, ax, ay, dims=(2, 0), reference=ref)
+    assert grid.shape == (2, 3, 1, 4, 4)
+    # top-left cell is (x = −1, y = +2) since row 0 is the largest y
+    expected = model.decode_mean(torch.tensor([[2.0, 0.5, -1.0]])).detach().numpy()[0]
+    assert np.allclose(grid[0, 0], expected, atol=1e-6)
+
+
+def test_tile_layout():
+    imgs = np.zeros((2, 3, 1, 4, 4), dtype=np.float32)
+    imgs[1, 2] = 0.5
+    pic = tile(imgs, pad=1)
+    assert pic.shape == (2 * 5 - 1, 3 * 5 - 1)
+    assert np.all(pic[5:9, 10:14] == 0.5) and np.all(pic[4, :] == 1.0)

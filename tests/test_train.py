@@ -1,0 +1,74 @@
+import torch
+
+from vae_core.config import ModelConfig, ObjectiveConfig, TrainConfig
+from vae_core.metrics import evaluate_elbo
+from vae_core.model import VAE
+from vae_core.train import fit
+
+
+def small(digits, **kw):
+    torch.manual_seed(0)
+    return VAE(ModelConfig(image_shape=digits.image_shape, latent_dim=2, hidden=(64,), **kw))
+
+
+def test_training_on_digits_lowers_the_test_loss(digits):
+    model = small(digits)
+    before = evaluate_elbo(model, digits.x_test)["elbo"]
+    result = fit(model, digits, ObjectiveConfig(), TrainConfig(epochs=8, batch_size=64))
+    hist = result.history
+    assert result.stop_reason is None and len(hist) == 8
+    assert hist[-1]["test_elbo"] < before - 10
+    assert hist[-1]["train_elbo"] < hist[0]["train_elbo"]
+    for rec in hist:
+        assert abs(rec["test_elbo"] - rec["test_recon"] - rec["test_kl"]) < 1e-6
+        assert abs(sum(rec["kl_per_dim"]) - rec["test_kl"]) < 1e-4
+        assert 0 <= rec["active_units"] <= 2 and rec["seconds"] > 0
+    # the history's test numbers are the model's: evaluating afterwards gives the same figure
+    assert abs(evaluate_elbo(model, digits.x_test)["elbo"] - hist[-1]["test_elbo"]) < 1e-4
+
+
+def test_same_seed_same_history(digits):
+    runs = []
+    for _ in range(2):
+        model = small(digits)
+        runs.append(fit(model, digits, ObjectiveConfig(), TrainConfig(epochs=2, seed=7)).history)
+    strip = lambda h: [{k: v for k, v in r.items() if k != "seconds"} for r in h]  # noqa: E731
+    assert strip(runs[0]) == strip(runs[1])
+
+
+def test_callbacks_and_should_stop(digits):
+    model = small(digits)
+    steps, epochs = [], []
+    result = fit(model, digits, ObjectiveConfig(), TrainConfig(epochs=3, batch_size=500),
+                 on_step=lambda s, n, loss: steps.append((s, n, loss.total.item())),
+                 on_epoch=lambda rec, m: epochs.append(rec["epoch"]),
+                 should_stop=lambda: len(steps) >= 5)
+    assert epochs == [1] and len(steps) == 5 and steps[0][1] == 3  # 1438 images / 500 = 3 steps
+    assert "stopped by the user during epoch 2" in result.stop_reason and not result.diverged
+
+
+def test_divergence_stops_and_keeps_finite_weights(digits):
+    model = small(digits)
+    result = fit(model, digits, ObjectiveConfig(), TrainConfig(epochs=5, lr=10.0))
+    assert result.diverged and "diverged" in result.stop_reason and "learning rate" in result.stop_reason
+    assert all(torch.isfinite(p).all() for p in model.parameters())
+    mu, logvar = model.encode(digits.x_test[:10])
+    assert torch.isfinite(mu).all()  # the kept weights are usable
+
+
+def test_conv_gaussian_and_conditional_models_train(digits):
+    for kw in (dict(architecture="conv", channels=(8, 16)), dict(likelihood="gaussian"),
+               dict(likelihood="gaussian", gaussian_sigma=0.2), dict(n_classes=10)):
+        model = small(digits, **kw)
+        hist = fit(model, digits, ObjectiveConfig(), TrainConfig(epochs=3, batch_size=64)).history
+        assert hist[-1]["test_elbo"] < hist[0]["test_elbo"], kw
+
+
+def test_beta_free_bits_and_warmup_change_the_training(digits):
+    ref = fit(small(digits), digits, ObjectiveConfig(), TrainConfig(epochs=3)).history[-1]
+    big_beta = fit(small(digits), digits, ObjectiveConfig(beta=8.0), TrainConfig(epochs=3)).history[-1]
+    assert big_beta["test_kl"] < ref["test_kl"]
+    warm = fit(small(digits), digits, ObjectiveConfig(warmup_epochs=4), TrainConfig(epochs=2)).history
+    assert [round(r["kl_weight"], 3) for r in warm] == [0.25, 0.5]
+    fb = fit(small(digits), digits, ObjectiveConfig(beta=8.0, free_bits=1.0), TrainConfig(epochs=3)).history[-1]
+    assert fb["test_kl"] > big_beta["test_kl"]

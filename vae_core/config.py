@@ -1,0 +1,145 @@
+"""Frozen, hashable configurations. They key caches and are stored inside every checkpoint."""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any
+
+ARCHITECTURES = ("mlp", "conv")
+LIKELIHOODS = ("bernoulli", "gaussian")
+MAX_LATENT_DIM = 64
+
+
+class ConfigError(ValueError):
+    """A configuration value is out of range or of the wrong kind."""
+
+
+def _from_dict(cls, data: Any):
+    if not isinstance(data, dict):
+        raise ConfigError(f"{cls.__name__} must be a JSON object, got {type(data).__name__}")
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - names)
+    if unknown:
+        raise ConfigError(f"{cls.__name__} has unknown fields: {', '.join(unknown)}")
+    kwargs = {k: tuple(v) if isinstance(v, list) else v for k, v in data.items()}
+    try:
+        return cls(**kwargs)
+    except TypeError as err:
+        raise ConfigError(f"{cls.__name__}: {err}") from None
+
+
+def _check_int(name: str, value: Any, low: int, high: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+        raise ConfigError(f"{name} must be an integer in {low}…{high}, got {value!r}")
+
+
+def _check_number(name: str, value: Any, low: float, high: float) -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not low <= value <= high:
+        raise ConfigError(f"{name} must be a number in [{low}, {high}], got {value!r}")
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Shape of the VAE: image shape (C, H, W), latent size, networks and likelihood p(x|z)."""
+
+    image_shape: tuple[int, int, int] = (1, 28, 28)
+    latent_dim: int = 2
+    architecture: str = "mlp"
+    hidden: tuple[int, ...] = (512, 256)  # MLP widths, encoder order; the decoder mirrors them
+    channels: tuple[int, ...] = (32, 64)  # conv widths, each a stride-2 layer
+    likelihood: str = "bernoulli"
+    gaussian_sigma: float | None = None  # None: one learned σ for all pixels
+    n_classes: int = 0  # > 0 makes a conditional VAE (encoder and decoder see the one-hot label)
+
+    def __post_init__(self) -> None:
+        if len(self.image_shape) != 3:
+            raise ConfigError(f"image_shape must be (C, H, W), got {self.image_shape!r}")
+        for name, v in zip(("channels", "height", "width"), self.image_shape):
+            _check_int(f"image {name}", v, 1, 4096)
+        _check_int("latent_dim", self.latent_dim, 1, MAX_LATENT_DIM)
+        if self.architecture not in ARCHITECTURES:
+            raise ConfigError(f"architecture must be one of {ARCHITECTURES}, got {self.architecture!r}")
+        if self.likelihood not in LIKELIHOODS:
+            raise ConfigError(f"likelihood must be one of {LIKELIHOODS}, got {self.likelihood!r}")
+        if not self.hidden or not self.channels:
+            raise ConfigError("hidden and channels need at least one layer each")
+        for w in (*self.hidden, *self.channels):
+            _check_int("layer width", w, 1, 8192)
+        if self.gaussian_sigma is not None:
+            _check_number("gaussian_sigma", self.gaussian_sigma, 1e-4, 10.0)
+        _check_int("n_classes", self.n_classes, 0, 1000)
+
+    @property
+    def n_pixels(self) -> int:
+        c, h, w = self.image_shape
+        return c * h * w
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "ModelConfig":
+        return _from_dict(cls, data)
+
+
+@dataclass(frozen=True)
+class ObjectiveConfig:
+    """Training objective: β weight, free bits λ (nats per latent dimension), linear KL warm-up."""
+
+    beta: float = 1.0
+    free_bits: float = 0.0
+    warmup_epochs: float = 0.0
+
+    def __post_init__(self) -> None:
+        _check_number("beta", self.beta, 0.0, 1000.0)
+        _check_number("free_bits", self.free_bits, 0.0, 100.0)
+        _check_number("warmup_epochs", self.warmup_epochs, 0.0, 10000.0)
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "ObjectiveConfig":
+        return _from_dict(cls, data)
+
+
+MAX_EPOCHS = 1000
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Optimisation: Adam with a constant learning rate, shuffled mini-batches, a seed."""
+
+    epochs: int = 20
+    lr: float = 1e-3
+    batch_size: int = 128
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        _check_int("epochs", self.epochs, 1, MAX_EPOCHS)
+        _check_number("lr", self.lr, 1e-7, 100.0)
+        _check_int("batch_size", self.batch_size, 1, 65536)
+        _check_int("seed", self.seed, 0, 2**32 - 1)
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "TrainConfig":
+        return _from_dict(cls, data)
+
+
+@dataclass(frozen=True)
+class Preset:
+    model: ModelConfig
+    objective: ObjectiveConfig = field(default_factory=ObjectiveConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+
+def tutorial_preset(image_shape=(1, 28, 28), latent_dim: int = 2, epochs: int = 20) -> Preset:
+    """The recipe of the seed tutorial (pytorch/examples vae): MLP 784-400-d, BCE summed over pixels,
+    Adam 1e-3, batch 128."""
+    return Preset(
+        model=ModelConfig(image_shape=tuple(image_shape), latent_dim=latent_dim, hidden=(400,)),
+        train=TrainConfig(epochs=epochs, lr=1e-3, batch_size=128),
+    )

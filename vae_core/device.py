@@ -1,0 +1,29 @@
+"""Pick where tensors live: CUDA, then Apple's MPS, then the CPU, unless the user says otherwise."""
+from __future__ import annotations
+
+import torch
+
+DEVICE_CHOICES = ("auto", "cuda", "mps", "cpu")
+
+
+def _mps_available() -> bool:
+    mps = getattr(torch.backends, "mps", None)
+    return bool(mps is not None and mps.is_available())
+
+
+def pick_device(prefer: str | None = "auto") -> torch.device:
+    """`auto` takes the fastest device present; naming one that is missing is an error, not a silent CPU."""
+    prefer = (prefer or "auto").lower()
+    if prefer not in DEVICE_CHOICES:
+        raise ValueError(f"device must be one of {DEVICE_CHOICES}, got {prefer!r}")
+    if prefer == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if _mps_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    if prefer == "cuda" and not torch.cuda.is_available():
+        raise ValueError("CUDA was asked for but no CUDA GPU is visible to PyTorch")
+    if prefer == "mps" and not _mps_available():
+        raise ValueError("MPS was asked for but this PyTorch has no usable Apple GPU")
+    return torch.device(prefer)

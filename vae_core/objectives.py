@@ -1,0 +1,144 @@
+"""Objectives, separate from the networks. Everything is in nats per image.
+
+ELBO (Kingma & Welling 2014): log p(x) ≥ E_q[log p(x|z)] − KL(q(z|x) ‖ p(z)).
+We minimise −ELBO = distortion + rate, with distortion = −E_q[log p(x|z)] (one sample of z) and
+rate = Σ_j KL_j in closed form. β-VAE, free bits and warm-up reweight the rate term.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from .config import ObjectiveConfig
+from .model import VAE
+
+LOG_2PI = math.log(2 * math.pi)
+
+
+def gaussian_kl_per_dim(mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
+    """KL(N(μ, σ²) ‖ N(0, 1)) per dimension = ½(μ² + σ² − log σ² − 1) (Kingma & Welling 2014, app. B)."""
+    return 0.5 * (mu.pow(2) + logvar.exp() - logvar - 1.0)  # (B, d)
+
+
+def log_likelihood(model: VAE, x: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
+    """log p(x|z) summed over pixels, per image, in nats.
+
+    Bernoulli: −BCE(x, sigmoid(logits)). For grey values in (0, 1) this is the usual VAE objective but not a
+    normalised density of grey levels. Gaussian: N(x; sigmoid(logits), σ²) per pixel, a true density.
+    """
+    if model.config.likelihood == "bernoulli":
+        nll = F.binary_cross_entropy_with_logits(logits, x, reduction="none")  # (B, C, H, W)
+        return -nll.flatten(1).sum(1)  # (B,)
+    log_sigma = model.log_sigma
+    sq = ((x - torch.sigmoid(logits)) / log_sigma.exp()).pow(2)  # (B, C, H, W)
+    return -(0.5 * sq + log_sigma + 0.5 * LOG_2PI).flatten(1).sum(1)  # (B,)
+
+
+@dataclass
+class ElboTerms:
+    """Per-image parts of the ELBO with one posterior sample."""
+
+    recon: torch.Tensor  # (B,) distortion −log p(x|z), nats
+    kl_per_dim: torch.Tensor  # (B, d) closed-form KL per latent dimension, nats
+    mu: torch.Tensor  # (B, d) posterior means
+
+    @property
+    def kl(self) -> torch.Tensor:
+        return self.kl_per_dim.sum(1)  # (B,)
+
+    @property
+    def neg_elbo(self) -> torch.Tensor:
+        return self.recon + self.kl  # (B,)
+
+
+def elbo_terms(model: VAE, x: torch.Tensor, y: torch.Tensor | None = None) -> ElboTerms:
+    logits, mu, logvar = model(x, y)
+    return ElboTerms(recon=-log_likelihood(model, x, logits), kl_per_dim=gaussian_kl_per_dim(mu, logvar), mu=mu)
+
+
+@dataclass
+class Loss:
+    """Batch means: `total` is what the optimiser minimises; the rest are the true ELBO parts."""
+
+    total: torch.Tensor  # scalar
+    recon: torch.Tensor  # scalar, nats per image
+    kl: torch.Tensor  # scalar, nats per image
+    kl_per_dim: torch.Tensor  # (d,), nats per image
+
+    @property
+    def neg_elbo(self) -> torch.Tensor:
+        return self.recon + self.kl
+
+
+def _parts(terms: ElboTerms) -> tuple[torch.Tensor, torch.Tensor]:
+    return terms.recon.mean(), terms.kl_per_dim.mean(0)  # scalar, (d,)
+
+
+def elbo(terms: ElboTerms) -> Loss:
+    """The plain negative ELBO."""
+    return beta_elbo(terms, 1.0)
+
+
+def beta_elbo(terms: ElboTerms, beta: float) -> Loss:
+    """recon + β·KL (Higgins et al. 2017, β-VAE). β = 1 is the ELBO."""
+    recon, kl_dim = _parts(terms)
+    kl = kl_dim.sum()
+    return Loss(total=recon + beta * kl, recon=recon, kl=kl, kl_per_dim=kl_dim)
+
+
+def free_bits_elbo(terms: ElboTerms, free_bits: float, beta: float = 1.0) -> Loss:
+    """recon + β·Σ_j max(λ, E_batch[KL_j]) (Kingma et al. 2016, IAF paper, eq. 15).
+
+    The floor is per latent dimension on the batch-mean KL: a dimension whose KL is under λ nats gets no
+    gradient from the rate term, so the optimiser has no reason to push it further towards the prior.
+    """
+    recon, kl_dim = _parts(terms)
+    floored = torch.clamp(kl_dim, min=free_bits)  # (d,)
+    return Loss(total=recon + beta * floored.sum(), recon=recon, kl=kl_dim.sum(), kl_per_dim=kl_dim)
+
+
+def kl_warmup_weight(epoch_progress: float, warmup_epochs: float) -> float:
+    """Linear KL warm-up (Bowman et al. 2016; Sønderby et al. 2016): weight t/N for t < N epochs, then 1."""
+    if warmup_epochs <= 0:
+        return 1.0
+    return min(1.0, max(0.0, epoch_progress / warmup_epochs))
+
+
+def training_objective(terms: ElboTerms, cfg: ObjectiveConfig, epoch_progress: float) -> Loss:
+    """The configured objective: warm-up weight × β on the rate, with free bits when λ > 0."""
+    weight = cfg.beta * kl_warmup_weight(epoch_progress, cfg.warmup_epochs)
+    if cfg.free_bits > 0:
+        return free_bits_elbo(terms, cfg.free_bits, weight)
+    return beta_elbo(terms, weight)
+
+
+def log_normal(z: torch.Tensor, mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
+    """log N(z; μ, diag e^logvar) summed over the last dimension."""
+    return -0.5 * (LOG_2PI + logvar + (z - mu).pow(2) / logvar.exp()).sum(-1)
+
+
+@torch.no_grad()
+def iwae_bound(model: VAE, x: torch.Tensor, y: torch.Tensor | None = None, k: int = 100,
+               chunk: int = 64) -> torch.Tensor:
+    """IWAE bound log (1/k) Σ_i p(x, z_i)/q(z_i|x), z_i ~ q(z|x) (Burda et al. 2015), per image, in nats.
+
+    It is ≥ the ELBO in expectation and grows with k towards log p(x). The k samples are drawn `chunk`
+    at a time so memory stays at B × chunk decoded images.
+    """
+    mu, logvar = model.encode(x, y)  # (B, d)
+    b, d = mu.shape
+    log_w = []
+    for start in range(0, k, chunk):
+        n = min(chunk, k - start)
+        eps = torch.randn(n, b, d, device=mu.device, dtype=mu.dtype)
+        z = mu + torch.exp(0.5 * logvar) * eps  # (n, B, d)
+        y_rep = None if y is None else y.repeat(n)
+        logits = model.decode(z.reshape(n * b, d), y_rep)  # (n·B, C, H, W)
+        log_px_z = log_likelihood(model, x.repeat(n, 1, 1, 1), logits).view(n, b)  # (n, B)
+        log_pz = log_normal(z, torch.zeros_like(z), torch.zeros_like(z))  # (n, B)
+        log_qz = log_normal(z, mu, logvar)  # (n, B)
+        log_w.append(log_px_z + log_pz - log_qz)
+    return torch.logsumexp(torch.cat(log_w), dim=0) - math.log(k)  # (B,)

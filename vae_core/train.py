@@ -1,0 +1,120 @@
+"""A model-agnostic training loop with callbacks (in the spirit of minGPT's trainer).
+
+The dataset stays one tensor on the device; each epoch slices a seeded random permutation into index
+batches, so there is no per-item DataLoader work. The UI's progress bar and Stop button and the CLI's
+progress bar hook into the same callbacks.
+"""
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+from typing import Callable
+
+import torch
+
+from .config import ObjectiveConfig, TrainConfig
+from .data import Dataset
+from .metrics import evaluate_elbo
+from .model import VAE
+from .objectives import Loss, elbo_terms, kl_warmup_weight, training_objective
+
+StepCallback = Callable[[int, int, Loss], None]  # (step in epoch, steps per epoch, loss)
+EpochCallback = Callable[[dict, VAE], None]  # (history record, model)
+
+
+@dataclass
+class FitResult:
+    history: list[dict] = field(default_factory=list)
+    stop_reason: str | None = None  # None: ran all epochs
+    diverged: bool = False
+
+
+def make_optimizer(model: VAE, lr: float) -> torch.optim.Optimizer:
+    try:
+        return torch.optim.Adam(model.parameters(), lr=lr, fused=True)
+    except (RuntimeError, TypeError):  # fused Adam is missing on some devices/builds
+        return torch.optim.Adam(model.parameters(), lr=lr)
+
+
+def _snapshot(model: VAE) -> dict[str, torch.Tensor]:
+    return {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+
+def _finite_weights(model: VAE) -> bool:
+    return all(bool(torch.isfinite(p).all()) for p in model.parameters())
+
+
+def fit(model: VAE, data: Dataset, objective: ObjectiveConfig, train: TrainConfig, *,
+        on_step: StepCallback | None = None, on_epoch: EpochCallback | None = None,
+        should_stop: Callable[[], bool] | None = None, eval_batch_size: int = 1000) -> FitResult:
+    """Train `model` on `data.x_train` and evaluate on `data.x_test` after every epoch.
+
+    Each history record holds, in nats per image: train −ELBO/recon/KL (true ELBO parts, averaged over the
+    epoch's batches, whatever weight the objective put on the KL), test −ELBO/recon/KL, test KL per latent
+    dimension, test active units, the KL weight at the epoch's end and the epoch's wall time.
+
+    A non-finite loss stops training and restores the weights from the start of the epoch in which it
+    happened (the last weights known to give finite losses). `should_stop` is polled after every step.
+    """
+    device = data.device
+    model.to(device)
+    torch.manual_seed(train.seed)
+    gen = torch.Generator(device=device).manual_seed(train.seed)
+    opt = make_optimizer(model, train.lr)
+    y_train = data.y_train if model.config.n_classes else None
+    y_test = data.y_test if model.config.n_classes else None
+    n = len(data.x_train)
+    steps = math.ceil(n / train.batch_size)
+    check_every = 1 if device.type == "cpu" else 32  # a finiteness check syncs an accelerator
+    result = FitResult()
+
+    for epoch in range(train.epochs):
+        started = time.perf_counter()
+        safe = _snapshot(model)
+        model.train()
+        order = torch.randperm(n, generator=gen, device=device)  # (N,)
+        sums = torch.zeros(2, device=device)  # Σ recon, Σ KL over images
+        bad = torch.zeros((), dtype=torch.bool, device=device)
+        for step in range(steps):
+            idx = order[step * train.batch_size:(step + 1) * train.batch_size]  # (B,)
+            xb = data.x_train[idx]  # (B, C, H, W)
+            yb = None if y_train is None else y_train[idx]
+            loss = training_objective(elbo_terms(model, xb, yb), objective, epoch + step / steps)
+            opt.zero_grad(set_to_none=True)
+            loss.total.backward()
+            opt.step()
+            bad |= ~torch.isfinite(loss.total)
+            sums += torch.stack([loss.recon.detach(), loss.kl.detach()]) * len(idx)
+            if (step + 1) % check_every == 0 or step == steps - 1:
+                if bool(bad):
+                    return _diverged(model, safe, result, epoch, train.lr)
+            if on_step:
+                on_step(step, steps, loss)
+            if should_stop and should_stop():
+                result.stop_reason = f"stopped by the user during epoch {epoch + 1}"
+                return result
+        if not _finite_weights(model):
+            return _diverged(model, safe, result, epoch, train.lr)
+        train_recon, train_kl = (sums / n).tolist()
+        test = evaluate_elbo(model, data.x_test, y_test, batch_size=eval_batch_size)
+        record = {
+            "epoch": epoch + 1,
+            "train_elbo": train_recon + train_kl, "train_recon": train_recon, "train_kl": train_kl,
+            "test_elbo": test["elbo"], "test_recon": test["recon"], "test_kl": test["kl"],
+            "kl_per_dim": test["kl_per_dim"], "active_units": test["active_units"],
+            "kl_weight": objective.beta * kl_warmup_weight(epoch + 1, objective.warmup_epochs),
+            "seconds": time.perf_counter() - started,
+        }
+        result.history.append(record)
+        if on_epoch:
+            on_epoch(record, model)
+    return result
+
+
+def _diverged(model: VAE, safe: dict, result: FitResult, epoch: int, lr: float) -> FitResult:
+    model.load_state_dict(safe)
+    result.diverged = True
+    result.stop_reason = (f"training diverged in epoch {epoch + 1} (the loss became NaN or infinite); the weights "
+                          f"from the start of that epoch were kept. Try a smaller learning rate than {lr:g}.")
+    return result

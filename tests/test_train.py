@@ -32,7 +32,7 @@ def test_same_seed_same_history(digits):
     for _ in range(2):
         model = small(digits)
         runs.append(fit(model, digits, ObjectiveConfig(), TrainConfig(epochs=2, seed=7)).history)
-    strip = lambda h: [{k: v for k, v in r.items() if k != "seconds"} for r in h]  # noqa: E731
+    strip = lambda h: [{k: v for k, v in r.items() if not k.endswith("seconds")} for r in h]  # noqa: E731
     assert strip(runs[0]) == strip(runs[1])
 
 
@@ -72,3 +72,29 @@ def test_beta_free_bits_and_warmup_change_the_training(digits):
     assert [round(r["kl_weight"], 3) for r in warm] == [0.25, 0.5]
     fb = fit(small(digits), digits, ObjectiveConfig(beta=8.0, free_bits=1.0), TrainConfig(epochs=3)).history[-1]
     assert fb["test_kl"] > big_beta["test_kl"]
+
+
+def test_mutual_information_is_bounded_by_log_n(trained_digits, digits):
+    import math
+
+    from vae_core.metrics import mutual_information
+    x = digits.x_test
+    mi = mutual_information(trained_digits, x)
+    assert 0 < mi <= math.log(len(x))
+    # E_x KL(q(z|x) ‖ p(z)) = I(x; z) + KL(q(z) ‖ p(z)) ≥ I(x; z): the rate bounds the information
+    kl = evaluate_elbo(trained_digits, x)["kl"]
+    assert 0.5 * kl < mi <= kl + 0.05
+    for n in (2, 10, 50):
+        assert mutual_information(trained_digits, x[:n]) <= math.log(n) + 1e-9
+
+
+def test_mutual_information_of_a_collapsed_encoder_is_near_zero(digits):
+    import math
+
+    from vae_core.metrics import mutual_information
+    model = small(digits)
+    with torch.no_grad():  # encoder outputs μ = 0, log σ² = 0 for every x: q(z|x) = p(z)
+        for p in model.encoder.head.parameters():
+            p.zero_()
+    assert abs(mutual_information(model, digits.x_test)) < 0.05
+    assert mutual_information(model, digits.x_test) <= math.log(len(digits.x_test))

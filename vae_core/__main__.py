@@ -1,4 +1,4 @@
-"""Headless command line: `python -m vae_core train|evaluate …`, on the same code as the app."""
+"""Headless command line: `python -m vae_core train|evaluate|sweep …`, on the same code as the app."""
 from __future__ import annotations
 
 import argparse
@@ -6,6 +6,8 @@ import json
 import sys
 import time
 from pathlib import Path
+
+import torch
 
 from . import checkpoint as ckpt_io
 from .config import ConfigError, ModelConfig, ObjectiveConfig, TrainConfig, tutorial_preset
@@ -66,6 +68,7 @@ def cmd_train(args) -> int:
     if out.exists() and not args.overwrite:
         raise ckpt_io.CheckpointExistsError(f"{out} exists; pass --overwrite to replace it")
 
+    torch.manual_seed(train_cfg.seed)  # reproducible initial weights
     model = VAE(model_cfg)
     bar = ProgressBar()
     state = {"epoch": 0}
@@ -135,6 +138,47 @@ def cmd_evaluate(args) -> int:
     return 0
 
 
+def _floats(text: str) -> tuple[float, ...]:
+    return tuple(float(t) for t in text.split(",") if t.strip())
+
+
+def cmd_sweep(args) -> int:
+    from .sweep import SweepSpec, run_sweep
+
+    device = pick_device(args.device)
+    data = get_dataset(args, device)
+    spec = SweepSpec(dataset=data.name, latent_dim=args.latent_dim, architecture=args.arch, hidden=_ints(args.hidden),
+                     autoregressive=args.autoregressive, epochs=args.epochs, betas=_floats(args.betas),
+                     free_bits=_floats(args.free_bits), warmups=_floats(args.warmups), n_train=args.n_train,
+                     n_test=args.n_test, lr=args.lr, batch_size=args.batch_size, seed=args.seed, iwae_k=args.iwae_k)
+    n_runs = len(spec.settings())
+    bar = ProgressBar()
+    state = {"run": 0, "epoch": 0, "label": ""}
+
+    def on_run(i, n, obj):
+        state.update(run=i, epoch=0, label=f"run {i + 1}/{n} β={obj.beta:g} λ={obj.free_bits:g} warm-up={obj.warmup_epochs:g}")
+
+    def on_step(step, steps, loss):
+        done = state["run"] + (state["epoch"] + (step + 1) / steps) / spec.epochs
+        bar.draw(done / n_runs, f"{state['label']} epoch {state['epoch'] + 1}/{spec.epochs}")
+
+    def on_epoch(rec, _model):
+        state["epoch"] = rec["epoch"]
+
+    runs = run_sweep(spec, data, args.out, on_run=on_run, on_step=on_step, on_epoch=on_epoch)
+    bar.draw(1.0, f"{len(runs)} runs in {args.out}", force=True)
+    bar.close()
+    for run in runs:
+        ev = run.evaluation
+        if args.json:
+            print(json.dumps({"name": run.name, **ev}))
+        else:
+            iwae = "—" if ev["iwae_nll"] is None else f"{ev['iwae_nll']:.2f}"
+            print(f"{run.name:28s} rate {ev['rate']:7.2f}  distortion {ev['distortion']:8.2f}  −ELBO "
+                  f"{ev['test_elbo']:8.2f}  AU {ev['active_units']:2d}  MI {ev['mutual_info']:5.2f}  IWAE NLL {iwae}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m vae_core", description=__doc__)
     sub = p.add_subparsers(dest="command", required=True)
@@ -174,6 +218,26 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--iwae-k", type=int, default=0, help="importance samples for the IWAE NLL (0: skip)")
     e.add_argument("--json", action="store_true", help="print one JSON object")
     e.set_defaults(func=cmd_evaluate)
+    w = sub.add_parser("sweep", help="train every combination of β, free bits and warm-up (collapse lab)")
+    w.add_argument("--dataset", default="digits", choices=BUILTIN)
+    data_args(w)
+    w.add_argument("--latent-dim", type=int, default=16)
+    w.add_argument("--arch", default="mlp", choices=["mlp", "conv"])
+    w.add_argument("--hidden", default="256", help="MLP widths, comma-separated")
+    w.add_argument("--autoregressive", action="store_true", help="PixelCNN decoder conditioned on z")
+    w.add_argument("--epochs", type=int, default=20)
+    w.add_argument("--betas", default="1", help="comma-separated β values")
+    w.add_argument("--free-bits", default="0", help="comma-separated λ values, nats per latent dimension")
+    w.add_argument("--warmups", default="0", help="comma-separated warm-up lengths, epochs")
+    w.add_argument("--n-train", type=int, default=0, help="use the first N training images (0: all)")
+    w.add_argument("--n-test", type=int, default=0, help="use the first N test images (0: all)")
+    w.add_argument("--lr", type=float, default=1e-3)
+    w.add_argument("--batch-size", type=int, default=128)
+    w.add_argument("--seed", type=int, default=0)
+    w.add_argument("--iwae-k", type=int, default=100, help="importance samples for each run's IWAE NLL")
+    w.add_argument("--out", required=True, help="sweep folder, e.g. checkpoints/sweeps/NAME")
+    w.add_argument("--json", action="store_true", help="one JSON object per run, one per line")
+    w.set_defaults(func=cmd_sweep)
     return p
 
 

@@ -14,7 +14,7 @@ class ConfigError(ValueError):
     """A configuration value is out of range or of the wrong kind."""
 
 
-def _from_dict(cls, data: Any):
+def dataclass_from_dict(cls, data: Any):
     if not isinstance(data, dict):
         raise ConfigError(f"{cls.__name__} must be a JSON object, got {type(data).__name__}")
     names = {f.name for f in dataclasses.fields(cls)}
@@ -28,12 +28,12 @@ def _from_dict(cls, data: Any):
         raise ConfigError(f"{cls.__name__}: {err}") from None
 
 
-def _check_int(name: str, value: Any, low: int, high: int) -> None:
+def check_int(name: str, value: Any, low: int, high: int) -> None:
     if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
         raise ConfigError(f"{name} must be an integer in {low}…{high}, got {value!r}")
 
 
-def _check_number(name: str, value: Any, low: float, high: float) -> None:
+def check_number(name: str, value: Any, low: float, high: float) -> None:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not low <= value <= high:
         raise ConfigError(f"{name} must be a number in [{low}, {high}], got {value!r}")
 
@@ -50,13 +50,16 @@ class ModelConfig:
     likelihood: str = "bernoulli"
     gaussian_sigma: float | None = None  # None: one learned σ for all pixels
     n_classes: int = 0  # > 0 makes a conditional VAE (encoder and decoder see the one-hot label)
+    autoregressive: bool = False  # decoder: a PixelCNN conditioned on z instead of `architecture`'s
+    ar_channels: int = 16  # PixelCNN width
+    ar_layers: int = 3  # PixelCNN 3×3 masked layers after the 7×7 first one
 
     def __post_init__(self) -> None:
         if len(self.image_shape) != 3:
             raise ConfigError(f"image_shape must be (C, H, W), got {self.image_shape!r}")
         for name, v in zip(("channels", "height", "width"), self.image_shape):
-            _check_int(f"image {name}", v, 1, 4096)
-        _check_int("latent_dim", self.latent_dim, 1, MAX_LATENT_DIM)
+            check_int(f"image {name}", v, 1, 4096)
+        check_int("latent_dim", self.latent_dim, 1, MAX_LATENT_DIM)
         if self.architecture not in ARCHITECTURES:
             raise ConfigError(f"architecture must be one of {ARCHITECTURES}, got {self.architecture!r}")
         if self.likelihood not in LIKELIHOODS:
@@ -64,10 +67,16 @@ class ModelConfig:
         if not self.hidden or not self.channels:
             raise ConfigError("hidden and channels need at least one layer each")
         for w in (*self.hidden, *self.channels):
-            _check_int("layer width", w, 1, 8192)
+            check_int("layer width", w, 1, 8192)
         if self.gaussian_sigma is not None:
-            _check_number("gaussian_sigma", self.gaussian_sigma, 1e-4, 10.0)
-        _check_int("n_classes", self.n_classes, 0, 1000)
+            check_number("gaussian_sigma", self.gaussian_sigma, 1e-4, 10.0)
+        check_int("n_classes", self.n_classes, 0, 1000)
+        check_int("ar_channels", self.ar_channels, 1, 512)
+        check_int("ar_layers", self.ar_layers, 0, 20)
+        if not isinstance(self.autoregressive, bool):
+            raise ConfigError(f"autoregressive must be true or false, got {self.autoregressive!r}")
+        if self.autoregressive and (self.image_shape[0] != 1 or self.likelihood != "bernoulli"):
+            raise ConfigError("the autoregressive decoder supports one-channel images with the Bernoulli likelihood")
 
     @property
     def n_pixels(self) -> int:
@@ -79,7 +88,7 @@ class ModelConfig:
 
     @classmethod
     def from_dict(cls, data: dict) -> "ModelConfig":
-        return _from_dict(cls, data)
+        return dataclass_from_dict(cls, data)
 
 
 @dataclass(frozen=True)
@@ -91,16 +100,16 @@ class ObjectiveConfig:
     warmup_epochs: float = 0.0
 
     def __post_init__(self) -> None:
-        _check_number("beta", self.beta, 0.0, 1000.0)
-        _check_number("free_bits", self.free_bits, 0.0, 100.0)
-        _check_number("warmup_epochs", self.warmup_epochs, 0.0, 10000.0)
+        check_number("beta", self.beta, 0.0, 1000.0)
+        check_number("free_bits", self.free_bits, 0.0, 100.0)
+        check_number("warmup_epochs", self.warmup_epochs, 0.0, 10000.0)
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
 
     @classmethod
     def from_dict(cls, data: dict) -> "ObjectiveConfig":
-        return _from_dict(cls, data)
+        return dataclass_from_dict(cls, data)
 
 
 MAX_EPOCHS = 1000
@@ -116,17 +125,17 @@ class TrainConfig:
     seed: int = 0
 
     def __post_init__(self) -> None:
-        _check_int("epochs", self.epochs, 1, MAX_EPOCHS)
-        _check_number("lr", self.lr, 1e-7, 100.0)
-        _check_int("batch_size", self.batch_size, 1, 65536)
-        _check_int("seed", self.seed, 0, 2**32 - 1)
+        check_int("epochs", self.epochs, 1, MAX_EPOCHS)
+        check_number("lr", self.lr, 1e-7, 100.0)
+        check_int("batch_size", self.batch_size, 1, 65536)
+        check_int("seed", self.seed, 0, 2**32 - 1)
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
 
     @classmethod
     def from_dict(cls, data: dict) -> "TrainConfig":
-        return _from_dict(cls, data)
+        return dataclass_from_dict(cls, data)
 
 
 @dataclass(frozen=True)

@@ -61,6 +61,12 @@ class Dataset:
         return Dataset(self.name, move(self.x_train), move(self.y_train), move(self.x_test), move(self.y_test),
                        self.class_names)
 
+    def subset(self, n_train: int = 0, n_test: int = 0) -> "Dataset":
+        """The first n_train / n_test images (0 keeps all): a fixed subset for quick experiments."""
+        cut = lambda t, n: t if t is None or n <= 0 else t[:n]  # noqa: E731
+        return Dataset(self.name, cut(self.x_train, n_train), cut(self.y_train, n_train), cut(self.x_test, n_test),
+                       cut(self.y_test, n_test), self.class_names)
+
     def info(self) -> dict:
         """What a checkpoint records about its data."""
         return {"name": self.name, "image_shape": list(self.image_shape), "n_train": len(self.x_train),

@@ -2,13 +2,14 @@
 from __future__ import annotations
 
 import contextlib
+import math
 from typing import Callable
 
 import numpy as np
 import torch
 
 from .model import VAE
-from .objectives import elbo_terms, iwae_bound
+from .objectives import elbo_terms, iwae_bound, log_normal
 
 ACTIVE_UNIT_THRESHOLD = 0.01
 
@@ -45,10 +46,9 @@ def per_sample_scores(model: VAE, x: torch.Tensor, y: torch.Tensor | None = None
         for s in _batches(len(x), batch_size):
             xb, yb = x[s], None if y is None else y[s]
             terms = elbo_terms(model, xb, yb)
-            mu, logvar = model.encode(xb, yb)
-            mean_image = model.decode_mean(mu, yb)  # (B, C, H, W)
+            mean_image = torch.sigmoid(model.decode(terms.mu, yb, xb))  # (B, C, H, W) reconstruction at z = μ
             for key, value in (("neg_elbo", terms.neg_elbo), ("recon", terms.recon), ("kl", terms.kl),
-                               ("kl_per_dim", terms.kl_per_dim), ("mu", mu), ("logvar", logvar),
+                               ("kl_per_dim", terms.kl_per_dim), ("mu", terms.mu), ("logvar", terms.logvar),
                                ("sq_error", (mean_image - xb).pow(2).flatten(1).sum(1))):
                 out[key].append(value)
     return {k: torch.cat(v).cpu().numpy() for k, v in out.items()}
@@ -89,3 +89,32 @@ def iwae_nll(model: VAE, x: torch.Tensor, y: torch.Tensor | None = None, *, k: i
             if progress:
                 progress(s.stop / len(x))
     return torch.cat(out).cpu().numpy()
+
+
+@torch.no_grad()
+def mutual_information(model: VAE, x: torch.Tensor, y: torch.Tensor | None = None, *, batch_size: int = 500,
+                       seed: int = 0) -> float:
+    """I(x; z) under q(x, z) = p_data(x) q(z|x), in nats (He et al. 2019, "Lagging inference networks").
+
+    I = E_x E_{q(z|x)}[log q(z|x) − log q(z)], with the aggregate posterior q(z) = (1/N) Σ_n q(z|x_n) over
+    the N images given. One z_i ~ q(z|x_i) per image. Because log q(z_i) ≥ log q(z_i|x_i) − log N, every
+    term is ≤ log N, so the estimate never exceeds log N.
+    """
+    model.eval()
+    mus, logvars = [], []
+    for s in _batches(len(x), batch_size):
+        mu, logvar = model.encode(x[s], None if y is None else y[s])
+        mus.append(mu)
+        logvars.append(logvar)
+    mu, logvar = torch.cat(mus).double(), torch.cat(logvars).double()  # (N, d)
+    n = len(mu)
+    with seeded(seed, x.device):
+        z = mu + torch.exp(0.5 * logvar) * torch.randn_like(mu)  # (N, d), one draw per image
+    total = 0.0
+    rows = max(1, 4_000_000 // (n * mu.shape[1]))  # keeps the (rows, N, d) block near 32 MB
+    for s in _batches(n, rows):
+        log_q_all = log_normal(z[s, None, :], mu[None], logvar[None])  # (b, N): log q(z_i | x_n)
+        log_q_agg = torch.logsumexp(log_q_all, dim=1) - math.log(n)  # (b,) log q(z_i)
+        log_q_own = log_normal(z[s], mu[s], logvar[s])  # (b,) log q(z_i | x_i)
+        total += float((log_q_own - log_q_agg).sum())
+    return total / n

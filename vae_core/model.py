@@ -110,6 +110,46 @@ class ConvDecoder(nn.Module):
         return out[:, :, :height, :width]  # (B, C, H, W) logits
 
 
+class MaskedConv2d(nn.Conv2d):
+    """A convolution that sees only pixels before the centre in raster order (van den Oord et al. 2016,
+    PixelCNN). Mask 'A' also hides the centre (first layer); mask 'B' lets a feature see its own position."""
+
+    def __init__(self, c_in: int, c_out: int, kernel: int, mask_type: str):
+        super().__init__(c_in, c_out, kernel, padding=kernel // 2)
+        mask = torch.ones_like(self.weight)  # (out, in, k, k)
+        centre = kernel // 2
+        mask[:, :, centre, centre + (mask_type == "B"):] = 0
+        mask[:, :, centre + 1:, :] = 0
+        self.register_buffer("mask", mask)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.conv2d(x, self.weight * self.mask, self.bias, padding=self.padding)
+
+
+class PixelCNNDecoder(nn.Module):
+    """p(x|z) = Π_i p(x_i | x_<i, z): masked convolutions over the image plus a map of z added to every
+    layer (as in PixelVAE, Gulrajani et al. 2017). Strong enough to model x without z — the classic setting
+    for posterior collapse (Chen et al. 2017, Variational Lossy Autoencoder)."""
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        c, h, w = cfg.image_shape
+        self.n_classes, self.image_shape, self.width = cfg.n_classes, cfg.image_shape, cfg.ar_channels
+        self.cond = nn.Linear(cfg.latent_dim + cfg.n_classes, cfg.ar_channels * h * w)
+        self.first = MaskedConv2d(c, cfg.ar_channels, 7, "A")
+        self.layers = nn.ModuleList(MaskedConv2d(cfg.ar_channels, cfg.ar_channels, 3, "B")
+                                    for _ in range(cfg.ar_layers))
+        self.out = nn.Conv2d(cfg.ar_channels, c, 1)
+
+    def forward(self, z: torch.Tensor, x: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
+        _, h, w = self.image_shape
+        cond = self.cond(_cat(z, _one_hot(y, self.n_classes, len(z), z))).view(len(z), self.width, h, w)
+        feat = F.relu(self.first(x) + cond)  # (B, width, H, W)
+        for layer in self.layers:
+            feat = F.relu(layer(feat) + cond)
+        return self.out(feat)  # (B, C, H, W) logits of x_i given x_<i and z
+
+
 class VAE(nn.Module):
     """q(z|x) = N(μ(x), diag σ²(x)), p(z) = N(0, I), p(x|z) Bernoulli or Gaussian with mean sigmoid(logits)."""
 
@@ -117,7 +157,8 @@ class VAE(nn.Module):
         super().__init__()
         self.config = cfg
         enc, dec = (MLPEncoder, MLPDecoder) if cfg.architecture == "mlp" else (ConvEncoder, ConvDecoder)
-        self.encoder, self.decoder = enc(cfg), dec(cfg)
+        self.encoder = enc(cfg)
+        self.decoder = PixelCNNDecoder(cfg) if cfg.autoregressive else dec(cfg)
         if cfg.likelihood == "gaussian":
             if cfg.gaussian_sigma is None:  # one learned σ for all pixels (Rybkin et al. 2021, σ-VAE)
                 self.log_sigma = nn.Parameter(torch.tensor(math.log(0.1)))
@@ -137,14 +178,46 @@ class VAE(nn.Module):
         """z = μ + σ ⊙ ε with ε ~ N(0, I): the reparameterisation trick."""
         return mu + torch.exp(0.5 * logvar) * torch.randn_like(mu)
 
-    def decode(self, z: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
-        return self.decoder(z, y)  # (B, C, H, W) logits
+    def decode(self, z: torch.Tensor, y: torch.Tensor | None = None, x: torch.Tensor | None = None) -> torch.Tensor:
+        """Logits of p(x|z), (B, C, H, W). An autoregressive decoder also needs the image x it scores
+        (teacher forcing); without x it generates one (see `decode_mean`)."""
+        if not self.config.autoregressive:
+            return self.decoder(z, y)
+        if x is None:
+            return torch.logit(self._generate(z, y, sample=False), eps=1e-6)
+        return self.decoder(z, x, y)
 
     def decode_mean(self, z: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
-        """The image a latent code stands for: E[x|z] = sigmoid(logits), in [0, 1]."""
+        """The image a latent code stands for, in [0, 1]: E[x|z] = sigmoid(logits). For an autoregressive
+        decoder, pixels are generated in raster order, each set to its probability given the earlier ones."""
+        if self.config.autoregressive:
+            return self._generate(z, y, sample=False)
         return torch.sigmoid(self.decode(z, y))
+
+    def sample_images(self, z: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
+        """Images drawn from p(x|z): Bernoulli draws for an autoregressive decoder (pixel by pixel),
+        the mean image otherwise (the usual way VAE samples are shown)."""
+        if self.config.autoregressive:
+            return self._generate(z, y, sample=True)
+        return self.decode_mean(z, y)
+
+    def reconstruct(self, x: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
+        """sigmoid of the decoder's logits at z = μ(x); for an autoregressive decoder, each pixel's
+        probability given the true earlier pixels (one-step-ahead prediction)."""
+        mu, _ = self.encode(x, y)
+        return torch.sigmoid(self.decode(mu, y, x))
+
+    @torch.no_grad()
+    def _generate(self, z: torch.Tensor, y: torch.Tensor | None, sample: bool) -> torch.Tensor:
+        c, h, w = self.config.image_shape
+        x = torch.zeros(len(z), c, h, w, device=z.device)  # (B, C, H, W)
+        for i in range(h):
+            for j in range(w):
+                p = torch.sigmoid(self.decoder(z, x, y)[:, :, i, j])  # (B, C)
+                x[:, :, i, j] = torch.bernoulli(p) if sample else p
+        return x
 
     def forward(self, x: torch.Tensor, y: torch.Tensor | None = None):
         mu, logvar = self.encode(x, y)
         z = self.reparameterize(mu, logvar)  # (B, d)
-        return self.decode(z, y), mu, logvar
+        return self.decode(z, y, x), mu, logvar

@@ -44,6 +44,7 @@ class ElboTerms:
     recon: torch.Tensor  # (B,) distortion −log p(x|z), nats
     kl_per_dim: torch.Tensor  # (B, d) closed-form KL per latent dimension, nats
     mu: torch.Tensor  # (B, d) posterior means
+    logvar: torch.Tensor | None = None  # (B, d) posterior log-variances
 
     @property
     def kl(self) -> torch.Tensor:
@@ -56,7 +57,8 @@ class ElboTerms:
 
 def elbo_terms(model: VAE, x: torch.Tensor, y: torch.Tensor | None = None) -> ElboTerms:
     logits, mu, logvar = model(x, y)
-    return ElboTerms(recon=-log_likelihood(model, x, logits), kl_per_dim=gaussian_kl_per_dim(mu, logvar), mu=mu)
+    return ElboTerms(recon=-log_likelihood(model, x, logits), kl_per_dim=gaussian_kl_per_dim(mu, logvar), mu=mu,
+                     logvar=logvar)
 
 
 @dataclass
@@ -136,8 +138,9 @@ def iwae_bound(model: VAE, x: torch.Tensor, y: torch.Tensor | None = None, k: in
         eps = torch.randn(n, b, d, device=mu.device, dtype=mu.dtype)
         z = mu + torch.exp(0.5 * logvar) * eps  # (n, B, d)
         y_rep = None if y is None else y.repeat(n)
-        logits = model.decode(z.reshape(n * b, d), y_rep)  # (n·B, C, H, W)
-        log_px_z = log_likelihood(model, x.repeat(n, 1, 1, 1), logits).view(n, b)  # (n, B)
+        x_rep = x.repeat(n, 1, 1, 1)  # (n·B, C, H, W)
+        logits = model.decode(z.reshape(n * b, d), y_rep, x_rep)  # (n·B, C, H, W)
+        log_px_z = log_likelihood(model, x_rep, logits).view(n, b)  # (n, B)
         log_pz = log_normal(z, torch.zeros_like(z), torch.zeros_like(z))  # (n, B)
         log_qz = log_normal(z, mu, logvar)  # (n, B)
         log_w.append(log_px_z + log_pz - log_qz)

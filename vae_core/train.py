@@ -52,7 +52,8 @@ def fit(model: VAE, data: Dataset, objective: ObjectiveConfig, train: TrainConfi
 
     Each history record holds, in nats per image: train −ELBO/recon/KL (true ELBO parts, averaged over the
     epoch's batches, whatever weight the objective put on the KL), test −ELBO/recon/KL, test KL per latent
-    dimension, test active units, the KL weight at the epoch's end and the epoch's wall time.
+    dimension, test active units, the KL weight at the epoch's end, and the wall time of the epoch's training
+    (`seconds`) and of its test evaluation (`eval_seconds`).
 
     A non-finite loss stops training and restores the weights from the start of the epoch in which it
     happened (the last weights known to give finite losses). `should_stop` is polled after every step.
@@ -97,6 +98,7 @@ def fit(model: VAE, data: Dataset, objective: ObjectiveConfig, train: TrainConfi
         if not _finite_weights(model):
             return _diverged(model, safe, result, epoch, train.lr)
         train_recon, train_kl = (sums / n).tolist()
+        train_seconds = time.perf_counter() - started
         test = evaluate_elbo(model, data.x_test, y_test, batch_size=eval_batch_size)
         record = {
             "epoch": epoch + 1,
@@ -104,7 +106,7 @@ def fit(model: VAE, data: Dataset, objective: ObjectiveConfig, train: TrainConfi
             "test_elbo": test["elbo"], "test_recon": test["recon"], "test_kl": test["kl"],
             "kl_per_dim": test["kl_per_dim"], "active_units": test["active_units"],
             "kl_weight": objective.beta * kl_warmup_weight(epoch + 1, objective.warmup_epochs),
-            "seconds": time.perf_counter() - started,
+            "seconds": train_seconds, "eval_seconds": time.perf_counter() - started - train_seconds,
         }
         result.history.append(record)
         if on_epoch:

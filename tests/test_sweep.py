@@ -1,0 +1,107 @@
+"""The collapse lab's sweep encodes what the literature says, on small data."""
+import json
+import math
+
+import pytest
+
+from vae_core import checkpoint as C
+from vae_core.__main__ import main
+from vae_core.config import ConfigError
+from vae_core.sweep import MANIFEST, SweepError, SweepSpec, load_sweep, run_sweep
+
+KEYS = {"beta", "free_bits", "warmup", "rate", "distortion", "test_elbo", "active_units", "mutual_info", "iwae_nll",
+        "kl_per_dim"}
+
+
+@pytest.fixture(scope="module")
+def beta_sweep(digits, tmp_path_factory):
+    spec = SweepSpec(latent_dim=8, hidden=(64,), epochs=12, betas=(0.5, 1.0, 4.0, 30.0), iwae_k=20, batch_size=64)
+    out = tmp_path_factory.mktemp("beta")
+    return spec, out, run_sweep(spec, digits, out)
+
+
+def test_active_units_fall_with_beta_and_vanish_for_large_beta(beta_sweep):
+    _, _, runs = beta_sweep
+    au = [r.evaluation["active_units"] for r in runs]
+    assert au == sorted(au, reverse=True), au
+    assert au[0] >= 3 and au[-1] == 0
+    assert runs[-1].evaluation["rate"] < 0.1  # β = 30: the posterior collapsed onto the prior
+
+
+def test_rate_plus_distortion_is_the_negative_elbo_and_bounds_hold(beta_sweep, digits):
+    _, _, runs = beta_sweep
+    for r in runs:
+        ev = r.evaluation
+        assert KEYS <= set(ev)
+        assert ev["rate"] + ev["distortion"] == pytest.approx(ev["test_elbo"], abs=1e-9)
+        assert sum(ev["kl_per_dim"]) == pytest.approx(ev["rate"], abs=1e-6)
+        assert ev["mutual_info"] <= math.log(len(digits.x_test))
+        assert ev["iwae_nll"] <= ev["test_elbo"] + 0.5
+
+
+def test_free_bits_keep_every_dimension_at_or_above_lambda(digits, tmp_path):
+    lam = 0.5
+    spec = SweepSpec(latent_dim=6, hidden=(64,), epochs=12, betas=(4.0,), free_bits=(0.0, lam), iwae_k=0,
+                     batch_size=64)
+    without, with_fb = run_sweep(spec, digits, tmp_path)
+    kl = with_fb.evaluation["kl_per_dim"]
+    assert min(kl) > 0.75 * lam, kl  # no dimension settles clearly below λ
+    assert with_fb.evaluation["active_units"] > without.evaluation["active_units"]
+    # and during training: after the first few epochs, every dimension stays near or above λ
+    for rec in with_fb.checkpoint.history[4:]:
+        assert min(rec["kl_per_dim"]) > 0.7 * lam
+
+
+def test_sweep_is_cached_and_reloads(beta_sweep, digits):
+    spec, out, runs = beta_sweep
+    trained = []
+    again = run_sweep(spec, digits, out, on_epoch=lambda rec, m: trained.append(rec))
+    assert not trained and [r.evaluation for r in again] == [r.evaluation for r in runs]
+    spec2, loaded = load_sweep(out)
+    assert spec2 == spec and [r.name for r in loaded] == [r.name for r in runs]
+    assert loaded[0].checkpoint.history == runs[0].checkpoint.history
+
+
+def test_a_changed_setting_retrains_only_that_run(digits, tmp_path):
+    spec = SweepSpec(latent_dim=2, hidden=(16,), epochs=1, betas=(1.0,), iwae_k=0)
+    run_sweep(spec, digits, tmp_path)
+    trained = []
+    spec2 = SweepSpec(latent_dim=2, hidden=(16,), epochs=2, betas=(1.0,), iwae_k=0)
+    run_sweep(spec2, digits, tmp_path, on_epoch=lambda rec, m: trained.append(rec))
+    assert len(trained) == 2
+
+
+def test_bad_sweep_folders(tmp_path):
+    with pytest.raises(SweepError):
+        load_sweep(tmp_path)
+    (tmp_path / MANIFEST).write_text("{not json")
+    with pytest.raises(SweepError):
+        load_sweep(tmp_path)
+    (tmp_path / MANIFEST).write_text(json.dumps({"spec": {"latent_dim": 2}, "runs": [{"file": "../../etc/x"}]}))
+    with pytest.raises(SweepError, match="cannot open x"):
+        load_sweep(tmp_path)
+
+
+def test_spec_validation():
+    with pytest.raises(ConfigError):
+        SweepSpec(betas=())
+    with pytest.raises(ConfigError):
+        SweepSpec(betas=tuple(range(1, 10)), free_bits=(0, 1, 2), warmups=(0, 1, 2))  # 81 runs > limit
+
+
+def test_cli_sweep_json_lines(tmp_path, capsys):
+    out = tmp_path / "s"
+    assert main(["sweep", "--dataset", "digits", "--latent-dim", "3", "--hidden", "16", "--epochs", "1",
+                 "--betas", "0.5,1", "--free-bits", "0,0.5", "--warmups", "0", "--iwae-k", "5", "--out", str(out),
+                 "--json"]) == 0
+    lines = [json.loads(line) for line in capsys.readouterr().out.strip().splitlines()]
+    assert len(lines) == 4 and all(KEYS <= set(line) for line in lines)
+    assert [(line["beta"], line["free_bits"]) for line in lines] == [(0.5, 0), (0.5, 0.5), (1, 0), (1, 0.5)]
+    assert len(list(out.glob("*.safetensors"))) == 4
+    C.load(next(out.glob("*.safetensors")))
+
+
+def test_autoregressive_sweep_runs(digits, tmp_path):
+    spec = SweepSpec(latent_dim=4, hidden=(16,), autoregressive=True, epochs=1, n_train=200, n_test=50, iwae_k=3)
+    (run,) = run_sweep(spec, digits, tmp_path)
+    assert run.checkpoint.config.autoregressive and run.evaluation["iwae_nll"] is not None

@@ -1,0 +1,162 @@
+"""Plotly figure builders for the app. Each returns a `go.Figure` and can be tested without Streamlit."""
+from __future__ import annotations
+
+import base64
+
+import numpy as np
+import plotly.graph_objects as go
+
+from . import projection as P
+
+QUALITATIVE = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f",
+               "#bcbd22", "#17becf"]
+CURVE_LABELS = {"elbo": "−ELBO", "recon": "reconstruction −log p(x|z)", "kl": "KL(q(z|x) ‖ p(z))"}
+
+
+def _layout(fig: go.Figure, title: str | None = None, height: int = 450) -> go.Figure:
+    fig.update_layout(title=title, height=height, margin=dict(l=10, r=10, t=40 if title else 10, b=10),
+                      template="plotly_white")
+    return fig
+
+
+def _discrete_scale(n: int) -> list:
+    """A stepped colour scale for integer labels 0…n−1 used as marker colours in a single trace."""
+    if n <= 1:
+        return [[0, QUALITATIVE[0]], [1, QUALITATIVE[0]]]
+    scale = []
+    for k in range(n):
+        colour = QUALITATIVE[k % len(QUALITATIVE)]
+        scale += [[k / n, colour], [(k + 1) / n, colour]]
+    return scale
+
+
+def latent_scatter(xy: np.ndarray, ids: np.ndarray, *, color: np.ndarray | None = None, color_name: str = "",
+                   labels: np.ndarray | None = None, class_names=None, categorical: bool = False,
+                   axis_titles=("z0", "z1"), title: str | None = None, prior: bool = False,
+                   ellipses: list[tuple[int, np.ndarray, np.ndarray]] | None = None, equal_axes: bool = True,
+                   height: int = 560) -> go.Figure:
+    """One WebGL scatter trace (trace 0) of the 2-D points with the global row id in customdata and the label
+    name in text (both shown on hover); optional prior contours and posterior ellipses (index, μ, σ) on top.
+    Numeric customdata and a plain list of strings keep 10,000 points fast to build and serialise."""
+    xy = np.asarray(xy, float)
+    ids = np.asarray(ids).astype(np.int64)
+    n = len(xy)
+    if labels is not None:
+        lab = np.asarray(labels).astype(int)
+        k = int(lab.max()) + 1 if n else 0
+        lookup = np.array([str(class_names[i]) if class_names is not None and i < len(class_names) else str(i)
+                           for i in range(k)], dtype=object)
+        names = lookup[lab].tolist()
+    else:
+        names = ["—"] * n
+    marker: dict = dict(size=4 if n > 3000 else 6, opacity=0.75)
+    if color is not None:
+        color = np.asarray(color)
+        if categorical:
+            k = int(color.max()) + 1 if len(color) else 1
+            marker.update(color=color.astype(int), colorscale=_discrete_scale(k), cmin=-0.5, cmax=k - 0.5,
+                          colorbar=dict(title="label", tickvals=list(range(k)),
+                                        ticktext=[str(class_names[i]) if class_names is not None and i < len(class_names)
+                                                  else str(i) for i in range(k)]))
+        else:
+            marker.update(color=color.astype(float), colorscale="Viridis", colorbar=dict(title=color_name))
+    hover = ("index %{customdata}<br>label %{text}<br>" + axis_titles[0] + " %{x:.3f}<br>"
+             + axis_titles[1] + " %{y:.3f}")
+    if color is not None and not categorical:
+        hover += "<br>" + color_name + " %{marker.color:.2f}"
+    fig = go.Figure(go.Scattergl(x=xy[:, 0], y=xy[:, 1], mode="markers", marker=marker, customdata=ids, text=names,
+                                 hovertemplate=hover + "<extra></extra>", name="test images", showlegend=False))
+    if prior:
+        for r, outline in P.prior_circles():
+            fig.add_trace(go.Scatter(x=outline[:, 0], y=outline[:, 1], mode="lines", hoverinfo="skip",
+                                     line=dict(color="rgba(0,0,0,0.45)", dash="dot", width=1),
+                                     name=f"prior {r:g}σ ({P.prior_mass_within(r):.0%})", showlegend=True))
+    for k, (idx, mu, sigma) in enumerate(ellipses or []):
+        outline = P.ellipse(mu, sigma, 2.0)
+        fig.add_trace(go.Scatter(x=outline[:, 0], y=outline[:, 1], mode="lines", hoverinfo="skip",
+                                 line=dict(color="crimson", width=1.5), name=f"q(z|x) ±2σ, #{idx}",
+                                 showlegend=k == 0))
+        fig.add_trace(go.Scatter(x=[mu[0]], y=[mu[1]], mode="markers+text", text=[f"#{idx}"],
+                                 textposition="top right", marker=dict(color="crimson", size=7, symbol="x"),
+                                 hoverinfo="skip", showlegend=False))
+    fig.update_xaxes(title=axis_titles[0])
+    fig.update_yaxes(title=axis_titles[1])
+    if equal_axes:
+        fig.update_yaxes(scaleanchor="x", scaleratio=1)
+    fig.update_layout(dragmode="select", legend=dict(orientation="h", y=-0.12))
+    return _layout(fig, title, height)
+
+
+def loss_curves(history: list[dict], height: int = 320) -> go.Figure:
+    """Train/test −ELBO, reconstruction and KL per epoch, nats per image."""
+    fig = go.Figure()
+    epochs = [r["epoch"] for r in history]
+    colours = {"elbo": "#1f77b4", "recon": "#2ca02c", "kl": "#d62728"}
+    for part in ("elbo", "recon", "kl"):
+        for split, dash in (("test", "solid"), ("train", "dot")):
+            key = f"{split}_{part}"
+            if history and key in history[0]:
+                fig.add_trace(go.Scatter(x=epochs, y=[r[key] for r in history], mode="lines+markers",
+                                         name=f"{split} {CURVE_LABELS[part]}",
+                                         line=dict(color=colours[part], dash=dash)))
+    fig.update_xaxes(title="epoch", tickformat="d", dtick=max(1, len(epochs) // 10))
+    fig.update_yaxes(title="nats per image")
+    return _layout(fig, None, height)
+
+
+def image_data_uri(picture: np.ndarray, scale: int = 1) -> str:
+    return "data:image/png;base64," + base64.b64encode(P.png_bytes(picture, scale)).decode()
+
+
+def lattice_figure(picture: np.ndarray, axis_x: np.ndarray, axis_y: np.ndarray, cell: int, pad: int = 1,
+                   density: np.ndarray | None = None, density_u: np.ndarray | None = None,
+                   dims=(0, 1), scale: int = 1, height: int = 640) -> go.Figure:
+    """The tiled lattice as a picture with latent-value ticks at cell centres; optionally a contour of the
+    aggregate posterior's density, given on fractional cell coordinates `density_u` (both axes), so that
+    dense regions and holes can be compared with the decoded images."""
+    h, w = picture.shape[:2]
+    fig = go.Figure(go.Image(source=image_data_uri(picture, scale), x0=0, y0=0, dx=1 / scale, dy=1 / scale,
+                             hoverinfo="skip"))
+    step = cell + pad
+    nx, ny = len(axis_x), len(axis_y)
+    cx = np.arange(nx) * step + cell / 2 - 0.5
+    cy = np.arange(ny) * step + cell / 2 - 0.5
+    every_x, every_y = max(1, nx // 8), max(1, ny // 8)
+    fig.update_xaxes(tickvals=cx[::every_x], ticktext=[f"{v:.2f}" for v in axis_x[::every_x]],
+                     title=f"z{dims[0]}", showgrid=False, range=[-0.5, w - 0.5])
+    ys = axis_y[::-1]  # row 0 is the largest y
+    fig.update_yaxes(tickvals=cy[::every_y], ticktext=[f"{v:.2f}" for v in ys[::every_y]],
+                     title=f"z{dims[1]}", showgrid=False, range=[h - 0.5, -0.5], scaleanchor="x")
+    if density is not None and density_u is not None:
+        px_x = density_u * step + cell / 2 - 0.5
+        # density rows are in increasing y; picture rows go down
+        px_y = (ny - 1 - density_u) * step + cell / 2 - 0.5
+        fig.add_trace(go.Contour(x=px_x, y=px_y, z=density, showscale=False, ncontours=6,
+                                 contours=dict(coloring="lines"), line=dict(width=1.5),
+                                 colorscale=[[0, "rgba(255,140,0,0.3)"], [1, "rgba(220,20,60,1)"]],
+                                 hoverinfo="skip", name="aggregate posterior density"))
+    return _layout(fig, None, height)
+
+
+def score_histogram(scores: np.ndarray, threshold: float, name: str, bins: int = 80, height: int = 330) -> go.Figure:
+    scores = np.asarray(scores, float)
+    fig = go.Figure(go.Histogram(x=scores, nbinsx=bins, marker_color="#4c78a8", name="test images"))
+    flagged = int((scores > threshold).sum())
+    fig.add_vline(x=threshold, line=dict(color="crimson", width=2, dash="dash"),
+                  annotation_text=f"threshold {threshold:.1f}: {flagged} flagged", annotation_position="top right")
+    fig.update_xaxes(title=name)
+    fig.update_yaxes(title="images")
+    return _layout(fig, None, height)
+
+
+def roc_figure(curves: dict[str, dict], height: int = 420) -> go.Figure:
+    """ROC curves {name: projection.roc(...) result}, with the chance diagonal."""
+    fig = go.Figure()
+    for name, r in curves.items():
+        fig.add_trace(go.Scatter(x=r["fpr"], y=r["tpr"], mode="lines", name=f"{name} (AUROC {r['auroc']:.3f})"))
+    fig.add_trace(go.Scatter(x=[0, 1], y=[0, 1], mode="lines", line=dict(color="grey", dash="dot"),
+                             name="chance (0.5)"))
+    fig.update_xaxes(title="false positive rate", range=[0, 1])
+    fig.update_yaxes(title="true positive rate", range=[0, 1.02], scaleanchor="x")
+    fig.update_layout(legend=dict(x=0.35, y=0.05))
+    return _layout(fig, None, height)

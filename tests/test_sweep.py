@@ -105,3 +105,11 @@ def test_autoregressive_sweep_runs(digits, tmp_path):
     spec = SweepSpec(latent_dim=4, hidden=(16,), autoregressive=True, epochs=1, n_train=200, n_test=50, iwae_k=3)
     (run,) = run_sweep(spec, digits, tmp_path)
     assert run.checkpoint.config.autoregressive and run.evaluation["iwae_nll"] is not None
+
+
+def test_parse_values():
+    from vae_core.sweep import parse_values
+    assert parse_values("0.5, 1,4 ,1", "β") == (0.5, 1.0, 4.0)
+    for bad, msg in (("", "at least one"), ("1, x", "not a number"), ("-1", "outside"), ("nan", "outside")):
+        with pytest.raises(ConfigError, match=msg):
+            parse_values(bad, "β")

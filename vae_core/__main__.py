@@ -138,18 +138,14 @@ def cmd_evaluate(args) -> int:
     return 0
 
 
-def _floats(text: str) -> tuple[float, ...]:
-    return tuple(float(t) for t in text.split(",") if t.strip())
-
-
 def cmd_sweep(args) -> int:
-    from .sweep import SweepSpec, run_sweep
+    from .sweep import SweepSpec, parse_values, run_sweep
 
     device = pick_device(args.device)
     data = get_dataset(args, device)
     spec = SweepSpec(dataset=data.name, latent_dim=args.latent_dim, architecture=args.arch, hidden=_ints(args.hidden),
-                     autoregressive=args.autoregressive, epochs=args.epochs, betas=_floats(args.betas),
-                     free_bits=_floats(args.free_bits), warmups=_floats(args.warmups), n_train=args.n_train,
+                     autoregressive=args.autoregressive, epochs=args.epochs, betas=parse_values(args.betas, "β"),
+                     free_bits=parse_values(args.free_bits, "free bits"), warmups=parse_values(args.warmups, "warm-up"), n_train=args.n_train,
                      n_test=args.n_test, lr=args.lr, batch_size=args.batch_size, seed=args.seed, iwae_k=args.iwae_k)
     n_runs = len(spec.settings())
     bar = ProgressBar()

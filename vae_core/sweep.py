@@ -78,6 +78,26 @@ class SweepSpec:
         return dataclass_from_dict(cls, data)
 
 
+def parse_values(text: str, what: str, low: float = 0.0, high: float = 1000.0) -> tuple[float, ...]:
+    """'0.5, 1, 4' → (0.5, 1.0, 4.0), each checked to lie in [low, high]; duplicates dropped, order kept."""
+    values: list[float] = []
+    for part in str(text).replace(";", ",").split(","):
+        part = part.strip()
+        if not part:
+            continue
+        try:
+            v = float(part)
+        except ValueError:
+            raise ConfigError(f"{what}: {part!r} is not a number; write values separated by commas, e.g. 0.5, 1, 4") from None
+        if not low <= v <= high or v != v:
+            raise ConfigError(f"{what}: {v:g} is outside [{low:g}, {high:g}]")
+        if v not in values:
+            values.append(v)
+    if not values:
+        raise ConfigError(f"{what}: give at least one value")
+    return tuple(values)
+
+
 def run_name(obj: ObjectiveConfig) -> str:
     return f"beta{obj.beta:g}_fb{obj.free_bits:g}_wu{obj.warmup_epochs:g}"
 

@@ -54,25 +54,34 @@ if view == "t-SNE" or beside == "t-SNE":
 
 ellipse_ids: list[int] = []
 if view == "raw":
-    default_few = [int(i) for i in P.subsample(n, 4, seed=1)]
-    ellipse_ids = st.multiselect("Posterior ±2σ ellipses for test images #", list(range(n)), default=default_few,
-                                 max_selections=12, key="ls_ellipses")
+    default_few = ", ".join(str(int(i)) for i in P.subsample(n, 4, seed=1))
+    typed = st.text_input(f"Posterior ±2σ ellipses for test images # (comma-separated, 0…{n - 1}, at most 12)",
+                          default_few, key="ls_ellipses")
+    ellipse_ids = [int(t) for t in typed.replace(";", ",").split(",") if t.strip().isdigit() and int(t) < n][:12]
+    if typed.strip() and len(ellipse_ids) != len([t for t in typed.split(",") if t.strip()]):
+        st.caption(f"Only whole numbers from 0 to {n - 1} are used; showing {len(ellipse_ids)} ellipse(s).")
 color = labels if colour_by == "label" else scores[colour_by]
+point_choices = [c for c in (1000, 2000, 5000, 10000, 20000, 50000) if c < n] + [n]
+max_points = st.select_slider("Points shown (seeded subsample of the test set)", point_choices, value=min(n, 10000),
+                              key="ls_points", format_func=lambda c: f"{c:,}" + (" (all)" if c == n else ""))
+shown_ids = P.subsample(n, max_points)
+lab_shown = None if labels is None else labels[shown_ids]
 
 
 def view_figure(kind: str, title: str | None = None):
     """(figure, ids shown) for one map."""
     if kind == "raw":
         ells = [(i, mu[i], P.posterior_sigma(scores["logvar"][i])) for i in ellipse_ids]
-        return plots.latent_scatter(mu, np.arange(n), color=color, color_name=COLOURS[colour_by], labels=labels,
-                                    class_names=class_names, categorical=colour_by == "label", prior=True,
-                                    ellipses=ells, title=title), np.arange(n)
+        return plots.latent_scatter(mu[shown_ids], shown_ids, color=color[shown_ids], color_name=COLOURS[colour_by],
+                                    labels=lab_shown, class_names=class_names, categorical=colour_by == "label",
+                                    prior=True, ellipses=ells, title=title), shown_ids
     if kind == "PCA":
         coords, ratio = ui.pca_of(am.key, mu)
-        return plots.latent_scatter(coords, np.arange(n), color=color, color_name=COLOURS[colour_by], labels=labels,
-                                    class_names=class_names, categorical=colour_by == "label",
+        return plots.latent_scatter(coords[shown_ids], shown_ids, color=color[shown_ids],
+                                    color_name=COLOURS[colour_by], labels=lab_shown, class_names=class_names,
+                                    categorical=colour_by == "label",
                                     axis_titles=(f"PC1 ({ratio[0]:.0%} of variance)", f"PC2 ({ratio[1]:.0%})"),
-                                    title=title), np.arange(n)
+                                    title=title), shown_ids
     ids, coords = ui.tsne_of(am.key, mu, tsne_points, perplexity)
     return plots.latent_scatter(coords, ids, color=color[ids], color_name=COLOURS[colour_by],
                                 labels=None if labels is None else labels[ids], class_names=class_names,
@@ -108,7 +117,7 @@ with ui.guard("draw the latent map"):
                                     key=f"ls_chart_{kind}", config={"scrollZoom": True})
         selection += selected_ids(event, shown)
 selection = list(dict.fromkeys(selection))
-st.caption(f"{n:,} test images · drag a box or lasso (toolbar) to select · double-click to clear.")
+st.caption(f"{len(shown_ids):,} of {n:,} test images · drag a box or lasso (toolbar) to select · double-click to clear.")
 
 left, right = st.columns([3, 2])
 with left:

@@ -38,13 +38,25 @@ def cached_sweep(folder: str, mtime_ns: int):
     return load_sweep(folder, device=ui.device())
 
 
+@st.cache_resource(show_spinner=False, max_entries=32)
+def cached_figures(folder: str, mtime_ns: int, _evals: list[dict]):
+    """The R–D plane and the KL heatmap of one saved sweep, built once per sweep file version."""
+    return lab_plots.rd_plane(_evals), lab_plots.kl_heatmap(_evals)
+
+
+@st.cache_resource(show_spinner=False, max_entries=128)
+def cached_timeline(path: str, mtime_ns: int, _history: list[dict], free_bits: float):
+    return lab_plots.kl_timeline(_history, free_bits)
+
+
 def sweep_options() -> list[Path]:
     return list_sweeps(SWEEP_ROOT)
 
 
 @st.cache_resource(show_spinner=False, max_entries=64)
-def run_pictures(path: str, mtime_ns: int, _model, _x: torch.Tensor, n: int = 8):
-    """(inputs over reconstructions, prior samples) of one run, as pictures; cached per checkpoint file."""
+def run_pictures(path: str, mtime_ns: int, _model, _x: torch.Tensor, n: int = 8, scale: int = 1):
+    """PNG bytes of (inputs over reconstructions, prior samples) of one run; cached per checkpoint file, so a
+    rerun sends the same bytes without decoding or encoding anything."""
     torch.manual_seed(0)
     with torch.no_grad():
         model = _model.eval()
@@ -53,7 +65,7 @@ def run_pictures(path: str, mtime_ns: int, _model, _x: torch.Tensor, n: int = 8)
         recon = torch.sigmoid(model.decode(mu, None, x)) if model.config.autoregressive else model.decode_mean(mu)
         samples = model.sample_images(torch.randn(n, model.latent_dim, device=x.device))
     pair = np.stack([x.cpu().numpy(), recon.cpu().numpy()])  # (2, n, C, H, W)
-    return tile(pair), tile(samples.cpu().numpy()[None])
+    return P.png_bytes(tile(pair), scale), P.png_bytes(tile(samples.cpu().numpy()[None]), scale)
 
 
 # ---------------------------------------------------------------- run a new sweep
@@ -121,7 +133,8 @@ if st.session_state.get(SHOWN) not in names:
     st.session_state[SHOWN] = names[0]
 chosen = st.selectbox("Sweep", names, key=SHOWN, format_func=lambda p: Path(p).name)
 try:
-    spec, runs = cached_sweep(chosen, (Path(chosen) / "sweep.json").stat().st_mtime_ns)
+    manifest_mtime = (Path(chosen) / "sweep.json").stat().st_mtime_ns
+    spec, runs = cached_sweep(chosen, manifest_mtime)
 except (SweepError, OSError) as err:
     st.error(f"This sweep cannot be read: {err}. Run it again or pick another one.")
     st.stop()
@@ -129,6 +142,7 @@ if not runs:
     st.warning("This sweep has no finished run yet.")
     st.stop()
 evals = [r.evaluation for r in runs]
+rd_figure, heat_figure = cached_figures(chosen, manifest_mtime, evals)
 st.caption(f"{spec.dataset} · d = {spec.latent_dim} · {spec.architecture.upper()} encoder · "
            f"{'PixelCNN' if spec.autoregressive else spec.architecture.upper()} decoder · {spec.epochs} epochs · "
            f"{len(runs)} runs" + (f" · first {spec.n_train:,} training images" if spec.n_train else ""))
@@ -137,7 +151,7 @@ st.caption(f"{spec.dataset} · d = {spec.latent_dim} · {spec.architecture.upper
 left, right = st.columns([3, 2])
 with left:
     st.subheader("Rate–distortion plane")
-    st.plotly_chart(lab_plots.rd_plane(evals), width="stretch", key="lab_rd")
+    st.plotly_chart(rd_figure, width="stretch", key="lab_rd")
     st.caption("Dotted diagonals: equal −ELBO = R + D (Alemi et al. 2018). Points at R ≈ 0 have collapsed: "
                "the decoder ignores z.")
 with right:
@@ -160,14 +174,15 @@ with right:
 st.subheader("KL per latent dimension")
 h1, h2 = st.columns(2)
 with h1:
-    st.plotly_chart(lab_plots.kl_heatmap(evals), width="stretch", key="lab_heat")
+    st.plotly_chart(heat_figure, width="stretch", key="lab_heat")
     st.caption("One row per run, one column per latent dimension: dark cells are collapsed dimensions.")
 with h2:
     pick = st.selectbox("Run", list(range(len(runs))), key="lab_timeline_run",
                         format_func=lambda i: run_label(evals[i]))
     hist = runs[pick].checkpoint.history
     if hist:
-        st.plotly_chart(lab_plots.kl_timeline(hist, evals[pick]["free_bits"]), width="stretch", key="lab_time")
+        st.plotly_chart(cached_timeline(str(runs[pick].path), manifest_mtime, hist, evals[pick]["free_bits"]),
+                        width="stretch", key="lab_time")
         st.caption("Each dimension's test KL after every epoch: collapse as it happens.")
 
 # ---------------------------------------------------------------- side by side
@@ -183,14 +198,14 @@ st.caption(f"For each run: {n_show} test images (top) over their reconstructions
 scale = P.display_scale(data.image_shape[1], 28)
 for run in runs:
     mtime = run.path.stat().st_mtime_ns if run.path.exists() else 0
-    recon, samples = run_pictures(str(run.path), mtime, run.checkpoint.model, data.x_test, n_show)
+    recon, samples = run_pictures(str(run.path), mtime, run.checkpoint.model, data.x_test, n_show, scale)
     c_lab, c_rec, c_smp = st.columns([1, 2, 2])
     ev = run.evaluation
     c_lab.markdown(f"**{run_label(ev)}**  \nR = {ev['rate']:.2f}, AU = {ev['active_units']}")
     with c_rec:
-        ui.image(P.to_uint8(recon, scale))
+        ui.image(recon)
     with c_smp:
-        ui.image(P.to_uint8(samples, scale))
+        ui.image(samples)
 
 if spec.latent_dim == 2:
     st.subheader("Latent space of each run")

@@ -111,3 +111,18 @@ def test_held_out_experiment_gives_an_auroc(digits):
     for r in res["curves"].values():
         assert 0.0 <= r["auroc"] <= 1.0
     assert res["n_out"] == int((digits.y_test == 0).sum())
+
+
+def test_tsne_keeps_clusters_apart_and_reports_progress():
+    rng = np.random.default_rng(0)
+    centres = rng.normal(size=(3, 8)) * 10
+    labels = np.repeat(np.arange(3), 100)
+    x = centres[labels] + rng.normal(size=(300, 8))
+    seen = []
+    emb = P.tsne(x, perplexity=20, progress=seen.append)
+    assert emb.shape == (300, 2) and np.isfinite(emb).all()
+    assert seen[0] == 0.0 and seen[-1] == 1.0 and seen == sorted(seen)
+    # every point's nearest neighbour in the embedding comes from its own cluster
+    d = ((emb[:, None] - emb[None]) ** 2).sum(-1)
+    np.fill_diagonal(d, np.inf)
+    assert (labels[d.argmin(1)] == labels).mean() > 0.99

@@ -117,11 +117,14 @@ MAX_EPOCHS = 1000
 
 @dataclass(frozen=True)
 class TrainConfig:
-    """Optimisation: Adam with a constant learning rate, shuffled mini-batches, a seed."""
+    """Optimisation: Adam with a constant learning rate, shuffled mini-batches, a seed.
+
+    Batch 256 at lr 2e-3 keeps the CPU's matrix units busier than the tutorial's 128 at 1e-3 (bench/train_speed)
+    and reaches the same test ELBO in the same wall time (bench/quality)."""
 
     epochs: int = 20
-    lr: float = 1e-3
-    batch_size: int = 128
+    lr: float = 2e-3
+    batch_size: int = 256
     seed: int = 0
 
     def __post_init__(self) -> None:

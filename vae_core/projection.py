@@ -43,9 +43,17 @@ def subsample(n: int, max_points: int, seed: int = 0) -> np.ndarray:
     return np.sort(np.random.default_rng(seed).choice(n, size=max_points, replace=False))
 
 
-def tsne(x: np.ndarray, *, perplexity: float = 30.0, seed: int = 0) -> np.ndarray:
-    """scikit-learn's Barnes-Hut t-SNE to 2-D (PCA initialisation). Perplexity is clipped below N/3."""
-    from sklearn.manifold import TSNE
+TSNE_EXAGGERATION_ITERS = 250
+TSNE_ITERS = 300
+
+
+def tsne(x: np.ndarray, *, perplexity: float = 30.0, seed: int = 0,
+         progress: Callable[[float], None] | None = None) -> np.ndarray:
+    """t-SNE to 2-D (van der Maaten & Hinton 2008) with openTSNE's FFT-accelerated gradients (Linderman et al.
+    2019, FIt-SNE): exact neighbours, PCA initialisation, 250 early-exaggeration + 300 iterations on a coarser
+    interpolation grid — about 2.5× faster than scikit-learn's default Barnes-Hut run at a KL within ~3 % of
+    it (bench/tsne.py). Perplexity is clipped below N/3. `progress` gets the fraction done."""
+    from openTSNE import TSNE
 
     x = np.asarray(x, dtype=np.float32)
     if len(x) < 5:
@@ -53,13 +61,20 @@ def tsne(x: np.ndarray, *, perplexity: float = 30.0, seed: int = 0) -> np.ndarra
     if x.shape[1] == 1:
         x = np.hstack([x, np.zeros_like(x)])
     perplexity = float(min(perplexity, max(2.0, (len(x) - 1) / 3)))
-    model = TSNE(n_components=2, perplexity=perplexity, init="pca", learning_rate="auto", random_state=seed)
-    return model.fit_transform(x).astype(np.float64)
+    total = TSNE_EXAGGERATION_ITERS + TSNE_ITERS
+    done = [0]
 
+    def tick(*_):
+        done[0] += 25
+        if progress:
+            progress(0.1 + 0.9 * min(1.0, done[0] / total))
 
-def tsne_seconds_estimate(n: int) -> float:
-    """A rough wall-time guess for `tsne` on two CPU cores, for a progress bar (not a promise)."""
-    return 2.0 + 4e-4 * n * np.log(max(n, 2))
+    if progress:
+        progress(0.0)
+    model = TSNE(n_components=2, perplexity=perplexity, initialization="pca", neighbors="exact",
+                 early_exaggeration_iter=TSNE_EXAGGERATION_ITERS, n_iter=TSNE_ITERS, ints_in_interval=2,
+                 n_jobs=-1, random_state=seed, callbacks=tick, callbacks_every_iters=25)
+    return np.asarray(model.fit(x), dtype=np.float64)  # (N, 2)
 
 
 # ---------------------------------------------------------------- interpolation

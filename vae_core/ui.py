@@ -337,8 +337,9 @@ def tsne_of(model_key: str, mu: np.ndarray, max_points: int, perplexity: float, 
     """(row ids, 2-D t-SNE coordinates) of at most `max_points` seeded rows of `mu`; cached."""
     ids = P.subsample(len(mu), max_points, seed)
     coords = run_job(("tsne", model_key, max_points, perplexity, seed),
-                     lambda job: P.tsne(mu[ids], perplexity=perplexity, seed=seed),
-                     f"t-SNE of {len(ids):,} points", P.tsne_seconds_estimate(len(ids)))
+                     lambda job: P.tsne(mu[ids], perplexity=perplexity, seed=seed,
+                                        progress=lambda f: setattr(job, "fraction", f)),
+                     f"t-SNE of {len(ids):,} points")
     return ids, coords
 
 

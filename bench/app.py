@@ -1,0 +1,119 @@
+"""Page speed: AppTest first run and median of 10 reruns of every page with the shipped model cached, the latent
+page at 1k / 5k / 10k points, and the first page in a real browser (Chromium) from a warm server.
+
+    python -m bench.app [--json] [--no-browser]
+"""
+from __future__ import annotations
+
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+from streamlit.testing.v1 import AppTest
+
+from vae_core import ui
+
+from .common import emit, log, parser
+
+ROOT = Path(__file__).resolve().parent.parent
+PAGES = {"shell (latent space)": "streamlit_app.py", "train": "pages/1_Train.py",
+         "latent space": "pages/2_Latent_space.py", "decoder grid": "pages/3_Decoder_grid.py",
+         "anomalies": "pages/4_Anomalies.py", "collapse lab": "pages/5_Collapse_lab.py"}
+MODEL = "file:fashion-mnist-2d.safetensors"
+
+
+def timed_runs(path: str, state: dict, reruns: int = 10) -> dict:
+    at = AppTest.from_file(str(ROOT / path), default_timeout=300)
+    for k, v in state.items():
+        at.session_state[k] = v
+    t0 = time.perf_counter()
+    at.run()
+    first = time.perf_counter() - t0
+    if at.exception:
+        raise RuntimeError(f"{path}: {at.exception[0].message}")
+    times = []
+    for _ in range(reruns):
+        t0 = time.perf_counter()
+        at.run()
+        times.append(time.perf_counter() - t0)
+    return {"first_s": round(first, 3), "rerun_median_s": round(statistics.median(times), 3)}
+
+
+def browser_first_page() -> float | None:
+    """Seconds from navigation to the latent scatter drawn, on a server that has already served one page."""
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        return None
+    chromium = os.environ.get("VAE_CHROMIUM", "/usr/bin/chromium")
+    if not Path(chromium).exists():
+        return None
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    proc = subprocess.Popen([sys.executable, "-m", "streamlit", "run", "streamlit_app.py", "--server.headless", "true",
+                             "--server.fileWatcherType", "none", "--server.port", str(port),
+                             "--browser.gatherUsageStats", "false"], cwd=ROOT, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        for _ in range(200):
+            try:
+                urllib.request.urlopen(f"{url}/_stcore/health", timeout=2)
+                break
+            except OSError:
+                time.sleep(0.3)
+        with sync_playwright() as pw:
+            browser = pw.chromium.launch(executable_path=chromium, args=[
+                "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+                "--disable-sync", "--no-first-run"])
+            results = []
+            for _ in range(2):  # the first visit warms the server's caches (model, data); the second is timed
+                page = browser.new_page(viewport={"width": 1400, "height": 1000})
+                t0 = time.perf_counter()
+                page.goto(url)
+                page.locator('[data-testid="stPlotlyChart"] .js-plotly-plot').first.wait_for(timeout=120_000)
+                results.append(time.perf_counter() - t0)
+                page.close()
+            browser.close()
+        return results
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
+def main() -> None:
+    p = parser(__doc__)
+    p.add_argument("--no-browser", action="store_true")
+    args = p.parse_args()
+    state = {ui.SELECT_KEY: MODEL}
+    log("cold start: loading the model and Fashion-MNIST, encoding 10,000 test images …")
+    t0 = time.perf_counter()
+    AppTest.from_file(str(ROOT / "streamlit_app.py"), default_timeout=300).run()
+    cold = time.perf_counter() - t0
+    pages = {}
+    for name, path in PAGES.items():
+        log(f"page {name} …")
+        pages[name] = timed_runs(path, state)
+    latent = {}
+    for n in (1000, 5000, 10000):
+        log(f"latent page with {n} points …")
+        latent[str(n)] = timed_runs(PAGES["latent space"], {**state, "ls_points": n})
+    out = {"model": MODEL, "cold_start_s": round(cold, 3), "pages": pages, "latent_points": latent,
+           "worst_rerun_median_s": max(v["rerun_median_s"] for v in pages.values())}
+    if not args.no_browser:
+        log("first page in Chromium …")
+        times = browser_first_page()
+        if times:
+            out["browser_cold_first_page_s"] = round(times[0], 2)
+            out["browser_first_page_s"] = round(times[1], 2)
+    emit(out, args.json)
+
+
+if __name__ == "__main__":
+    main()

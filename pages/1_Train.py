@@ -83,9 +83,8 @@ dataset_name = d1.radio("Dataset", DATASETS, format_func=_dataset_label, key="tr
 data, data_error = None, None
 with d2:
     if dataset_name == "upload":
-        up = st.file_uploader("Images: .npz with arrays x (N×H×W or N×H×W×C) and optional labels y; .npy; or .csv "
-                              "with one image per row (optional label column)", type=["npz", "npy", "csv"],
-                              key="tr_upload")
+        up = ui.file_upload(st, "Images: .npz with arrays x (N×H×W or N×H×W×C) and optional labels y; .npy; or "
+                            ".csv with one image per row (optional label column)", "tr_upload")
         if up is None:
             data_error = "upload a file first"
         else:
@@ -93,7 +92,7 @@ with d2:
                 data = ui.dataset_from_upload(up.getvalue(), up.name)
             except DataError as err:
                 data_error = str(err)
-                st.error(f"{up.name} cannot be used: {err}")
+                st.error(f"{ui.plain(up.name)} cannot be used: {ui.plain(err)}")
     else:
         download = False
         if not avail.get(dataset_name):
@@ -112,7 +111,7 @@ with d2:
                     "or pick digits.")
     if data is not None:
         info = data.info()
-        st.success(f"**{data.name}**: {info['n_train']:,} training and {info['n_test']:,} test images of "
+        st.success(f"**{ui.plain(data.name)}**: {info['n_train']:,} training and {info['n_test']:,} test images of "
                    f"{'×'.join(map(str, data.image_shape))} (C×H×W), {info['n_classes'] or 'no'} classes.")
 
 # ---------------------------------------------------------------- configuration
@@ -140,26 +139,30 @@ with st.form("tr_form"):
                        disabled=data is not None and data.y_train is None)
     h1, h2, h3, h4 = st.columns(4)
     epochs = h1.number_input("Epochs", 1, 1000, 10, key="tr_epochs")
-    lr = h2.number_input("Learning rate", 1e-6, 100.0, 1e-3, format="%g", key="tr_lr")
-    batch = h3.number_input("Batch size", 1, 8192, 128, key="tr_batch")
+    lr = h2.number_input("Learning rate", 1e-6, 100.0, TrainConfig.lr, format="%g", key="tr_lr")
+    batch = h3.number_input("Batch size", 1, 8192, TrainConfig.batch_size, key="tr_batch")
     seed = h4.number_input("Random seed", 0, 2**31 - 1, 0, key="tr_seed")
     submitted = st.form_submit_button("Train", type="primary", icon=":material/play_arrow:")
 
 configs = None
 if submitted:
     if data is None:
-        st.error(f"No training data: {data_error}. Choose or fix the dataset above.")
+        st.error(f"No training data: {ui.plain(data_error)}. Choose or fix the dataset above.")
     else:
         try:
             hidden = tuple(int(w) for w in hidden_text.replace(";", ",").split(",") if w.strip())
             model_cfg = ModelConfig(image_shape=data.image_shape, latent_dim=int(latent), architecture=arch,
                                     hidden=hidden or (512, 256), likelihood=likelihood,
                                     n_classes=data.n_classes if cvae and data.y_train is not None else 0)
+            n_weights = ui.parameter_count(model_cfg)
+            if n_weights > ui.MAX_PARAMETERS:  # e.g. many 8192-wide layers: would exhaust the server's memory
+                raise ValueError(f"this model would have {n_weights:,} weights; the limit is {ui.MAX_PARAMETERS:,} "
+                                 "(use fewer or narrower layers)")
             configs = (model_cfg, ObjectiveConfig(beta=float(beta), free_bits=float(free_bits),
                                                   warmup_epochs=float(warmup)),
                        TrainConfig(epochs=int(epochs), lr=float(lr), batch_size=int(batch), seed=int(seed)))
         except ValueError as err:  # ConfigError, or a width that is not a number
-            st.error(f"Invalid settings: {err}. Fix the field and press Train again.")
+            st.error(f"Invalid settings: {ui.plain(err)}. Fix the field and press Train again.")
 
 # ---------------------------------------------------------------- training
 st.subheader("3 · Training")
@@ -256,8 +259,8 @@ elif run.get("finished"):
                 path = ckpt_io.save(ckpt_io.checkpoint_path(name), run["ckpt"], overwrite=overwrite)
                 run["saved"] = path.name
             except ckpt_io.CheckpointExistsError as err:
-                st.warning(f"{err} — or tick 'Overwrite if it exists'.")
+                st.warning(f"{ui.plain(err)} — or tick 'Overwrite if it exists'.")
             except (ckpt_io.CheckpointError, OSError) as err:
-                st.error(f"Could not save: {err}")
+                st.error(f"Could not save: {ui.plain(err)}")
         if run.get("saved"):
             st.success(f"Saved as checkpoints/{run['saved']} (listed under 'file' in the sidebar).")

@@ -27,8 +27,8 @@ cfg = am.config
 d = cfg.latent_dim
 has_data = am.data is not None
 if not has_data:
-    st.warning(f"The test images are unavailable ({am.data_error}); the density overlay, picked references and "
-               "interpolations are off.")
+    st.warning(f"The test images are unavailable ({ui.plain(am.data_error)}); the density overlay, picked "
+               "references and interpolations are off.")
 class_names = am.data.class_names if has_data and am.data.class_names else \
     [str(c) for c in range(max(cfg.n_classes, 1))]
 scale = P.display_scale(cfg.image_shape[1], 28)

@@ -109,6 +109,10 @@ BAD = {
     "missing tensor": (_missing_tensor, "missing"),
     "nan weights": (_nan_weights, "NaN"),
     "history not a list": (lambda: _with_meta(_meta(history={"a": 1})), "history"),
+    # a few KiB of JSON describing a 16-megapixel MLP (~1 TB of weights): refused before anything is allocated
+    "huge model config": (lambda: _with_meta(_meta(model_config={**make_ckpt().config.to_dict(),
+                                                                 "image_shape": [1, 4096, 4096], "hidden": [8192]})),
+                          "shape"),
 }
 
 

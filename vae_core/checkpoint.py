@@ -68,9 +68,10 @@ def safe_name(name: str) -> str:
     return stem
 
 
-def checkpoint_path(name: str, root: str | os.PathLike = CHECKPOINT_DIR) -> Path:
-    """`root/NAME.safetensors` for a user-chosen name, guaranteed to be inside `root`."""
-    root = Path(root).resolve()
+def checkpoint_path(name: str, root: str | os.PathLike | None = None) -> Path:
+    """`root/NAME.safetensors` for a user-chosen name, guaranteed to be inside `root` (default: CHECKPOINT_DIR,
+    read at call time so the app and its tests can point it elsewhere)."""
+    root = Path(CHECKPOINT_DIR if root is None else root).resolve()
     path = (root / f"{safe_name(name)}{SUFFIX}").resolve()
     if path.parent != root:
         raise CheckpointError(f"{name!r} would leave the checkpoint folder")
@@ -147,6 +148,9 @@ def load(path: str | os.PathLike, device="cpu") -> Checkpoint:
 
 def from_bytes(blob: bytes, name: str = "checkpoint", device="cpu") -> Checkpoint:
     """Parse and validate a checkpoint held in memory (an upload, or a file's bytes)."""
+    if len(blob) > MAX_CHECKPOINT_BYTES:  # the same limit as `load`, whatever the server's upload limit
+        raise CheckpointError(f"{name} is {len(blob) / 2**20:.1f} MiB; checkpoints are limited to "
+                              f"{MAX_CHECKPOINT_BYTES >> 20} MiB")
     meta = _read_metadata(blob, name)
     try:
         tensors = st_load(blob)
@@ -158,8 +162,10 @@ def from_bytes(blob: bytes, name: str = "checkpoint", device="cpu") -> Checkpoin
         train = TrainConfig.from_dict(meta.get("train_config", {}))
     except ConfigError as err:
         raise CheckpointError(f"{name}: invalid configuration: {err}") from None
+    with torch.device("meta"):  # shapes only: a few bytes of JSON asking for a huge model allocate nothing
+        skeleton = VAE(model_cfg)
+    _check_tensors(skeleton, tensors, name)  # after this the model is no larger than the file's tensors
     model = VAE(model_cfg)
-    _check_tensors(model, tensors, name)
     model.load_state_dict(tensors)
     model.to(device).eval()
     history = meta.get("history", [])

@@ -21,6 +21,7 @@ MAX_SIDE = 128  # pixels per image side
 MAX_CHANNELS = 4
 MAX_ARRAY_BYTES = 1 << 30  # decompressed size of one user array
 MAX_CLASSES = 1000
+MAX_PIXELS = 1 << 28  # pixel values of one user file: 1 GiB once float32 (a 1 GiB uint8 array would be 4 GiB)
 DEBIAN_FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
 DOWNLOAD_TIMEOUT_S = 30.0
 
@@ -257,6 +258,8 @@ def load_array_file(source, filename: str | None = None) -> ArrayData:
     ext = Path(name).suffix.lower()
     if not raw:
         raise DataError(f"{name or 'the file'} is empty")
+    if len(raw) > MAX_ARRAY_BYTES:  # bytes and uploads get the limit a path gets in _read_source
+        raise DataError(f"{name or 'the file'} is {len(raw) / 2**20:.1f} MiB; the limit is {MAX_ARRAY_BYTES >> 20} MiB")
     if ext == ".npz":
         x, y = _read_npz(raw)
     elif ext == ".npy":
@@ -379,6 +382,9 @@ def to_nchw(x: np.ndarray) -> np.ndarray:
         raise DataError(f"{n} images is more than the limit of {MAX_IMAGES}")
     if h > MAX_SIDE or w > MAX_SIDE or h < 2 or w < 2:
         raise DataError(f"images are {h}×{w} pixels; the supported size is 2…{MAX_SIDE} per side")
+    if x.size > MAX_PIXELS:
+        raise DataError(f"{n:,} images of {x.shape[1]}×{h}×{w} are {x.size:,} pixel values; the limit is "
+                        f"{MAX_PIXELS:,} (use fewer or smaller images)")
     return x
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
+import re
 import threading
 import time
 import uuid
@@ -28,6 +29,7 @@ from .config import ConfigError
 from .data import BUILTIN, DataError, Dataset, available_builtin, load_array_file, load_dataset, split_arrays
 from .device import pick_device
 from .metrics import iwae_nll, per_sample_scores
+from .model import VAE
 
 # ---------------------------------------------------------------- session-state keys
 SELECT_KEY = "vae_model_select"  # the sidebar's selectbox: the active model id
@@ -37,6 +39,8 @@ UPLOAD_KEY = "vae_model_upload"
 TRAIN_RUN = "vae_train_run"  # the Train page's current/last run
 STOP_FLAG = "vae_stop_requested"
 HELD_OUT = "vae_held_out_results"  # {(model key, class, epochs…): result}
+
+MAX_PARAMETERS = 100_000_000  # weights of a model trained from the browser (400 MB, ×4 with gradients and Adam)
 
 DATASET_LABELS = {"digits": "digits (8×8, offline)", "mnist": "MNIST", "fashion-mnist": "Fashion-MNIST"}
 
@@ -90,6 +94,20 @@ class ActiveModel:
 
 # ---------------------------------------------------------------- errors
 
+_MARKDOWN_INLINE = re.compile(r"([\\`*_\[\]<>$&~]|:(?=//))")  # tags, links, emphasis, code, formulas, URLs
+_MARKDOWN_BLOCK = re.compile(r"^(\s*)([#>+\-]|\d+[.)])")  # a heading, quote or list marker at the start
+
+
+def plain(text) -> str:
+    """User-controlled text (file names, labels, dataset names from a checkpoint's metadata, messages that
+    quote them) made safe to put inside st.markdown / st.error / st.caption: the Markdown, HTML and
+    Streamlit-directive characters (and the colon of a URL's "://") are backslash-escaped, so the text shows
+    literally and is never parsed as a tag, link, image, emphasis, colour directive or formula. Newlines become
+    spaces."""
+    text = _MARKDOWN_INLINE.sub(r"\\\1", " ".join(str(text).split()))
+    return _MARKDOWN_BLOCK.sub(lambda m: m.group(1) + m.group(2)[:-1] + "\\" + m.group(2)[-1], text)
+
+
 @contextlib.contextmanager
 def guard(what: str):
     """Turn any error inside the block into an st.error that says what failed and what to do. Streamlit's
@@ -97,13 +115,13 @@ def guard(what: str):
     try:
         yield
     except (DataError, ckpt_io.CheckpointError, ConfigError) as err:
-        st.error(f"Could not {what}: {err}")
+        st.error(f"Could not {what}: {plain(err)}")
     except ValueError as err:
-        st.error(f"Could not {what}: {err}. Change the settings above and try again.")
+        st.error(f"Could not {what}: {plain(err)}. Change the settings above and try again.")
     except MemoryError:
         st.error(f"Could not {what}: out of memory. Use fewer points, a smaller grid or a smaller model.")
     except Exception as err:  # noqa: BLE001 — the page must never show a traceback
-        st.error(f"Could not {what} ({type(err).__name__}: {err}). Reload the page; if it happens again, "
+        st.error(f"Could not {what} ({type(err).__name__}: {plain(err)}). Reload the page; if it happens again, "
                  "pick another model in the sidebar or retrain it.")
 
 
@@ -133,6 +151,12 @@ def get_dataset(name: str, download: bool = False) -> Dataset:
 @st.cache_resource(show_spinner=False, ttl=30)
 def builtin_available() -> dict[str, bool]:
     return available_builtin()
+
+
+def parameter_count(cfg) -> int:
+    """The number of weights of VAE(cfg), counted on the meta device (nothing is allocated)."""
+    with torch.device("meta"):
+        return sum(p.numel() for p in VAE(cfg).parameters())
 
 
 def dataset_from_upload(raw: bytes, filename: str, device_=None) -> Dataset:
@@ -232,13 +256,13 @@ def require_model(need_data: bool = True) -> ActiveModel:
     try:
         am = active()
     except ckpt_io.CheckpointError as err:
-        st.error(f"The selected model cannot be loaded: {err}. Pick another one in the sidebar.")
+        st.error(f"The selected model cannot be loaded: {plain(err)}. Pick another one in the sidebar.")
         st.stop()
     if am is None:
         st.error("No model yet: train one on the **Train** page or upload a .safetensors file in the sidebar.")
         st.stop()
     if need_data and am.data is None:
-        st.error(f"The test images for **{am.label}** are not available: {am.data_error}")
+        st.error(f"The test images for **{plain(am.label)}** are not available: {plain(am.data_error)}")
         st.stop()
     return am
 
@@ -360,9 +384,21 @@ def _fmt(v) -> str:
         return "—"
 
 
+def file_upload(container, label: str, key: str, **kwargs):
+    """`container.file_uploader` without `type=`: with it, Streamlit re-checks the extension on the server and,
+    for a file that got past the browser's filter (a crafted request; AppTest), raises from inside its widget
+    machinery before any of our code runs — a traceback instead of a message. The label names the accepted
+    types; the library checks every file's name and content and says what is wrong."""
+    return container.file_uploader(label, key=key, **kwargs)
+
+
 def _handle_upload() -> None:
     file = st.session_state.get(UPLOAD_KEY)
     if file is None:
+        return
+    if Path(file.name).suffix.lower() != ckpt_io.SUFFIX:
+        st.session_state["vae_upload_error"] = (f"{file.name} cannot be used: only {ckpt_io.SUFFIX} checkpoints are "
+                                                "read (never pickles such as .pt, .pth or .ckpt)")
         return
     blob = file.getvalue()
     digest = hashlib.sha256(blob).hexdigest()[:16]
@@ -393,22 +429,22 @@ def sidebar() -> ActiveModel | None:
     if options:
         sb.selectbox("Model", list(options), format_func=lambda m: options.get(m, m), key=SELECT_KEY,
                      help="file: in checkpoints/ (shipped or saved) · this session: trained here · uploaded: from your computer.")
-    sb.file_uploader("Upload a model (.safetensors)", type=["safetensors"], key=UPLOAD_KEY, on_change=_handle_upload,
-                     help="A checkpoint saved by this app or `python -m vae_core train`. Only weights and JSON are "
-                          "read (no pickle).")
+    file_upload(sb, "Upload a model (.safetensors)", UPLOAD_KEY, on_change=_handle_upload,
+                help="A checkpoint saved by this app or `python -m vae_core train`. Only weights and JSON are "
+                     "read (no pickle).")
     if st.session_state.get("vae_upload_error"):
-        sb.error(st.session_state["vae_upload_error"] + " Upload a .safetensors file written by this app.")
+        sb.error(plain(st.session_state["vae_upload_error"]) + " Upload a .safetensors file written by this app.")
     try:
         am = active()
     except ckpt_io.CheckpointError as err:
-        sb.error(f"This model cannot be loaded: {err}. Pick another one.")
+        sb.error(f"This model cannot be loaded: {plain(err)}. Pick another one.")
         return None
     if am is None:
         sb.info("No model yet: train one on the Train page or upload one.")
         sb.caption(f"Device: `{device()}`")
         return None
     cfg = am.config
-    lines = [f"**Dataset:** {am.dataset_name}",
+    lines = [f"**Dataset:** {plain(am.dataset_name)}",
              f"**Latent size:** {cfg.latent_dim} · {cfg.architecture.upper()} · {cfg.likelihood}"
              + (f" · CVAE ({cfg.n_classes} classes)" if cfg.n_classes else "")]
     sb.markdown("  \n".join(lines))
@@ -422,7 +458,7 @@ def sidebar() -> ActiveModel | None:
     else:
         sb.caption("No training history recorded.")
     if am.data is None:
-        sb.warning(f"Test images unavailable: {am.data_error}")
+        sb.warning(f"Test images unavailable: {plain(am.data_error)}")
     sb.caption(f"Device: `{device()}`")
     try:
         blob = checkpoint_bytes(am.key, am.ckpt)
@@ -430,7 +466,7 @@ def sidebar() -> ActiveModel | None:
         sb.download_button("Download this model", blob, file_name=f"{name}{ckpt_io.SUFFIX}", icon=":material/download:",
                            mime="application/octet-stream", on_click="ignore", key="vae_download_model")
     except ckpt_io.CheckpointError as err:
-        sb.caption(f"Download unavailable: {err}")
+        sb.caption(f"Download unavailable: {plain(err)}")
     return am
 
 

@@ -1,0 +1,636 @@
+"""Reliability and security through the app itself (streamlit.testing's AppTest, no browser): every kind of bad
+checkpoint and bad data file uploaded through the UI, the limits, divergence, interrupted training, many sessions
+at once, save names, XSRF and HTML. The library-level versions live in test_checkpoint, test_data, test_train and
+test_reliability; the corpora of bad files are imported from there, not copied.
+
+AppTest delivers uploads through st.file_uploader's real server path (the uploaded-file manager, the widget's
+state and its on_change callback), but not through a browser: the browser's file-type filter and the upload size
+limit (server.maxUploadSize) are not exercised here (the limit is checked in the config instead), so files of any
+extension reach the app, as a crafted request's would.
+"""
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import os
+import pickle
+import re
+import shutil
+import tempfile
+import threading
+import tomllib
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from streamlit.testing.v1 import AppTest
+from streamlit.testing.v1.util import patch_config_options
+
+from test_checkpoint import BAD as BAD_CHECKPOINTS  # the 20 kinds of bad checkpoint of the library tests
+from test_data import BAD_FILES  # the 22 kinds of bad data file of the library tests
+from vae_core import checkpoint as C
+from vae_core import config as CFG
+from vae_core import data as D
+from vae_core import objectives
+from vae_core import train as T
+from vae_core import ui
+from vae_core.model import VAE
+
+ROOT = Path(__file__).resolve().parent.parent
+SHIPPED_DIGITS = ROOT / "checkpoints" / "digits-2d.safetensors"
+DIGITS = "file:digits-2d.safetensors"
+TIMEOUT = 120
+N_TEST = 359  # digits test images
+N_SESSIONS = 8
+XSS = "<img src=x onerror=alert(1)>"
+
+pytestmark = pytest.mark.skipif(not SHIPPED_DIGITS.exists(), reason="the shipped digits checkpoint is missing")
+
+
+# ---------------------------------------------------------------- helpers
+
+@pytest.fixture
+def ckpt_dir(tmp_path, monkeypatch):
+    """A private checkpoints/ folder holding only the shipped digits model: saves in tests never touch the real
+    folder, and the shell opens on digits (fast) whatever else is installed."""
+    folder = tmp_path / "checkpoints"
+    folder.mkdir()
+    shutil.copy(SHIPPED_DIGITS, folder)
+    monkeypatch.setattr(C, "CHECKPOINT_DIR", folder)
+    return folder
+
+
+def shell() -> AppTest:
+    return AppTest.from_file(str(ROOT / "streamlit_app.py"), default_timeout=TIMEOUT)
+
+
+def train_page() -> AppTest:
+    return AppTest.from_file(str(ROOT / "pages" / "1_Train.py"), default_timeout=TIMEOUT)
+
+
+def unescape(text: str) -> str:
+    """What a user reads: the Markdown text with ui.plain's backslash escapes removed."""
+    return re.sub(r"\\(.)", r"\1", text)
+
+
+def messages(at, kinds=("error", "warning", "info", "success")) -> list[str]:
+    return [unescape(str(e.value)) for kind in kinds for e in getattr(at, kind)]
+
+
+def train_button(at):
+    return next(b for b in at.button if b.label == "Train")
+
+
+def train_quick(at, epochs: int = 1, seed: int = 0, lr: float | None = None) -> AppTest:
+    """On the Train page: the quick recipe (MLP 64, d = 2), `epochs` epochs, then press Train."""
+    at.selectbox(key="tr_recipe").set_value("quick").run()
+    at.number_input(key="tr_epochs").set_value(epochs)  # inside the form: set, then submit in one run
+    at.number_input(key="tr_seed").set_value(seed)
+    if lr is not None:
+        at.number_input(key="tr_lr").set_value(lr)
+    return train_button(at).click().run()
+
+
+def save_as(at, name: str, overwrite: bool = False) -> AppTest:
+    next(t for t in at.text_input if t.label == "Name").set_value(name)
+    at.checkbox(key="tr_overwrite").set_value(overwrite)
+    return at.button(key="tr_save").click().run()
+
+
+def model_options(at) -> list[str]:
+    """The sidebar's model list as the user sees it (labels such as 'file · digits-2d')."""
+    return list(at.sidebar.selectbox(key=ui.SELECT_KEY).options)
+
+
+def scatter_points(at) -> int:
+    spec = json.loads(at.get("plotly_chart")[0].proto.spec)
+    return len(next(t for t in spec["data"] if t["type"] == "scattergl")["text"])
+
+
+def npz_bytes(**arrays) -> bytes:
+    buf = io.BytesIO()
+    np.savez_compressed(buf, **arrays)
+    return buf.getvalue()
+
+
+def npy_bytes(array) -> bytes:
+    buf = io.BytesIO()
+    np.save(buf, array)
+    return buf.getvalue()
+
+
+def good_npz(n: int = 40, side: int = 8) -> bytes:
+    rng = np.random.default_rng(0)
+    return npz_bytes(x=rng.integers(0, 256, (n, side, side), dtype=np.uint8), y=np.arange(n) % 3)
+
+
+# ---------------------------------------------------------------- payloads that would run code if unpickled
+
+class MakeMarker:
+    """Unpickling this object opens (creates) the marker file: proof that code ran."""
+
+    def __init__(self, path):
+        self.path = str(path)
+
+    def __reduce__(self):
+        return (open, (self.path, "w"))
+
+
+def pickle_payloads(marker: Path) -> dict[str, bytes]:
+    """Pickles whose loading creates `marker`: plain pickle under three checkpoint names, a torch.save file, a
+    .npz holding a pickled object array and a pickled .npy."""
+    plain = pickle.dumps(MakeMarker(marker))
+    buf = io.BytesIO()
+    torch.save({"state_dict": MakeMarker(marker)}, buf)
+    npz, npy = io.BytesIO(), io.BytesIO()
+    np.savez(npz, x=np.array([MakeMarker(marker)], dtype=object))
+    np.save(npy, np.array([MakeMarker(marker)], dtype=object), allow_pickle=True)
+    return {"exploit.safetensors": plain, "exploit.pt": plain, "exploit.ckpt": plain,
+            "exploit-torch.safetensors": buf.getvalue(), "exploit-torch.pt": buf.getvalue(),
+            "exploit.npz": npz.getvalue(), "exploit.npy": npy.getvalue()}
+
+
+def test_the_pickle_payloads_really_run_code_when_unpickled(tmp_path):
+    """Positive control: the payloads are live, so their marker staying absent below means something."""
+    loaders = {"exploit.safetensors": pickle.loads,
+               "exploit-torch.pt": lambda b: torch.load(io.BytesIO(b), weights_only=False),
+               "exploit.npz": lambda b: np.load(io.BytesIO(b), allow_pickle=True)["x"],
+               "exploit.npy": lambda b: np.load(io.BytesIO(b), allow_pickle=True)}
+    for i, (name, load) in enumerate(loaders.items()):
+        marker = tmp_path / f"control-{i}"
+        load(pickle_payloads(marker)[name])
+        assert marker.exists(), name
+
+
+# ---------------------------------------------------------------- bad files through the UI
+
+def test_every_bad_checkpoint_uploaded_in_the_sidebar_is_a_clear_error(ckpt_dir, tmp_path):
+    marker = tmp_path / "MARKER"
+    cases = [(f"{kind}.safetensors", make(), msg) for kind, (make, msg) in BAD_CHECKPOINTS.items()]
+    cases += [(name, blob, "not a safetensors file" if name.endswith(".safetensors") else "only .safetensors")
+              for name, blob in pickle_payloads(marker).items() if not name.endswith((".npz", ".npy"))]
+    at = shell().run()
+    assert not at.exception and at.session_state[ui.SELECT_KEY] == DIGITS
+    for name, blob, msg in cases:
+        at.file_uploader(key=ui.UPLOAD_KEY).set_value((name, blob, "application/octet-stream")).run()
+        assert not at.exception, name
+        errors = [unescape(e.value) for e in at.sidebar.error]
+        assert len(errors) == 1 and re.search(msg, errors[0]), (name, errors)
+        assert f"{name} cannot be used" in errors[0], errors[0]
+        # the app keeps working on the model it had
+        assert at.session_state[ui.SELECT_KEY] == DIGITS, name
+        assert any("Latent size:** 2" in m.value for m in at.sidebar.markdown), name
+        assert not any(k.startswith("uploaded:") for k in at.session_state[ui.SESSION_MODELS]), name
+        assert not marker.exists() and not os.path.exists("/tmp/vae_core_pwned"), name
+    assert len(cases) == len(BAD_CHECKPOINTS) + 5
+    # … and afterwards a valid upload is accepted and explored
+    at.file_uploader(key=ui.UPLOAD_KEY).set_value(("good.safetensors", SHIPPED_DIGITS.read_bytes(),
+                                                   "application/octet-stream")).run()
+    assert not at.exception and not at.sidebar.error and not at.error
+    assert at.session_state[ui.SELECT_KEY].startswith("uploaded:")
+    assert scatter_points(at) == N_TEST
+
+
+def test_every_bad_data_file_on_the_train_page_is_a_clear_error(ckpt_dir, tmp_path):
+    marker = tmp_path / "MARKER"
+    cases = [(f"{kind}{Path(name).suffix}", blob, msg) for kind, (blob, name, msg) in BAD_FILES.items()]
+    cases += [(name, blob, "Python objects") for name, blob in pickle_payloads(marker).items()
+              if name.endswith((".npz", ".npy"))]
+    at = train_page().run()
+    at.radio(key="tr_dataset").set_value("upload").run()
+    for name, blob, msg in cases:
+        at.file_uploader(key="tr_upload").set_value((name, blob, "application/octet-stream")).run()
+        assert not at.exception, name
+        errors = messages(at, ("error",))
+        assert len(errors) == 1 and re.search(msg, errors[0]), (name, errors)
+        assert f"{name} cannot be used" in errors[0], errors[0]
+        assert not at.success and not marker.exists(), name
+    assert len(cases) == len(BAD_FILES) + 2
+    # pressing Train with the last bad file says why nothing happens
+    train_button(at).click().run()
+    assert not at.exception and any("No training data" in e for e in messages(at, ("error",)))
+    assert ui.TRAIN_RUN not in at.session_state
+    # a valid file then works, up to a trained model
+    at.file_uploader(key="tr_upload").set_value(("ok.npz", good_npz(), "application/octet-stream")).run()
+    assert not at.exception and not at.error
+    assert any("upload:ok.npz" in s for s in messages(at, ("success",)))
+    train_quick(at, epochs=1)
+    assert not at.exception and not at.error
+    assert any("Training finished: 1 epochs" in s for s in messages(at, ("success",)))
+    assert not marker.exists()
+
+
+# ---------------------------------------------------------------- limits
+
+def _config() -> dict:
+    return tomllib.loads((ROOT / ".streamlit" / "config.toml").read_text())
+
+
+def test_upload_size_limit_is_set_and_within_the_library_limits():
+    mib = _config()["server"]["maxUploadSize"]
+    assert isinstance(mib, int) and 1 <= mib <= C.MAX_CHECKPOINT_BYTES >> 20 and mib <= D.MAX_ARRAY_BYTES >> 20
+
+
+def test_an_oversized_checkpoint_upload_names_the_limit(ckpt_dir, monkeypatch):
+    monkeypatch.setattr(C, "MAX_CHECKPOINT_BYTES", 1 << 20)  # the shipped digits model is 1.3 MiB
+    at = shell().run()
+    at.file_uploader(key=ui.UPLOAD_KEY).set_value(("big.safetensors", SHIPPED_DIGITS.read_bytes(),
+                                                   "application/octet-stream")).run()
+    assert not at.exception
+    assert any("limited to 1 MiB" in unescape(e.value) for e in at.sidebar.error)
+    assert at.session_state[ui.SELECT_KEY] == DIGITS
+
+
+def _upload_data(at, name: str, blob: bytes) -> list[str]:
+    at.file_uploader(key="tr_upload").set_value((name, blob, "application/octet-stream")).run()
+    assert not at.exception
+    return messages(at, ("error",))
+
+
+@pytest.fixture
+def upload_page(ckpt_dir):
+    at = train_page().run()
+    at.radio(key="tr_dataset").set_value("upload").run()
+    return at
+
+
+def test_data_size_limits_have_clear_messages(upload_page, monkeypatch):
+    monkeypatch.setattr(D, "MAX_ARRAY_BYTES", 1 << 20)
+    big_csv = ("\n".join(",".join(["128"] * 64) for _ in range(5000))).encode()  # 64 pixels a row, 1.2 MiB
+    assert len(big_csv) > 1 << 20
+    assert any("big.csv is 1.2 MiB; the limit is 1 MiB" in e for e in _upload_data(upload_page, "big.csv", big_csv))
+    big_npy = npy_bytes(np.zeros((3000, 8, 8)))  # 1.5 MiB of float64
+    assert any("big.npy is 1.5 MiB; the limit is 1 MiB" in e for e in _upload_data(upload_page, "big.npy", big_npy))
+    big_npz = npz_bytes(x=np.zeros((3000, 8, 8)))  # a few KiB, 1.5 MiB once decompressed
+    assert any("expands past the 1 MiB limit" in e for e in _upload_data(upload_page, "big.npz", big_npz))
+
+
+def test_image_size_and_image_count_limits_have_clear_messages(upload_page, monkeypatch):
+    wide = npy_bytes(np.zeros((12, D.MAX_SIDE + 1, 8), dtype=np.uint8))
+    assert any(f"supported size is 2…{D.MAX_SIDE} per side" in e for e in _upload_data(upload_page, "wide.npy", wide))
+    monkeypatch.setattr(D, "MAX_IMAGES", 20)
+    many = npy_bytes(np.zeros((21, 4, 4), dtype=np.uint8))
+    assert any("more than the limit of 20" in e for e in _upload_data(upload_page, "many.npy", many))
+    few = npy_bytes(np.zeros((9, 4, 4), dtype=np.uint8))
+    assert any("at least 10 are needed" in e for e in _upload_data(upload_page, "few.npy", few))
+
+
+def test_the_train_form_refuses_a_model_too_large_for_the_server(ckpt_dir):
+    at = train_page().run()
+    at.selectbox(key="tr_recipe").set_value("quick").run()
+    at.text_input(key="tr_hidden").set_value(", ".join(["8192"] * 4))
+    train_button(at).click().run()
+    assert not at.exception
+    assert any("Invalid settings" in e and f"the limit is {ui.MAX_PARAMETERS:,}" in e for e in messages(at, ("error",)))
+    assert ui.TRAIN_RUN not in at.session_state
+
+
+def test_too_many_pixel_values_in_a_file_is_a_clear_message(upload_page, monkeypatch):
+    monkeypatch.setattr(D, "MAX_PIXELS", 10_000)  # the default, 2^28, is 1 GiB of float32
+    blob = npz_bytes(x=np.zeros((200, 8, 8), dtype=np.uint8))
+    assert any("12,800 pixel values; the limit is 10,000" in e for e in _upload_data(upload_page, "px.npz", blob))
+
+
+@pytest.mark.parametrize("key,limit", [("tr_latent", CFG.MAX_LATENT_DIM), ("tr_epochs", CFG.MAX_EPOCHS)])
+def test_latent_size_and_epochs_are_bounded_by_the_form(ckpt_dir, key, limit):
+    at = train_page().run()
+    widget = at.number_input(key=key)
+    assert widget.min == 1 and widget.max == limit  # the browser cannot go past the library's limit
+    # one past the bound, as a crafted request could send it: Streamlit resets it to the default, no traceback
+    for bad in (limit + 1, 0):
+        at.number_input(key=key).set_value(bad).run()
+        assert not at.exception
+        assert 1 <= at.number_input(key=key).value <= limit
+
+
+def test_the_library_names_the_latent_and_epoch_limits():
+    with pytest.raises(CFG.ConfigError, match=r"latent_dim must be an integer in 1…64"):
+        CFG.ModelConfig(latent_dim=CFG.MAX_LATENT_DIM + 1)
+    with pytest.raises(CFG.ConfigError, match=r"epochs must be an integer in 1…1000"):
+        CFG.TrainConfig(epochs=CFG.MAX_EPOCHS + 1)
+
+
+def test_tsne_points_are_capped_by_the_widget(ckpt_dir):
+    at = shell().run()
+    at.radio(key="ls_view").set_value("t-SNE").run()
+    assert not at.exception and not at.error
+    options = [int(str(o).replace(",", "")) for o in at.select_slider(key="ls_tsne_n").options]
+    assert max(options) <= 10_000  # the widget's bound: the user cannot ask for more
+    assert scatter_points(at) == N_TEST  # digits has fewer points than the cap: all are shown
+
+
+# ---------------------------------------------------------------- divergence
+
+def test_divergence_after_an_epoch_keeps_the_last_finite_weights_usable(ckpt_dir, monkeypatch):
+    """The loss turns NaN in epoch 2 (injected: a real learning rate of 10 already blows up in epoch 1, which
+    test_app covers). The page warns, keeps epoch 1's weights as a session model, and they work everywhere."""
+    real = objectives.training_objective
+
+    def nan_from_epoch_2(terms, cfg, progress):
+        loss = real(terms, cfg, progress)
+        if progress >= 1:
+            loss = objectives.Loss(total=loss.total * float("nan"), recon=loss.recon, kl=loss.kl,
+                                   kl_per_dim=loss.kl_per_dim)
+        return loss
+
+    monkeypatch.setattr(T, "training_objective", nan_from_epoch_2)
+    at = shell().run()
+    at.switch_page("pages/1_Train.py").run()
+    train_quick(at, epochs=3)
+    assert not at.exception and not at.error
+    assert any("training diverged in epoch 2" in w for w in messages(at, ("warning",)))
+    run = at.session_state[ui.TRAIN_RUN]
+    assert run["status"] == "diverged" and len(run["history"]) == 1
+    assert all(torch.isfinite(p).all() for p in run["model"].parameters())
+    assert at.session_state[ui.SELECT_KEY] == run["model_id"]  # the kept model is the active one
+    save_as(at, "after-divergence")
+    assert not at.exception and (ckpt_dir / "after-divergence.safetensors").exists()
+    assert C.load(ckpt_dir / "after-divergence.safetensors").history == run["history"]
+    at.switch_page("pages/2_Latent_space.py").run()
+    assert not at.exception and not at.error and scatter_points(at) == N_TEST
+
+
+def test_learning_rate_10_through_the_shell_keeps_the_app_usable(ckpt_dir):
+    at = shell().run()
+    at.switch_page("pages/1_Train.py").run()
+    train_quick(at, epochs=2, lr=10.0)
+    assert not at.exception and not at.error
+    assert any("diverged in epoch 1" in w and "smaller learning rate than 10" in w for w in messages(at, ("warning",)))
+    assert not at.session_state[ui.SESSION_MODELS] and at.session_state[ui.SELECT_KEY] == DIGITS
+    at.switch_page("pages/2_Latent_space.py").run()
+    assert not at.exception and not at.error and scatter_points(at) == N_TEST
+
+
+# ---------------------------------------------------------------- interrupted training
+
+def test_interrupted_training_writes_nothing_and_the_session_recovers(ckpt_dir):
+    """A long run is really interrupted: AppTest stops the script thread at its timeout, mid-epoch, as a rerun
+    (the Stop button, leaving the page) does. Then the Stop flag is set as the button's callback would."""
+    before = sorted(p.name for p in ckpt_dir.iterdir())
+    at = shell().run()
+    at.switch_page("pages/1_Train.py").run()
+    at.selectbox(key="tr_recipe").set_value("quick").run()
+    at.number_input(key="tr_epochs").set_value(CFG.MAX_EPOCHS)
+    train_button(at).click()
+    with pytest.raises(RuntimeError, match="timed out"):
+        at.run(timeout=4)
+    assert at.session_state[ui.TRAIN_RUN]["status"] == "running"  # the script died inside fit()
+    train_button(at).set_value(False)  # the interrupted run's element tree still holds the click
+    assert sorted(p.name for p in ckpt_dir.iterdir()) == before
+    at.session_state[ui.STOP_FLAG] = True  # what the Stop button's on_click does before the rerun
+    at.run()
+    assert not at.exception and not at.error
+    run = at.session_state[ui.TRAIN_RUN]
+    assert run["status"] == "stopped" and 1 <= len(run["history"]) < CFG.MAX_EPOCHS
+    assert any("Training stopped by the user after" in i for i in messages(at, ("info",)))
+    assert all(torch.isfinite(p).all() for p in run["model"].parameters())
+    assert at.session_state[ui.SELECT_KEY] == run["model_id"]
+    # nothing was written: no checkpoint, no temporary file
+    assert sorted(p.name for p in ckpt_dir.iterdir()) == before
+    at.switch_page("pages/2_Latent_space.py").run()
+    assert not at.exception and not at.error and scatter_points(at) == N_TEST
+    # the session trains again normally, and only an explicit save writes a file
+    at.switch_page("pages/1_Train.py").run()
+    train_quick(at, epochs=1)
+    assert any("Training finished: 1 epochs" in s for s in messages(at, ("success",)))
+    assert sorted(p.name for p in ckpt_dir.iterdir()) == before
+    save_as(at, "kept")
+    assert sorted(p.name for p in ckpt_dir.iterdir()) == sorted(before + ["kept.safetensors"])
+
+
+def test_leftover_temporary_hidden_and_broken_files_never_break_the_model_list(ckpt_dir):
+    blob = SHIPPED_DIGITS.read_bytes()
+    fd, _ = tempfile.mkstemp(prefix=".half.safetensors.", suffix=".tmp", dir=ckpt_dir)  # as save() names them
+    with os.fdopen(fd, "wb") as f:
+        f.write(blob[: len(blob) // 2])  # a writer killed mid-save
+    (ckpt_dir / ".hidden.safetensors").write_bytes(blob)
+    (ckpt_dir / "broken.safetensors").write_bytes(blob[:5000])  # someone copied a truncated file in
+    at = shell().run()
+    assert not at.exception and not at.error
+    assert sorted(model_options(at)) == ["file · broken", "file · digits-2d"]
+    at.sidebar.selectbox(key=ui.SELECT_KEY).set_value("file:broken.safetensors").run()
+    assert not at.exception
+    assert any("cannot be loaded" in e and re.search("truncated|corrupt", e) for e in messages(at.sidebar, ("error",)))
+    assert any("cannot be loaded" in e for e in messages(at, ("error",)))
+    at.sidebar.selectbox(key=ui.SELECT_KEY).set_value(DIGITS).run()
+    assert not at.exception and not at.error and scatter_points(at) == N_TEST
+
+
+# ---------------------------------------------------------------- many sessions
+
+def test_racing_library_saves_to_one_name_exactly_one_wins(tmp_path):
+    versions = []
+    for i in range(N_SESSIONS):
+        torch.manual_seed(i)
+        model = VAE(CFG.ModelConfig(image_shape=(1, 8, 8), latent_dim=2, hidden=(16,)))
+        versions.append(C.Checkpoint(model=model, dataset={"name": "digits"}, extra={"writer": i}))
+    for attempt in range(5):
+        path = tmp_path / f"race-{attempt}.safetensors"
+        barrier = threading.Barrier(N_SESSIONS)
+
+        def writer(i):
+            barrier.wait()
+            try:
+                C.save(path, versions[i], overwrite=False)
+                return i
+            except C.CheckpointExistsError:
+                return None
+
+        with ThreadPoolExecutor(N_SESSIONS) as pool:
+            results = list(pool.map(writer, range(N_SESSIONS)))
+        winners = [r for r in results if r is not None]
+        assert len(winners) == 1, results
+        assert C.load(path).extra["writer"] == winners[0]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [f"race-{a}.safetensors" for a in range(5)]
+
+
+@contextlib.contextmanager
+def apptests_in_threads():
+    """AppTest is made for one run at a time: every run installs a mock Runtime and a patched config.get_option
+    and takes both away when it ends, pulling them from under runs still going in other threads (st.image and
+    download buttons then fail with "Runtime hasn't been created"); keep a runtime and the patch for the block.
+    Each run also compiles the scripts in its own ScriptCache, while a real server shares one, whose lock
+    serialises compiling: CPython 3.11's AST constructor is not thread-safe ("SystemError: AST constructor
+    recursion depth mismatch", python/cpython#106905), so compile under one lock here too."""
+    from unittest.mock import MagicMock, patch
+
+    from streamlit.runtime.scriptrunner.script_cache import ScriptCache
+
+    from streamlit.runtime import Runtime
+    from streamlit.runtime.caching.storage.dummy_cache_storage import MemoryCacheStorageManager
+    from streamlit.runtime.dataframe_source_manager import DataframeSourceManager
+    from streamlit.runtime.media_file_manager import MediaFileManager
+    from streamlit.runtime.memory_media_file_storage import MemoryMediaFileStorage
+
+    shared = MagicMock(spec=Runtime)
+    shared.media_file_mgr = MediaFileManager(MemoryMediaFileStorage("/mock/media"))
+    shared.dataframe_source_mgr = DataframeSourceManager()
+    shared.cache_storage_manager = MemoryCacheStorageManager()
+    compiling, real_get_bytecode = threading.Lock(), ScriptCache.get_bytecode
+
+    def get_bytecode(self, script_path):
+        with compiling:
+            return real_get_bytecode(self, script_path)
+
+    with patch.object(ScriptCache, "get_bytecode", get_bytecode), \
+            patch.object(Runtime, "instance", classmethod(lambda cls: cls._instance or shared)), \
+            patch.object(Runtime, "exists", classmethod(lambda cls: True)), \
+            patch_config_options({"global.appTest": True}):
+        yield
+
+
+def test_eight_sessions_at_once_train_browse_and_race_to_save(ckpt_dir):
+    """Eight AppTest sessions in threads, all at once: each trains a tiny digits model (its own seed), then all
+    press Save under one name at the same moment, then each browses the latent space of its own model."""
+    start, race = threading.Barrier(N_SESSIONS, timeout=300), threading.Barrier(N_SESSIONS, timeout=300)
+
+    def session(i):
+        try:
+            at = shell().run()
+            at.switch_page("pages/1_Train.py").run()
+            start.wait()
+            train_quick(at, epochs=1, seed=100 + i)
+            assert not at.exception and not at.error, i
+            race.wait()
+            save_as(at, "shared-name")
+            saved = at.session_state[ui.TRAIN_RUN]["saved"]
+            warned = any("already exists" in w for w in messages(at, ("warning",)))
+            at.switch_page("pages/2_Latent_space.py").run()
+            return at, saved, warned
+        except BaseException:
+            start.abort()  # release the other sessions instead of leaving them waiting
+            race.abort()
+            raise
+
+    with apptests_in_threads(), ThreadPoolExecutor(N_SESSIONS) as pool:
+        sessions = list(pool.map(session, range(N_SESSIONS)))
+    own_ids = []
+    for i, (at, saved, warned) in enumerate(sessions):
+        assert not at.exception and not at.error, i
+        models = at.session_state[ui.SESSION_MODELS]
+        assert len(models) == 1, i  # only its own model …
+        (mid, entry), = models.items()
+        assert entry.ckpt.train.seed == 100 + i, i  # … and it is the one it trained
+        assert at.session_state[ui.SELECT_KEY] == mid
+        session_options = [o for o in model_options(at) if not o.startswith("file · ")]
+        assert session_options == [f"this session · {entry.label}"], (i, session_options)
+        assert scatter_points(at) == N_TEST
+        own_ids.append(mid)
+    assert len(set(own_ids)) == N_SESSIONS
+    # exactly one save won the race; every other session was told, and nothing was overwritten
+    winners = [i for i, (_, saved, _) in enumerate(sessions) if saved]
+    assert len(winners) == 1 and sessions[winners[0]][1] == "shared-name.safetensors"
+    assert all(warned for i, (_, _, warned) in enumerate(sessions) if i not in winners)
+    assert C.load(ckpt_dir / "shared-name.safetensors").train.seed == 100 + winners[0]
+    assert sorted(p.name for p in ckpt_dir.iterdir()) == ["digits-2d.safetensors", "shared-name.safetensors"]
+
+
+# ---------------------------------------------------------------- security
+
+ESCAPING_NAMES = {"../../escape": "escape.safetensors", "/tmp/vae-abs": "tmp-vae-abs.safetensors",
+                  "a\0b": "a-b.safetensors", "ｆｕｌｌ": "full.safetensors", "..\\..\\win": "win.safetensors",
+                  f"{XSS}": "img-src-x-onerror-alert-1.safetensors", "x.safetensors": "x.safetensors"}
+UNUSABLE_NAMES = ["", "..", "/", "\0", "\u202e", "../"]
+
+
+def test_save_names_from_the_train_page_cannot_leave_the_folder(ckpt_dir, tmp_path):
+    at = train_page().run()
+    train_quick(at, epochs=1)
+    for name, file_name in ESCAPING_NAMES.items():
+        save_as(at, name)
+        assert not at.exception and not at.error, name
+        assert at.session_state[ui.TRAIN_RUN]["saved"] == file_name, name
+        assert (ckpt_dir / file_name).is_file()
+    for name in UNUSABLE_NAMES:
+        at.session_state[ui.TRAIN_RUN]["saved"] = None
+        save_as(at, name)
+        assert not at.exception, repr(name)
+        assert any("Could not save" in e and "not a usable checkpoint name" in e for e in messages(at, ("error",)))
+        assert at.session_state[ui.TRAIN_RUN]["saved"] is None
+    # everything written is a plain checkpoint file directly inside the folder
+    written = sorted(p.relative_to(tmp_path).as_posix() for p in tmp_path.rglob("*") if p.is_file())
+    assert written == sorted(f"checkpoints/{n}" for n in ["digits-2d.safetensors", *ESCAPING_NAMES.values()])
+    assert not Path("/tmp/vae-abs.safetensors").exists()
+
+
+def test_the_default_checkpoint_folder_is_read_at_call_time(tmp_path, monkeypatch):
+    """The Train page saves with checkpoint_path(name): it must follow CHECKPOINT_DIR, not the value the folder
+    had when the module was imported (it used to be a default argument, so tests saved into the real folder)."""
+    monkeypatch.setattr(C, "CHECKPOINT_DIR", tmp_path)
+    assert C.checkpoint_path("m") == tmp_path.resolve() / "m.safetensors"
+
+
+def test_xsrf_protection_stays_on():
+    assert _config()["server"]["enableXsrfProtection"] is True
+
+
+RAW_HTML = [re.compile(r"unsafe_allow_html\s*=\s*(?!False)"), re.compile(r"\bst\.html\("),
+            re.compile(r"\.html\(\s*f?[\"']"), re.compile(r"streamlit\.components|components\.v1")]
+
+
+def test_no_page_renders_raw_html():
+    files = [ROOT / "streamlit_app.py", *ROOT.glob("pages/*.py"), *ROOT.glob("vae_core/*.py")]
+    found = [f"{p.relative_to(ROOT)}:{n}: {line.strip()}" for p in files
+             for n, line in enumerate(p.read_text().splitlines(), 1) if any(r.search(line) for r in RAW_HTML)]
+    assert not found, found
+    assert len(files) >= 15
+
+
+def test_plain_escapes_markdown_html_and_directives():
+    assert ui.plain(XSS) == r"\<img src=x onerror=alert(1)\>"
+    assert ui.plain("[x](javascript:alert(1)) ![i](http://e/x.png)") == \
+        r"\[x\](javascript:alert(1)) !\[i\](http\://e/x.png)"
+    assert ui.plain(":red[big] $x^2$ **b** _i_ `c` &lt; ~~s~~") == \
+        r":red\[big\] \$x^2\$ \*\*b\*\* \_i\_ \`c\` \&lt; \~\~s\~\~"
+    assert ui.plain("# head") == r"\# head" and ui.plain("1. item") == r"1\. item" and ui.plain("- li") == r"\- li"
+    assert ui.plain("two\n\nlines") == "two lines"
+    assert ui.plain("digits (8×8).npz") == "digits (8×8).npz"  # ordinary names stay readable
+
+
+def _raw_html_anywhere(at) -> list[str]:
+    """Element texts in which the payload appears unescaped (Markdown would see a tag), and HTML elements."""
+    bad = [f"html element: {e.proto}" for e in at.get("html")]
+    for kind in ("markdown", "caption", "error", "warning", "info", "success", "title", "subheader"):
+        for e in getattr(at, kind):
+            text = str(e.value)
+            if re.search(r"(?<!\\)<img", text):
+                bad.append(f"{kind}: {text}")
+            if kind in ("markdown", "caption") and getattr(e.proto, "allow_html", False):
+                bad.append(f"{kind} allows HTML: {text}")
+    return bad
+
+
+def test_a_file_name_with_html_is_shown_as_text_only(ckpt_dir):
+    name = f"{XSS}.npz"
+    at = shell().run()
+    at.switch_page("pages/1_Train.py").run()
+    at.radio(key="tr_dataset").set_value("upload").run()
+    at.file_uploader(key="tr_upload").set_value((name, b"not a zip", "application/octet-stream")).run()
+    assert not at.exception
+    assert any(e.value.startswith(r"\<img src=x onerror=alert(1)\>.npz cannot be used") for e in at.error)
+    assert not _raw_html_anywhere(at), _raw_html_anywhere(at)
+    at.file_uploader(key="tr_upload").set_value((name, good_npz(), "application/octet-stream")).run()
+    assert any(f"upload:{XSS}.npz" in s for s in messages(at, ("success",)))
+    train_quick(at, epochs=1)
+    assert not at.exception and not at.error
+    # the trained model is active: its dataset name (the file name) is in the sidebar, escaped
+    assert any(r"**Dataset:** upload:\<img src=x onerror=alert(1)\>.npz" in m.value for m in at.sidebar.markdown)
+    assert not _raw_html_anywhere(at), _raw_html_anywhere(at)
+
+
+def test_an_uploaded_checkpoint_with_html_in_its_name_and_metadata_is_shown_as_text_only(ckpt_dir):
+    ckpt = C.load(SHIPPED_DIGITS)
+    ckpt.dataset = {**ckpt.dataset, "name": f"upload:{XSS}<script>alert(2)</script>"}
+    at = shell().run()
+    at.file_uploader(key=ui.UPLOAD_KEY).set_value((f"{XSS}.safetensors", C.to_bytes(ckpt),
+                                                   "application/octet-stream")).run()
+    assert not at.exception
+    assert at.session_state[ui.SELECT_KEY].startswith("uploaded:")
+    # the model loads, its data cannot be found (it names an uploaded file): the page explains, escaped
+    assert any("not available" in e for e in messages(at, ("error",)))
+    assert not _raw_html_anywhere(at), _raw_html_anywhere(at)
+    assert not any("<script>" in str(e.value) for kind in ("markdown", "error", "warning") for e in getattr(at, kind))
+    assert any(o.endswith(XSS) for o in at.sidebar.selectbox(key=ui.SELECT_KEY).options)  # a plain-text option

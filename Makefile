@@ -6,7 +6,7 @@ STAMP   := $(VENV)/.installed
 DEVSTAMP := $(VENV)/.installed-dev
 PORT    ?= 8501
 
-.PHONY: run test test-fast checkpoints clean
+.PHONY: run test test-fast checkpoints screenshots bench clean
 
 $(STAMP): requirements.txt
 	test -d $(VENV) || $(PY) -m venv $(VENV)
@@ -29,8 +29,19 @@ test-fast: $(DEVSTAMP)
 
 # Re-create the shipped checkpoints exactly as documented in checkpoints/README.md
 checkpoints: $(STAMP)
-	$(BIN)/python -m vae_core train --dataset digits --latent-dim 2 --epochs 100 --batch-size 64 --out checkpoints/digits-2d.safetensors --overwrite
-	$(BIN)/python -m vae_core train --dataset fashion-mnist --latent-dim 2 --epochs 50 --out checkpoints/fashion-mnist-2d.safetensors --overwrite
+	$(BIN)/python -m vae_core train --dataset digits --latent-dim 2 --epochs 100 --batch-size 64 --lr 1e-3 --out checkpoints/digits-2d.safetensors --overwrite
+	$(BIN)/python -m vae_core train --dataset fashion-mnist --latent-dim 2 --epochs 50 --batch-size 128 --lr 1e-3 --out checkpoints/fashion-mnist-2d.safetensors --overwrite
+
+# Re-create the README's page screenshots from the browser tests
+SHOTS := latent_space decoder_grid anomalies train collapse_lab collapse_rd_plane collapse_kl_heatmap
+screenshots: $(DEVSTAMP)
+	$(BIN)/python -m pytest -q tests/e2e
+	mkdir -p docs/screenshots
+	for s in $(SHOTS); do cp tests/e2e/screenshots/$$s.png docs/screenshots/; done
+
+# The benchmarks behind the README's performance table (each prints one JSON object last)
+bench: $(DEVSTAMP)
+	for b in train_speed quality tsne app; do $(BIN)/python -m bench.$$b --json; done
 
 clean:
 	rm -rf $(VENV) .pytest_cache

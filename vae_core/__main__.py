@@ -46,8 +46,7 @@ def get_dataset(args, device) -> Dataset:
     if getattr(args, "data_file", None):
         arrays = load_array_file(args.data_file)
         return split_arrays(Path(args.data_file).stem, arrays.x, arrays.y, device=device)
-    return load_dataset(args.dataset, device, data_dir=args.data_dir, download=args.download,
-                        timeout=args.timeout) if args.dataset != "digits" else load_dataset("digits", device)
+    return load_dataset(args.dataset, device, data_dir=args.data_dir, download=args.download, timeout=args.timeout)
 
 
 def cmd_train(args) -> int:
@@ -55,14 +54,14 @@ def cmd_train(args) -> int:
     data = get_dataset(args, device)
     if args.preset == "tutorial":
         preset = tutorial_preset(data.image_shape, args.latent_dim, args.epochs)
-        model_cfg, train_cfg = preset.model, preset.train
+        model_cfg = preset.model
+        train_cfg = TrainConfig(epochs=args.epochs, lr=preset.train.lr, batch_size=preset.train.batch_size,
+                                seed=args.seed)
     else:
         model_cfg = ModelConfig(image_shape=data.image_shape, latent_dim=args.latent_dim, architecture=args.arch,
                                 hidden=_ints(args.hidden), channels=_ints(args.channels), likelihood=args.likelihood,
                                 gaussian_sigma=args.sigma, n_classes=data.n_classes if args.conditional else 0)
         train_cfg = TrainConfig(epochs=args.epochs, lr=args.lr, batch_size=args.batch_size, seed=args.seed)
-    if args.preset == "tutorial":
-        train_cfg = TrainConfig(epochs=args.epochs, lr=train_cfg.lr, batch_size=train_cfg.batch_size, seed=args.seed)
     objective = ObjectiveConfig(beta=args.beta, free_bits=args.free_bits, warmup_epochs=args.warmup)
     out = Path(args.out)
     if out.exists() and not args.overwrite:

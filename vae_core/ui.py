@@ -144,8 +144,7 @@ def load_checkpoint_file(path: str, mtime_ns: int) -> ckpt_io.Checkpoint:
 @st.cache_resource(show_spinner="Loading the dataset…", max_entries=4)
 def get_dataset(name: str, download: bool = False) -> Dataset:
     """A built-in dataset on the app's device. Never downloads unless asked; failures are not cached."""
-    return load_dataset(name, device(), download=download, timeout=30) if name != "digits" \
-        else load_dataset("digits", device())
+    return load_dataset(name, device(), download=download, timeout=30)
 
 
 @st.cache_resource(show_spinner=False, ttl=30)

@@ -61,8 +61,7 @@ def run_pictures(path: str, mtime_ns: int, _model, _x: torch.Tensor, n: int = 8,
     with torch.no_grad():
         model = _model.eval()
         x = _x[:n]
-        mu, _ = model.encode(x)
-        recon = torch.sigmoid(model.decode(mu, None, x)) if model.config.autoregressive else model.decode_mean(mu)
+        recon = model.reconstruct(x)  # (n, C, H, W)
         samples = model.sample_images(torch.randn(n, model.latent_dim, device=x.device))
     pair = np.stack([x.cpu().numpy(), recon.cpu().numpy()])  # (2, n, C, H, W)
     return P.png_bytes(tile(pair), scale), P.png_bytes(tile(samples.cpu().numpy()[None]), scale)

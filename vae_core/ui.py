@@ -303,9 +303,7 @@ def reconstruct(am: ActiveModel, idx: np.ndarray) -> tuple[np.ndarray, np.ndarra
     idx = torch.as_tensor(np.asarray(idx, dtype=np.int64), device=am.data.x_test.device)
     x = am.data.x_test[idx]
     y = None if am.labels_for_model is None else am.labels_for_model[idx]
-    model = am.model.eval()
-    mu, _ = model.encode(x, y)
-    return x.cpu().numpy(), model.decode_mean(mu, y).cpu().numpy()
+    return x.cpu().numpy(), am.model.eval().reconstruct(x, y).cpu().numpy()
 
 
 @torch.no_grad()

@@ -9,8 +9,7 @@ import time  # noqa: E402
 import streamlit as st  # noqa: E402
 
 from vae_core import checkpoint as ckpt_io  # noqa: E402
-from vae_core import plots  # noqa: E402
-from vae_core import projection as P  # noqa: E402
+from vae_core import pictures, plots  # noqa: E402
 from vae_core import ui  # noqa: E402
 from vae_core.config import ModelConfig, ObjectiveConfig, TrainConfig, tutorial_preset  # noqa: E402
 from vae_core.data import DataError  # noqa: E402
@@ -200,7 +199,7 @@ if configs is not None:
             st.plotly_chart(plots.loss_curves(run["history"]), key=f"tr_live_{record['epoch']}")
         label = 0 if m.config.n_classes else None
         images = decode_lattice(m, axis, axis, dims=dims, label=label)
-        grid_slot.image(P.to_uint8(tile(images), P.display_scale(m.config.image_shape[1], 28)),
+        grid_slot.image(pictures.to_uint8(tile(images), pictures.display_scale(m.config.image_shape[1], 28)),
                         caption=f"decoder over z0, z1 after epoch {record['epoch']} (prior quantiles)", output_format="PNG")
 
     with ui.guard("train the model"):

@@ -7,7 +7,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the project root
 import numpy as np  # noqa: E402
 import streamlit as st
 
-from vae_core import plots
+from vae_core import pictures, plots
 from vae_core import projection as P
 from vae_core import ui
 from vae_core.decoding import tile
@@ -126,8 +126,8 @@ with left:
         with ui.guard("show the selected images"):
             shown = np.array(selection[:48])
             x, r = ui.reconstruct(am, shown)
-            scale = P.display_scale(am.config.image_shape[1], 28)
-            ui.image(P.to_uint8(tile(P.pairs_picture(x, r, per_row=12)), scale),
+            scale = pictures.display_scale(am.config.image_shape[1], 28)
+            ui.image(pictures.to_uint8(tile(pictures.pairs_picture(x, r, per_row=12)), scale),
                      caption=f"Inputs (upper rows) and their reconstructions (lower rows), first {len(shown)} of "
                              f"{len(selection)}: " + ", ".join(f"#{i}" for i in shown[:24])
                              + ("…" if len(shown) > 24 else ""))
@@ -164,8 +164,8 @@ with right:
     if z is not None:
         with ui.guard("decode the code"):
             img = ui.decode(am, z[None], label)[0]
-            scale = P.display_scale(am.config.image_shape[1], 160)
-            ui.image(P.to_uint8(tile(img[None, None]), scale),
+            scale = pictures.display_scale(am.config.image_shape[1], 160)
+            ui.image(pictures.to_uint8(tile(img[None, None]), scale),
                      caption="decoded mean E[x|z] at z = (" + ", ".join(f"{v:.2f}" for v in z[:8])
                              + (", …" if d > 8 else "") + ")")
 

@@ -7,7 +7,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the project root
 import numpy as np  # noqa: E402
 import streamlit as st  # noqa: E402
 
-from vae_core import plots  # noqa: E402
+from vae_core import pictures, plots  # noqa: E402
 from vae_core import projection as P  # noqa: E402
 from vae_core import ui  # noqa: E402
 from vae_core.decoding import decode_lattice, lattice_axis, tile  # noqa: E402
@@ -31,7 +31,7 @@ if not has_data:
                "references and interpolations are off.")
 class_names = am.data.class_names if has_data and am.data.class_names else \
     [str(c) for c in range(max(cfg.n_classes, 1))]
-scale = P.display_scale(cfg.image_shape[1], 28)
+scale = pictures.display_scale(cfg.image_shape[1], 28)
 stem = am.file_stem
 
 tab_grid, tab_interp, tab_samples = st.tabs(["Lattice", "Interpolation", "Prior samples"])
@@ -91,7 +91,7 @@ with tab_grid:
                 if label is not None:
                     st.markdown(f"**class {class_names[label] if label < len(class_names) else label}**")
                 st.plotly_chart(fig, key=f"dg_lattice_{k}", config={"displayModeBar": False})
-                st.download_button(f"PNG ({size}×{size})", lambda pic=picture: P.png_bytes(pic, scale),
+                st.download_button(f"PNG ({size}×{size})", lambda pic=picture: pictures.png_bytes(pic, scale),
                                    file_name=f"{stem}-grid-{size}x{size}" + (f"-class{label}" if label is not None
                                                                             else "") + ".png",
                                    mime="image/png", on_click="ignore", icon=":material/download:", key=f"dg_png_{k}")
@@ -119,11 +119,11 @@ with tab_interp:
                 path = P.interpolate(mu[int(a)], mu[int(b)], steps, method)
                 rows.append(ui.decode(am, path, label))
             strip = tile(np.stack(rows))
-            ui.image(P.to_uint8(strip, P.display_scale(cfg.image_shape[1], 56)),
+            ui.image(pictures.to_uint8(strip, pictures.display_scale(cfg.image_shape[1], 56)),
                      caption=f"top: linear, bottom: spherical — from #{int(a)} to #{int(b)}")
-            ui.image(P.to_uint8(tile(ends[None]), P.display_scale(cfg.image_shape[1], 56)),
+            ui.image(pictures.to_uint8(tile(ends[None]), pictures.display_scale(cfg.image_shape[1], 56)),
                      caption="the two input images")
-            st.download_button("PNG", P.png_bytes(strip, scale), file_name=f"{stem}-interpolation.png",
+            st.download_button("PNG", pictures.png_bytes(strip, scale), file_name=f"{stem}-interpolation.png",
                                mime="image/png", on_click="ignore", icon=":material/download:", key="dg_interp_png")
 
 with tab_samples:
@@ -138,7 +138,7 @@ with tab_samples:
                              format_func=lambda c: class_names[c] if c < len(class_names) else str(c))
     with ui.guard("sample from the prior"):
         z = np.random.default_rng(int(seed)).standard_normal((count, d))
-        picture = tile(P.grid_of(ui.decode(am, z, label), per_row=10 if count >= 10 else count))
-        ui.image(P.to_uint8(picture, P.display_scale(cfg.image_shape[1], 48)), caption=f"{count} prior samples, seed {seed}")
-        st.download_button("PNG", P.png_bytes(picture, scale), file_name=f"{stem}-samples.png", mime="image/png",
+        picture = tile(pictures.grid_of(ui.decode(am, z, label), per_row=10 if count >= 10 else count))
+        ui.image(pictures.to_uint8(picture, pictures.display_scale(cfg.image_shape[1], 48)), caption=f"{count} prior samples, seed {seed}")
+        st.download_button("PNG", pictures.png_bytes(picture, scale), file_name=f"{stem}-samples.png", mime="image/png",
                            on_click="ignore", icon=":material/download:", key="dg_samples_png")

@@ -7,7 +7,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the project root
 import numpy as np  # noqa: E402
 import streamlit as st  # noqa: E402
 
-from vae_core import plots  # noqa: E402
+from vae_core import pictures, plots  # noqa: E402
 from vae_core import projection as P  # noqa: E402
 from vae_core import ui  # noqa: E402
 from vae_core.decoding import tile  # noqa: E402
@@ -70,7 +70,7 @@ top = st.slider("how many", 4, 48, 16, 4, key="an_top")
 with ui.guard("show the most anomalous images"):
     idx = P.top_k(values, top)
     x, r = ui.reconstruct(am, idx)
-    ui.image(P.to_uint8(tile(P.pairs_picture(x, r, per_row=8)), P.display_scale(am.config.image_shape[1], 56)),
+    ui.image(pictures.to_uint8(tile(pictures.pairs_picture(x, r, per_row=8)), pictures.display_scale(am.config.image_shape[1], 56)),
              caption="inputs (upper rows) and reconstructions (lower rows), highest score first: "
                      + ", ".join(f"#{i} ({values[i]:.1f})" for i in idx))
 

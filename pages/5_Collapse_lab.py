@@ -10,10 +10,8 @@ import streamlit as st  # noqa: E402
 import torch  # noqa: E402
 
 from vae_core import checkpoint as ckpt_io  # noqa: E402
-from vae_core import lab_plots, plots  # noqa: E402
-from vae_core import projection as P  # noqa: E402
+from vae_core import lab_plots, pictures, plots  # noqa: E402
 from vae_core import ui  # noqa: E402
-from vae_core.config import ConfigError  # noqa: E402
 from vae_core.data import BUILTIN  # noqa: E402
 from vae_core.decoding import tile  # noqa: E402
 from vae_core.lab_plots import run_label  # noqa: E402
@@ -64,7 +62,7 @@ def run_pictures(path: str, mtime_ns: int, _model, _x: torch.Tensor, n: int = 8,
         recon = model.reconstruct(x)  # (n, C, H, W)
         samples = model.sample_images(torch.randn(n, model.latent_dim, device=x.device))
     pair = np.stack([x.cpu().numpy(), recon.cpu().numpy()])  # (2, n, C, H, W)
-    return P.png_bytes(tile(pair), scale), P.png_bytes(tile(samples.cpu().numpy()[None]), scale)
+    return pictures.png_bytes(tile(pair), scale), pictures.png_bytes(tile(samples.cpu().numpy()[None]), scale)
 
 
 # ---------------------------------------------------------------- run a new sweep
@@ -194,7 +192,7 @@ except Exception as err:  # noqa: BLE001
 n_show = 8
 st.caption(f"For each run: {n_show} test images (top) over their reconstructions (bottom), and {n_show} samples "
            "from the prior decoded. A collapsed model reconstructs every image as the same blur.")
-scale = P.display_scale(data.image_shape[1], 28)
+scale = pictures.display_scale(data.image_shape[1], 28)
 for run in runs:
     mtime = run.path.stat().st_mtime_ns if run.path.exists() else 0
     recon, samples = run_pictures(str(run.path), mtime, run.checkpoint.model, data.x_test, n_show, scale)

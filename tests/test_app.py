@@ -50,15 +50,35 @@ def test_shell_opens_on_a_shipped_model_with_the_sidebar():
     assert "Latent size:** 2" in sidebar and "Dataset:" in sidebar
     assert "| −ELBO | reconstruction | KL |" in sidebar
     assert any("Device" in c.value for c in at.sidebar.caption)
-    assert at.title[0].value == "Latent space"  # the default page
+    assert at.title[0].value == "VAE latent-space explorer"  # the default page: the overview
 
 
 def test_shell_switches_to_digits_and_back():
     at = AppTest.from_file(str(ROOT / "streamlit_app.py"), default_timeout=TIMEOUT).run()
+    at.switch_page("pages/2_Latent_space.py").run()
     at.sidebar.selectbox(key=ui.SELECT_KEY).set_value(DIGITS).run()
     assert not at.exception
     assert "digits" in "\n".join(m.value for m in at.sidebar.markdown)
     assert scatter_points(at.get("plotly_chart")[0]) == N_TEST
+
+
+def test_overview_shows_the_encoder_and_decoder_picture_and_links_every_page():
+    at = AppTest.from_file(str(ROOT / "streamlit_app.py"), default_timeout=TIMEOUT)
+    at.session_state[ui.SELECT_KEY] = DIGITS
+    at.run()
+    assert not at.exception and not at.error
+    [element] = at.get("image")
+    caption = element.proto.imgs[0].caption
+    assert f"{N_TEST:,} test images" in caption and "decodes to that class" in caption
+    links = [e.proto.page for e in at.get("page_link")]
+    assert links == ["latent", "decoder", "anomalies", "train", "collapse"]
+    assert len(at.latex) == 1 and "ELBO" in at.latex[0].value
+
+
+def test_overview_page_alone_names_the_pages_without_links():
+    at = page("pages/0_Overview.py").run()
+    assert not at.exception and not at.get("page_link")
+    assert "**Latent space**" in texts(at)
 
 
 def test_latent_space_scatter_has_every_test_point_and_colour_options():
@@ -250,4 +270,4 @@ def test_sidebar_model_upload_good_and_bad():
     at.file_uploader(key=ui.UPLOAD_KEY).set_value(("mine.safetensors", blob, "application/octet-stream")).run()
     assert not at.exception and not at.sidebar.error
     assert at.session_state[ui.SELECT_KEY].startswith("uploaded:")
-    assert scatter_points(at.get("plotly_chart")[0]) == N_TEST
+    assert f"mine, {N_TEST:,} test images" in at.get("image")[0].proto.imgs[0].caption  # the overview of it

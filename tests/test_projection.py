@@ -89,16 +89,6 @@ def test_ellipse_and_prior_mass():
     assert P.prior_mass_within(2.0) == pytest.approx(0.8647, abs=1e-4)
 
 
-def test_png_bytes_and_pairs_picture():
-    png = P.png_bytes(np.random.default_rng(0).random((8, 8)), scale=3)
-    from PIL import Image
-    import io
-    assert Image.open(io.BytesIO(png)).size == (24, 24)
-    x = np.zeros((5, 1, 4, 4))
-    pic = P.pairs_picture(x, x + 1, per_row=3)
-    assert pic.shape == (4, 3, 1, 4, 4) and pic[1, 0].min() == 1
-
-
 def test_tsne_small_is_2d():
     x = np.random.default_rng(0).normal(size=(60, 3))
     assert P.tsne(x, perplexity=10).shape == (60, 2)

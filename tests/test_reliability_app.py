@@ -67,6 +67,11 @@ def shell() -> AppTest:
     return AppTest.from_file(str(ROOT / "streamlit_app.py"), default_timeout=TIMEOUT)
 
 
+def latent_app() -> AppTest:
+    """The whole app (sidebar and navigation), run once on the Latent space page."""
+    return shell().run().switch_page("pages/2_Latent_space.py").run()
+
+
 def train_page() -> AppTest:
     return AppTest.from_file(str(ROOT / "pages" / "1_Train.py"), default_timeout=TIMEOUT)
 
@@ -172,7 +177,7 @@ def test_every_bad_checkpoint_uploaded_in_the_sidebar_is_a_clear_error(ckpt_dir,
     cases = [(f"{kind}.safetensors", make(), msg) for kind, (make, msg) in BAD_CHECKPOINTS.items()]
     cases += [(name, blob, "not a safetensors file" if name.endswith(".safetensors") else "only .safetensors")
               for name, blob in pickle_payloads(marker).items() if not name.endswith((".npz", ".npy"))]
-    at = shell().run()
+    at = latent_app()
     assert not at.exception and at.session_state[ui.SELECT_KEY] == DIGITS
     for name, blob, msg in cases:
         at.file_uploader(key=ui.UPLOAD_KEY).set_value((name, blob, "application/octet-stream")).run()
@@ -314,7 +319,7 @@ def test_the_library_names_the_latent_and_epoch_limits():
 
 
 def test_tsne_points_are_capped_by_the_widget(ckpt_dir):
-    at = shell().run()
+    at = latent_app()
     at.radio(key="ls_view").set_value("t-SNE").run()
     assert not at.exception and not at.error
     options = [int(str(o).replace(",", "")) for o in at.select_slider(key="ls_tsne_n").options]
@@ -408,7 +413,7 @@ def test_leftover_temporary_hidden_and_broken_files_never_break_the_model_list(c
         f.write(blob[: len(blob) // 2])  # a writer killed mid-save
     (ckpt_dir / ".hidden.safetensors").write_bytes(blob)
     (ckpt_dir / "broken.safetensors").write_bytes(blob[:5000])  # someone copied a truncated file in
-    at = shell().run()
+    at = latent_app()
     assert not at.exception and not at.error
     assert sorted(model_options(at)) == ["file · broken", "file · digits-2d"]
     at.sidebar.selectbox(key=ui.SELECT_KEY).set_value("file:broken.safetensors").run()

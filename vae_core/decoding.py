@@ -1,11 +1,13 @@
 """Decoding the latent space: the lattice over two latent dimensions (Kingma & Welling 2014, fig. 4),
-prior samples and interpolations. Numpy out, images in [0, 1]."""
+prior samples, and the overview picture of a model. Numpy out, images in [0, 1]."""
 from __future__ import annotations
 
 import numpy as np
 import torch
 
+from . import pictures
 from .model import VAE
+from .projection import pca, subsample
 
 
 def lattice_axis(n: int, spacing: str = "quantile", span: float = 3.0, coverage: float = 0.95) -> np.ndarray:
@@ -50,3 +52,32 @@ def tile(images: np.ndarray, pad: int = 1, pad_value: float = 1.0) -> np.ndarray
         for k in range(cols):
             out[r * (h + pad): r * (h + pad) + h, k * (w + pad): k * (w + pad) + w] = images[r, k].transpose(1, 2, 0)
     return out[..., 0] if c == 1 else out
+
+
+@torch.no_grad()
+def overview(model: VAE, mu: np.ndarray, labels: np.ndarray | None = None, class_names=None,
+             max_points: int = 10_000, seed: int = 0) -> np.ndarray:
+    """The app's first picture of a model, RGB uint8 (H, W, 3). For a 2-D latent: the encoded test means μ(x)
+    beside the decoder's mean images on a 16×16 lattice over the same square, so a class's cloud on the
+    left decodes to that class's images on the right. Otherwise: a PCA map of μ(x) beside prior samples."""
+    ids = subsample(len(mu), max_points, seed)
+    classes = None if labels is None else np.asarray(labels)[ids]
+    side = 8 if model.config.autoregressive else 16  # an autoregressive decoder draws pixel by pixel
+    if model.latent_dim == 2:
+        xy = np.asarray(mu, float)[ids]  # (n, 2)
+        limit = pictures.square_limit(xy)
+        axis = pictures.cell_centres(limit, side)
+        decoded = decode_lattice(model, axis, axis)  # (side, side, C, H, W)
+        return pictures.overview_figure(xy, classes, class_names, decoded, limit,
+                                        left_title="Encoder: test images at their mean mu(x)",
+                                        right_title="Decoder: E[x|z] on the same square")
+    xy, ratio = pca(np.asarray(mu, float)[ids], 2)  # (n, 2)
+    device = next(model.parameters()).device
+    gen = torch.Generator().manual_seed(seed)
+    z = torch.randn(side * side, model.latent_dim, generator=gen).to(device)  # (side², d)
+    y = None if not model.config.n_classes else torch.zeros(len(z), dtype=torch.int64, device=device)
+    images = model.eval().decode_mean(z, y).cpu().numpy()  # (side², C, H, W)
+    return pictures.overview_figure(xy, classes, class_names, images.reshape(side, side, *images.shape[1:]),
+                                    pictures.square_limit(xy), left_title=f"Encoder: PCA of the means mu(x), d = {model.latent_dim}",
+                                    right_title="Decoder: samples z ~ N(0, I)",
+                                    axis_names=(f"PC1 ({ratio[0]:.0%})", f"PC2 ({ratio[1]:.0%})"), raw_latent=False)

@@ -7,9 +7,8 @@ import numpy as np
 import plotly.graph_objects as go
 
 from . import projection as P
+from .pictures import PALETTE, png_bytes
 
-QUALITATIVE = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f",
-               "#bcbd22", "#17becf"]
 CURVE_LABELS = {"elbo": "−ELBO", "recon": "reconstruction −log p(x|z)", "kl": "KL(q(z|x) ‖ p(z))"}
 
 
@@ -22,10 +21,10 @@ def _layout(fig: go.Figure, title: str | None = None, height: int = 450) -> go.F
 def _discrete_scale(n: int) -> list:
     """A stepped colour scale for integer labels 0…n−1 used as marker colours in a single trace."""
     if n <= 1:
-        return [[0, QUALITATIVE[0]], [1, QUALITATIVE[0]]]
+        return [[0, PALETTE[0]], [1, PALETTE[0]]]
     scale = []
     for k in range(n):
-        colour = QUALITATIVE[k % len(QUALITATIVE)]
+        colour = PALETTE[k % len(PALETTE)]
         scale += [[k / n, colour], [(k + 1) / n, colour]]
     return scale
 
@@ -105,7 +104,7 @@ def loss_curves(history: list[dict], height: int = 320) -> go.Figure:
 
 
 def image_data_uri(picture: np.ndarray, scale: int = 1) -> str:
-    return "data:image/png;base64," + base64.b64encode(P.png_bytes(picture, scale)).decode()
+    return "data:image/png;base64," + base64.b64encode(png_bytes(picture, scale)).decode()
 
 
 def lattice_figure(picture: np.ndarray, axis_x: np.ndarray, axis_y: np.ndarray, cell: int, pad: int = 1,

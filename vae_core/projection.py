@@ -1,9 +1,9 @@
 """Pure computations behind the app's pages: 2-D projections (PCA, t-SNE), interpolation (lerp, slerp),
-Gaussian ellipses, density of the aggregate posterior, ROC helpers and the held-out-class split.
+Gaussian ellipses, density of the aggregate posterior, ROC helpers, the held-out-class split and the
+latents table.
 Numpy in, numpy out; no Streamlit, no plotting."""
 from __future__ import annotations
 
-import io
 from typing import Callable
 
 import numpy as np
@@ -203,61 +203,7 @@ def top_k(scores: np.ndarray, k: int) -> np.ndarray:
     return np.argsort(-scores, kind="stable")[:k]
 
 
-# ---------------------------------------------------------------- pictures and tables
-
-def to_uint8(picture: np.ndarray, scale: int = 1) -> np.ndarray:
-    """A [0, 1] float picture (H, W) or (H, W, C) → uint8, enlarged `scale` times (nearest neighbour)."""
-    img = np.clip(np.asarray(picture, float), 0, 1)
-    img = (img * 255 + 0.5).astype(np.uint8)
-    if scale > 1:
-        img = img.repeat(scale, axis=0).repeat(scale, axis=1)
-    return img
-
-
-def png_bytes(picture: np.ndarray, scale: int = 1) -> bytes:
-    """PNG file bytes of a [0, 1] picture (PIL)."""
-    from PIL import Image
-
-    img = to_uint8(picture, scale)
-    if img.ndim == 3 and img.shape[2] == 2:  # two channels: show as grey + alpha is confusing; use the first
-        img = img[..., 0]
-    buf = io.BytesIO()
-    Image.fromarray(img).save(buf, format="PNG")
-    return buf.getvalue()
-
-
-def display_scale(image_side: int, target: int = 28) -> int:
-    """Integer enlargement so a small image (e.g. 8×8 digits) is drawn at least about `target` pixels wide."""
-    return max(1, int(np.ceil(target / max(1, image_side))))
-
-
-def pairs_picture(inputs: np.ndarray, recons: np.ndarray, per_row: int = 8) -> np.ndarray:
-    """Inputs and reconstructions (N, C, H, W) as alternating rows: inputs on top, their reconstruction
-    below, `per_row` images per row. Returns a (rows, cols, C, H, W) array for `decoding.tile`."""
-    n = len(inputs)
-    if n == 0:
-        raise ValueError("no images")
-    cols = min(per_row, n)
-    rows = int(np.ceil(n / cols))
-    blank = np.ones_like(inputs[0])
-    out = np.empty((2 * rows, cols, *inputs.shape[1:]), dtype=np.float32)
-    for i in range(rows * cols):
-        r, c = divmod(i, cols)
-        out[2 * r, c] = inputs[i] if i < n else blank
-        out[2 * r + 1, c] = recons[i] if i < n else blank
-    return out
-
-
-def grid_of(images: np.ndarray, per_row: int = 8) -> np.ndarray:
-    """(N, C, H, W) → (rows, cols, C, H, W), padded with white."""
-    n = len(images)
-    cols = max(1, min(per_row, n))
-    rows = int(np.ceil(n / cols))
-    out = np.ones((rows, cols, *images.shape[1:]), dtype=np.float32)
-    for i in range(n):
-        out[i // cols, i % cols] = images[i]
-    return out
-
+# ---------------------------------------------------------------- tables
 
 def latents_table(mu: np.ndarray, ids: np.ndarray | None = None, labels: np.ndarray | None = None,
                   extra: dict[str, np.ndarray] | None = None, selected: np.ndarray | None = None):

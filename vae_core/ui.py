@@ -24,9 +24,11 @@ import streamlit as st
 import torch
 
 from . import checkpoint as ckpt_io
+from . import pictures
 from . import projection as P
 from .config import ConfigError
 from .data import BUILTIN, DataError, Dataset, available_builtin, load_array_file, load_dataset, split_arrays
+from .decoding import overview
 from .device import pick_device
 from .metrics import iwae_nll, per_sample_scores
 from .model import VAE
@@ -272,6 +274,14 @@ def require_model(need_data: bool = True) -> ActiveModel:
 def test_scores(model_key: str, _am: ActiveModel) -> dict[str, np.ndarray]:
     """Per test image: posterior mean/log-variance, −ELBO, reconstruction term, KL, squared error."""
     return per_sample_scores(_am.model, _am.data.x_test, _am.labels_for_model)
+
+
+@st.cache_resource(show_spinner="Drawing the overview…", max_entries=8)
+def overview_png(model_key: str, _am: ActiveModel) -> bytes:
+    """The overview picture of the active model (`decoding.overview`) as PNG bytes; cached per model."""
+    mu = test_scores(model_key, _am)["mu"]
+    labels = None if _am.data.y_test is None else _am.data.y_test.cpu().numpy()
+    return pictures.png_bytes(overview(_am.model, mu, labels, _am.data.class_names))
 
 
 @st.cache_resource(show_spinner=False, max_entries=8)

@@ -203,7 +203,12 @@ def load_idx_dataset(name: str, device="cpu", *, data_dir=None, download: bool =
         x, y = arrays[f"{part}_x"], arrays[f"{part}_y"]
         if x.ndim != 3 or y.ndim != 1 or len(x) != len(y):
             raise DataError(f"{name}: {part} images {x.shape} and labels {y.shape} do not match")
-    scale = lambda a: (a.astype(np.float32) / 255.0)[:, None]  # (N, 1, 28, 28)  # noqa: E731
+
+    def scale(a: np.ndarray) -> np.ndarray:
+        x = a.astype(np.float32)  # (N, 28, 28)
+        np.divide(x, np.float32(255.0), out=x)  # in place: a second 188 MB array costs 0.6 s in page faults here
+        return x[:, None]  # (N, 1, 28, 28)
+
     names = FASHION_CLASSES if name == "fashion-mnist" else [str(i) for i in range(10)]
     return from_split(name, scale(arrays["train_x"]), arrays["train_y"].astype(np.int64), scale(arrays["test_x"]),
                       arrays["test_y"].astype(np.int64), device=device, class_names=names)

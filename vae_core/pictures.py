@@ -69,10 +69,11 @@ def grid_of(images: np.ndarray, per_row: int = 8) -> np.ndarray:
 def square_limit(xy: np.ndarray, quantile: float = 0.995) -> float:
     """Half-width of a square around 0 that holds `quantile` of the points on both axes: a whole number
     from 2 to 8, so both panels of the overview get integer ticks."""
-    reach = float(np.nanquantile(np.abs(np.asarray(xy, float)), quantile)) if np.size(xy) else np.nan
-    if not np.isfinite(reach):
+    values = np.abs(np.asarray(xy, float)).ravel()
+    values = values[np.isfinite(values)]
+    if not len(values):
         return 3.0
-    return float(min(8, max(2, int(np.ceil(reach)))))
+    return float(min(8, max(2, int(np.ceil(np.quantile(values, quantile))))))
 
 
 def cell_centres(limit: float, n: int) -> np.ndarray:

@@ -51,7 +51,8 @@ def test_overview_figure_keeps_the_decoded_rows_top_down_and_adds_a_legend():
     assert pic.dtype == np.uint8 and pic.shape[2] == 3
     left_width = 44 + 80 + 12
     right = pic[28:28 + 80, left_width + 24 + 44:left_width + 24 + 44 + 80]  # the decoded square
-    assert right[:15].mean() > 240 and right[-15:].mean() < 15
+    assert right[:15].mean() > 240  # the top row of cells, white
+    assert right[70, 10].max() < 15  # the middle of the bottom-left cell, black
     no_legend = pictures.overview_figure(np.zeros((3, 2)), None, None, decoded, 2.0, left_title="L",
                                          right_title="R", size=80)
     assert no_legend.shape[0] < pic.shape[0]

@@ -179,9 +179,14 @@ def overview_figure(xy: np.ndarray, classes: np.ndarray | None, class_names: lis
     Returns an RGB uint8 picture (H, W, 3)."""
     left = _frame(scatter_panel(xy, classes, limit, size, prior_rings=raw_latent), limit, left_title, *axis_names)
     rows, cols, c, h, w = decoded.shape
-    tiles = np.asarray(decoded, float).transpose(0, 3, 1, 4, 2).reshape(rows * h, cols * w, c)  # (rows·H, cols·W, C)
+    cells = np.pad(np.asarray(decoded, float), ((0, 0), (0, 0), (0, 0), (0, 1), (0, 1)), constant_values=1.0)
+    tiles = cells.transpose(0, 3, 1, 4, 2).reshape(rows * (h + 1), cols * (w + 1), c)[:-1, :-1]  # white 1-px seams
     tiles = tiles[..., 0] if c == 1 else tiles[..., :3]
-    grid = Image.fromarray(to_uint8(tiles)).convert("RGB").resize((size, size), Image.Resampling.LANCZOS)
+    grid = Image.fromarray(to_uint8(tiles)).convert("RGB")
+    up = size // max(grid.size)  # small images (8×8 digits) are first enlarged by whole pixels so they stay sharp
+    if up > 1:
+        grid = grid.resize((grid.width * up, grid.height * up), Image.Resampling.NEAREST)
+    grid = grid.resize((size, size), Image.Resampling.LANCZOS)
     right = _frame(grid, limit, right_title, *axis_names) if raw_latent else _frame(grid, None, right_title)
     gap = 24
     width = left.width + gap + right.width

@@ -20,7 +20,12 @@ ui.page_header(
 
 am = ui.require_model()
 with ui.guard("draw the overview"):
-    if am.config.latent_dim == 2:
+    if am.config.latent_dim == 2 and am.config.n_classes:
+        first = am.data.class_names[0] if am.data.class_names else "0"
+        how = ("Left: each dot is a test image at its posterior mean, coloured by class. Right: the decoder's mean "
+               f"image of class {first} at each cell of the same square: in a conditional model the label picks "
+               "the class, so the latent code holds the style (slant, thickness, shape) shared by all classes.")
+    elif am.config.latent_dim == 2:
         how = ("Left: each dot is a test image at its posterior mean, coloured by class, over the prior's dotted "
                "1σ, 2σ, 3σ rings. Right: the decoder's mean image at each cell of the same square, so a class's "
                "cloud on the left decodes to that class on the right.")

@@ -240,6 +240,13 @@ def with_session_model(name: str, ckpt) -> AppTest:
     return at
 
 
+def test_overview_of_a_5d_cvae_shows_pca_and_prior_samples(cvae_5d):
+    at = with_session_model("pages/0_Overview.py", cvae_5d).run()
+    assert not at.exception and not at.error
+    caption = at.get("image")[0].proto.imgs[0].caption
+    assert "projected from 5 dimensions" in caption and "drawn from the prior" in caption
+
+
 def test_latent_space_of_a_5d_cvae_uses_pca(cvae_5d):
     at = with_session_model("pages/2_Latent_space.py", cvae_5d).run()
     assert not at.exception and not at.error

@@ -68,9 +68,10 @@ def overview(model: VAE, mu: np.ndarray, labels: np.ndarray | None = None, class
         limit = pictures.square_limit(xy)
         axis = pictures.cell_centres(limit, side)
         decoded = decode_lattice(model, axis, axis)  # (side, side, C, H, W)
+        given = "" if not model.config.n_classes else f", y = {class_names[0] if class_names else 0}"
         return pictures.overview_figure(xy, classes, class_names, decoded, limit,
                                         left_title="Encoder: test images at their mean mu(x)",
-                                        right_title="Decoder: E[x|z] on the same square")
+                                        right_title=f"Decoder: E[x|z{given}] on the same square")
     xy, ratio = pca(np.asarray(mu, float)[ids], 2)  # (n, 2)
     device = next(model.parameters()).device
     gen = torch.Generator().manual_seed(seed)
@@ -78,6 +79,7 @@ def overview(model: VAE, mu: np.ndarray, labels: np.ndarray | None = None, class
     y = None if not model.config.n_classes else torch.zeros(len(z), dtype=torch.int64, device=device)
     images = model.eval().decode_mean(z, y).cpu().numpy()  # (side², C, H, W)
     return pictures.overview_figure(xy, classes, class_names, images.reshape(side, side, *images.shape[1:]),
-                                    pictures.square_limit(xy), left_title=f"Encoder: PCA of the means mu(x), d = {model.latent_dim}",
+                                    pictures.square_limit(xy),
+                                    left_title=f"Encoder: PCA of the means mu(x), d = {model.latent_dim}",
                                     right_title="Decoder: samples z ~ N(0, I)",
                                     axis_names=(f"PC1 ({ratio[0]:.0%})", f"PC2 ({ratio[1]:.0%})"), raw_latent=False)

@@ -13,7 +13,7 @@ from vae_core import pictures, plots  # noqa: E402
 from vae_core import ui  # noqa: E402
 from vae_core.config import ModelConfig, ObjectiveConfig, TrainConfig, tutorial_preset  # noqa: E402
 from vae_core.data import DataError  # noqa: E402
-from vae_core.decoding import decode_lattice, lattice_axis, tile  # noqa: E402
+from vae_core.decoding import decode_lattice, lattice_axis  # noqa: E402
 from vae_core.model import VAE  # noqa: E402
 from vae_core.train import fit  # noqa: E402
 
@@ -199,7 +199,7 @@ if configs is not None:
             st.plotly_chart(plots.loss_curves(run["history"]), key=f"tr_live_{record['epoch']}")
         label = 0 if m.config.n_classes else None
         images = decode_lattice(m, axis, axis, dims=dims, label=label)
-        grid_slot.image(pictures.to_uint8(tile(images), pictures.display_scale(m.config.image_shape[1], 28)),
+        grid_slot.image(pictures.to_uint8(pictures.tile(images), pictures.display_scale(m.config.image_shape[1], 28)),
                         caption=f"decoder over z0, z1 after epoch {record['epoch']} (prior quantiles)", output_format="PNG")
 
     with ui.guard("train the model"):

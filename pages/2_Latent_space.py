@@ -10,7 +10,6 @@ import streamlit as st
 from vae_core import pictures, plots
 from vae_core import projection as P
 from vae_core import ui
-from vae_core.decoding import tile
 
 ui.page_header(
     "Latent space",
@@ -127,7 +126,7 @@ with left:
             shown = np.array(selection[:48])
             x, r = ui.reconstruct(am, shown)
             scale = pictures.display_scale(am.config.image_shape[1], 28)
-            ui.image(pictures.to_uint8(tile(pictures.pairs_picture(x, r, per_row=12)), scale),
+            ui.image(pictures.to_uint8(pictures.tile(pictures.pairs_picture(x, r, per_row=12)), scale),
                      caption=f"Inputs (upper rows) and their reconstructions (lower rows), first {len(shown)} of "
                              f"{len(selection)}: " + ", ".join(f"#{i}" for i in shown[:24])
                              + ("…" if len(shown) > 24 else ""))
@@ -165,7 +164,7 @@ with right:
         with ui.guard("decode the code"):
             img = ui.decode(am, z[None], label)[0]
             scale = pictures.display_scale(am.config.image_shape[1], 160)
-            ui.image(pictures.to_uint8(tile(img[None, None]), scale),
+            ui.image(pictures.to_uint8(pictures.tile(img[None, None]), scale),
                      caption="decoded mean E[x|z] at z = (" + ", ".join(f"{v:.2f}" for v in z[:8])
                              + (", …" if d > 8 else "") + ")")
 

@@ -10,7 +10,7 @@ import streamlit as st  # noqa: E402
 from vae_core import pictures, plots  # noqa: E402
 from vae_core import projection as P  # noqa: E402
 from vae_core import ui  # noqa: E402
-from vae_core.decoding import decode_lattice, lattice_axis, tile  # noqa: E402
+from vae_core.decoding import decode_lattice, lattice_axis  # noqa: E402
 
 ui.page_header(
     "Decoder grid",
@@ -83,7 +83,7 @@ with tab_grid:
         cols = st.columns(min(len(labels_to_draw), 2 if per_class else 1))
         for k, label in enumerate(labels_to_draw):
             images = decode_lattice(am.model, axis, axis, dims=dims, reference=reference, label=label)
-            picture = tile(images)
+            picture = pictures.tile(images)
             fig = plots.lattice_figure(picture, axis, axis, cell=cfg.image_shape[1], density=density,
                                        density_u=density_u, dims=dims, scale=scale,
                                        height=640 if not per_class else 460)
@@ -118,10 +118,10 @@ with tab_interp:
             for method in ("linear", "spherical"):
                 path = P.interpolate(mu[int(a)], mu[int(b)], steps, method)
                 rows.append(ui.decode(am, path, label))
-            strip = tile(np.stack(rows))
+            strip = pictures.tile(np.stack(rows))
             ui.image(pictures.to_uint8(strip, pictures.display_scale(cfg.image_shape[1], 56)),
                      caption=f"top: linear, bottom: spherical — from #{int(a)} to #{int(b)}")
-            ui.image(pictures.to_uint8(tile(ends[None]), pictures.display_scale(cfg.image_shape[1], 56)),
+            ui.image(pictures.to_uint8(pictures.tile(ends[None]), pictures.display_scale(cfg.image_shape[1], 56)),
                      caption="the two input images")
             st.download_button("PNG", pictures.png_bytes(strip, scale), file_name=f"{stem}-interpolation.png",
                                mime="image/png", on_click="ignore", icon=":material/download:", key="dg_interp_png")
@@ -138,7 +138,7 @@ with tab_samples:
                              format_func=lambda c: class_names[c] if c < len(class_names) else str(c))
     with ui.guard("sample from the prior"):
         z = np.random.default_rng(int(seed)).standard_normal((count, d))
-        picture = tile(pictures.grid_of(ui.decode(am, z, label), per_row=10 if count >= 10 else count))
+        picture = pictures.tile(pictures.grid_of(ui.decode(am, z, label), per_row=10 if count >= 10 else count))
         ui.image(pictures.to_uint8(picture, pictures.display_scale(cfg.image_shape[1], 48)), caption=f"{count} prior samples, seed {seed}")
         st.download_button("PNG", pictures.png_bytes(picture, scale), file_name=f"{stem}-samples.png", mime="image/png",
                            on_click="ignore", icon=":material/download:", key="dg_samples_png")

@@ -10,7 +10,6 @@ import streamlit as st  # noqa: E402
 from vae_core import pictures, plots  # noqa: E402
 from vae_core import projection as P  # noqa: E402
 from vae_core import ui  # noqa: E402
-from vae_core.decoding import tile  # noqa: E402
 
 ui.page_header(
     "Anomalies",
@@ -70,7 +69,7 @@ top = st.slider("how many", 4, 48, 16, 4, key="an_top")
 with ui.guard("show the most anomalous images"):
     idx = P.top_k(values, top)
     x, r = ui.reconstruct(am, idx)
-    ui.image(pictures.to_uint8(tile(pictures.pairs_picture(x, r, per_row=8)), pictures.display_scale(am.config.image_shape[1], 56)),
+    ui.image(pictures.to_uint8(pictures.tile(pictures.pairs_picture(x, r, per_row=8)), pictures.display_scale(am.config.image_shape[1], 56)),
              caption="inputs (upper rows) and reconstructions (lower rows), highest score first: "
                      + ", ".join(f"#{i} ({values[i]:.1f})" for i in idx))
 

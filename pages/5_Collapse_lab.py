@@ -13,7 +13,6 @@ from vae_core import checkpoint as ckpt_io  # noqa: E402
 from vae_core import lab_plots, pictures, plots  # noqa: E402
 from vae_core import ui  # noqa: E402
 from vae_core.data import BUILTIN  # noqa: E402
-from vae_core.decoding import tile  # noqa: E402
 from vae_core.lab_plots import run_label  # noqa: E402
 from vae_core.sweep import SweepError, SweepSpec, list_sweeps, load_sweep, parse_values, run_sweep  # noqa: E402
 
@@ -62,7 +61,7 @@ def run_pictures(path: str, mtime_ns: int, _model, _x: torch.Tensor, n: int = 8,
         recon = model.reconstruct(x)  # (n, C, H, W)
         samples = model.sample_images(torch.randn(n, model.latent_dim, device=x.device))
     pair = np.stack([x.cpu().numpy(), recon.cpu().numpy()])  # (2, n, C, H, W)
-    return pictures.png_bytes(tile(pair), scale), pictures.png_bytes(tile(samples.cpu().numpy()[None]), scale)
+    return pictures.png_bytes(pictures.tile(pair), scale), pictures.png_bytes(pictures.tile(samples.cpu().numpy()[None]), scale)
 
 
 # ---------------------------------------------------------------- run a new sweep

@@ -4,7 +4,8 @@ import torch
 from scipy.stats import norm
 
 from vae_core.config import ModelConfig
-from vae_core.decoding import decode_lattice, lattice_axis, tile
+from vae_core.decoding import decode_lattice, lattice_axis
+from vae_core.pictures import tile
 from vae_core.model import VAE
 
 

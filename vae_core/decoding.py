@@ -44,16 +44,6 @@ def decode_lattice(model: VAE, axis_x: np.ndarray, axis_y: np.ndarray, dims: tup
     return images.reshape(len(ys), len(axis_x), *images.shape[1:])
 
 
-def tile(images: np.ndarray, pad: int = 1, pad_value: float = 1.0) -> np.ndarray:
-    """(rows, cols, C, H, W) → one (rows·(H+pad)−pad, cols·(W+pad)−pad[, C]) picture with thin separators."""
-    rows, cols, c, h, w = images.shape
-    out = np.full((rows * (h + pad) - pad, cols * (w + pad) - pad, c), pad_value, dtype=np.float32)
-    for r in range(rows):
-        for k in range(cols):
-            out[r * (h + pad): r * (h + pad) + h, k * (w + pad): k * (w + pad) + w] = images[r, k].transpose(1, 2, 0)
-    return out[..., 0] if c == 1 else out
-
-
 @torch.no_grad()
 def overview(model: VAE, mu: np.ndarray, labels: np.ndarray | None = None, class_names=None,
              max_points: int = 10_000, seed: int = 0) -> np.ndarray:

@@ -36,9 +36,19 @@ def display_scale(image_side: int, target: int = 28) -> int:
     return max(1, int(np.ceil(target / max(1, image_side))))
 
 
+def tile(images: np.ndarray, pad: int = 1, pad_value: float = 1.0) -> np.ndarray:
+    """(rows, cols, C, H, W) → one (rows·(H+pad)−pad, cols·(W+pad)−pad[, C]) picture with thin separators."""
+    rows, cols, c, h, w = images.shape
+    out = np.full((rows * (h + pad) - pad, cols * (w + pad) - pad, c), pad_value, dtype=np.float32)
+    for r in range(rows):
+        for k in range(cols):
+            out[r * (h + pad): r * (h + pad) + h, k * (w + pad): k * (w + pad) + w] = images[r, k].transpose(1, 2, 0)
+    return out[..., 0] if c == 1 else out
+
+
 def pairs_picture(inputs: np.ndarray, recons: np.ndarray, per_row: int = 8) -> np.ndarray:
     """Inputs and reconstructions (N, C, H, W) as alternating rows: inputs on top, their reconstruction
-    below, `per_row` images per row. Returns a (rows, cols, C, H, W) array for `decoding.tile`."""
+    below, `per_row` images per row. Returns a (rows, cols, C, H, W) array for `tile`."""
     n = len(inputs)
     if n == 0:
         raise ValueError("no images")
@@ -178,11 +188,8 @@ def overview_figure(xy: np.ndarray, classes: np.ndarray | None, class_names: lis
     a class legend below. With `raw_latent`, both panels share the latent axes and the prior's rings.
     Returns an RGB uint8 picture (H, W, 3)."""
     left = _frame(scatter_panel(xy, classes, limit, size, prior_rings=raw_latent), limit, left_title, *axis_names)
-    rows, cols, c, h, w = decoded.shape
-    cells = np.pad(np.asarray(decoded, float), ((0, 0), (0, 0), (0, 0), (0, 1), (0, 1)), constant_values=1.0)
-    tiles = cells.transpose(0, 3, 1, 4, 2).reshape(rows * (h + 1), cols * (w + 1), c)[:-1, :-1]  # white 1-px seams
-    tiles = tiles[..., 0] if c == 1 else tiles[..., :3]
-    grid = Image.fromarray(to_uint8(tiles)).convert("RGB")
+    tiles = tile(np.asarray(decoded, float), pad=1)  # white 1-px seams
+    grid = Image.fromarray(to_uint8(tiles if tiles.ndim == 2 else tiles[..., :3])).convert("RGB")
     up = size // max(grid.size)  # small images (8×8 digits) are first enlarged by whole pixels so they stay sharp
     if up > 1:
         grid = grid.resize((grid.width * up, grid.height * up), Image.Resampling.NEAREST)

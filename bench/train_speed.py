@@ -9,7 +9,7 @@ against the floor of the highest peak seen in any round.
 """
 from __future__ import annotations
 
-import statistics
+from statistics import median
 from typing import Callable
 
 import torch
@@ -37,10 +37,6 @@ def tutorial_epoch() -> Callable[[], float]:
     torch.manual_seed(0)
     loader, model = tutorial_loader(), TutorialVAE()
     return lambda: train_tutorial(model, loader, epochs=1)[0]
-
-
-def median(values) -> float:
-    return statistics.median(values)
 
 
 def main() -> None:
@@ -84,7 +80,7 @@ def main() -> None:
         "epoch_s_rounds": [round(row["ours"], 3) for row in rounds],
         "achieved_gflops": round(flops / epoch_s / 1e9, 1),
         "ratio_to_floor": per_round(lambda row: row["ours"] / floor(flops, row)),
-        "ratio_to_best_floor": round(epoch_s / (flops / (max(row["gemm_gflops"] for row in rounds) * 1e9)), 2),
+        "ratio_to_best_floor": round(epoch_s / floor(flops, max(rounds, key=lambda row: row["gemm_gflops"])), 2),
         "tutorial_model_ours_epoch_s": round(median(row["tutorial_model_ours"] for row in rounds), 3),
         "tutorial_model_ours_ratio_to_floor": per_round(lambda row: row["tutorial_model_ours"] / floor(tut_flops, row)),
         "tutorial_model_ours_batch128_epoch_s": round(median(row["tutorial_model_ours_batch128"] for row in rounds), 3),

@@ -8,7 +8,7 @@ PORT    ?= 8501
 
 .PHONY: run test test-fast checkpoints screenshots bench clean
 
-$(STAMP): requirements.txt
+$(STAMP): requirements.txt pyproject.toml
 	test -d $(VENV) || $(PY) -m venv $(VENV)
 	$(BIN)/pip install --disable-pip-version-check -q -r requirements.txt
 	touch $@

@@ -1,16 +1,25 @@
-import sys
-from pathlib import Path
+import os
+import shutil
+import tempfile
 
 import pytest
 import torch
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+# Every test, and every server a test starts, works in a throwaway workspace: nothing is written to the user's
+# real $VAE_HOME, nor into the source tree.
+WORKSPACE = tempfile.mkdtemp(prefix="vae-home-tests-")
+os.environ["VAE_HOME"] = WORKSPACE
 
 from vae_core.config import ModelConfig, ObjectiveConfig, TrainConfig  # noqa: E402
 from vae_core.data import load_digits  # noqa: E402
 from vae_core.model import VAE  # noqa: E402
 from vae_core.train import fit  # noqa: E402
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _throwaway_workspace():
+    yield
+    shutil.rmtree(WORKSPACE, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")

@@ -8,7 +8,6 @@ import json
 import os
 import re
 import struct
-import tempfile
 import unicodedata
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,12 +20,13 @@ from safetensors.torch import save as st_save
 
 from . import __version__
 from .config import ConfigError, ModelConfig, ObjectiveConfig, TrainConfig
+from .files import atomic_write
 from .model import VAE
 
 FORMAT_VERSION = 1
 METADATA_KEY = "vae_core"
 SUFFIX = ".safetensors"
-CHECKPOINT_DIR = Path(__file__).resolve().parent.parent / "checkpoints"
+CHECKPOINT_DIR = Path(__file__).resolve().parent.parent / "checkpoints"  # shipped models: read-only
 MAX_CHECKPOINT_BYTES = 512 << 20
 MAX_HEADER_BYTES = 100 << 20
 
@@ -68,10 +68,9 @@ def safe_name(name: str) -> str:
     return stem
 
 
-def checkpoint_path(name: str, root: str | os.PathLike | None = None) -> Path:
-    """`root/NAME.safetensors` for a user-chosen name, guaranteed to be inside `root` (default: CHECKPOINT_DIR,
-    read at call time so the app and its tests can point it elsewhere)."""
-    root = Path(CHECKPOINT_DIR if root is None else root).resolve()
+def checkpoint_path(name: str, root: str | os.PathLike) -> Path:
+    """`root/NAME.safetensors` for a user-chosen name, guaranteed to be inside `root`."""
+    root = Path(root).resolve()
     path = (root / f"{safe_name(name)}{SUFFIX}").resolve()
     if path.parent != root:
         raise CheckpointError(f"{name!r} would leave the checkpoint folder")
@@ -93,45 +92,32 @@ def to_bytes(ckpt: Checkpoint) -> bytes:
 
 
 def save(path: str | os.PathLike, ckpt: Checkpoint, *, overwrite: bool = False) -> Path:
-    """Write atomically. Without `overwrite`, an existing file is never replaced (CheckpointExistsError),
-    even when two writers race for the same name."""
+    """Write atomically (`files.atomic_write`). Without `overwrite`, an existing file is never replaced
+    (CheckpointExistsError), even when two writers race for the same name."""
     path = Path(path)
     try:
         blob = to_bytes(ckpt)
     except ValueError as err:  # e.g. NaN in the history, which JSON cannot hold
         raise CheckpointError(f"cannot serialise the checkpoint: {err}") from None
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
-        os.fchmod(fd, 0o644)  # mkstemp makes 0600; a checkpoint is meant to be shared
-        with os.fdopen(fd, "wb") as f:
-            f.write(blob)
-            f.flush()
-            os.fsync(f.fileno())
-        if overwrite:
-            os.replace(tmp, path)
-        else:
-            try:
-                os.link(tmp, path)  # atomic "create if absent"
-            except FileExistsError:
-                raise CheckpointExistsError(f"{path.name} already exists; choose another name") from None
-            os.unlink(tmp)
-        _fsync_dir(path.parent)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-    return path
+        return atomic_write(path, blob, overwrite=overwrite)
+    except FileExistsError:
+        raise CheckpointExistsError(f"{path.name} already exists; choose another name") from None
 
 
-def _fsync_dir(folder: Path) -> None:
+def peek(path: str | os.PathLike) -> dict:
+    """A checkpoint file's metadata (configs, dataset, history, extra) read from its header alone, without
+    its weights: what listings and a sweep's resume check need. Raises CheckpointError like `load`."""
+    path = Path(path)
     try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+        with open(path, "rb") as f:
+            head = f.read(8)
+            if len(head) == 8:
+                (n,) = struct.unpack("<Q", head)
+                head += f.read(min(n, MAX_HEADER_BYTES + 1))
+    except OSError as err:
+        raise CheckpointError(f"cannot open {path.name}: {err.strerror}") from None
+    return _read_metadata(head, path.name)
 
 
 def load(path: str | os.PathLike, device="cpu") -> Checkpoint:

@@ -1,8 +1,11 @@
+import threading
+
+import pytest
 import torch
 
 from vae_core.config import ModelConfig, ObjectiveConfig, TrainConfig
 from vae_core.metrics import evaluate_elbo
-from vae_core.model import VAE
+from vae_core.model import VAE, init_weights
 from vae_core.train import fit
 
 
@@ -36,15 +39,51 @@ def test_same_seed_same_history(digits):
     assert strip(runs[0]) == strip(runs[1])
 
 
-def test_callbacks_and_should_stop(digits):
+def test_callbacks_carry_the_epoch_and_stop_keeps_the_last_complete_epoch(digits):
     model = small(digits)
     steps, epochs = [], []
     result = fit(model, digits, ObjectiveConfig(), TrainConfig(epochs=3, batch_size=500),
-                 on_step=lambda s, n, loss: steps.append((s, n, loss.total.item())),
+                 on_step=lambda p: steps.append((p.epoch, p.step, p.steps, p.fraction, p.loss.total.item())),
                  on_epoch=lambda rec, m: epochs.append(rec["epoch"]),
                  should_stop=lambda: len(steps) >= 5)
-    assert epochs == [1] and len(steps) == 5 and steps[0][1] == 3  # 1438 images / 500 = 3 steps
+    assert epochs == [1] and len(steps) == 5 and steps[0][2] == 3  # 1438 images / 500 = 3 steps
+    assert [s[:2] for s in steps] == [(0, 0), (0, 1), (0, 2), (1, 0), (1, 1)]
+    assert [round(s[3], 4) for s in steps] == [round(f, 4) for f in (1 / 9, 2 / 9, 3 / 9, 4 / 9, 5 / 9)]
     assert "stopped by the user during epoch 2" in result.stop_reason and not result.diverged
+    assert "after epoch 1" in result.stop_reason
+    # the kept weights are the ones the history reports: epoch 1's, not the two steps into epoch 2
+    assert evaluate_elbo(model, digits.x_test)["elbo"] == pytest.approx(result.history[-1]["test_elbo"], abs=1e-4)
+
+
+def test_stop_before_the_first_epoch_keeps_the_initial_weights(digits):
+    model = small(digits)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    result = fit(model, digits, ObjectiveConfig(), TrainConfig(epochs=3, batch_size=500), should_stop=lambda: True)
+    assert result.history == [] and "before any epoch was complete" in result.stop_reason
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+
+
+def test_the_history_does_not_depend_on_other_threads_drawing_random_numbers(digits):
+    """Every random draw of `fit` comes from its own generator: a thread hammering torch's global generator (as
+    another session's run or a page would) changes nothing."""
+    alone = fit(small(digits), digits, ObjectiveConfig(), TrainConfig(epochs=2, seed=3, batch_size=64)).history
+    model = small(digits)
+    stop = threading.Event()
+
+    def noise():
+        while not stop.is_set():
+            torch.randn(1000)
+            torch.manual_seed(int(torch.randint(0, 1000, ())))
+
+    t = threading.Thread(target=noise)
+    t.start()
+    try:
+        busy = fit(model, digits, ObjectiveConfig(), TrainConfig(epochs=2, seed=3, batch_size=64)).history
+    finally:
+        stop.set()
+        t.join()
+    strip = lambda h: [{k: v for k, v in r.items() if not k.endswith("seconds")} for r in h]  # noqa: E731
+    assert strip(alone) == strip(busy)
 
 
 def test_divergence_stops_and_keeps_finite_weights(digits):
@@ -98,3 +137,16 @@ def test_mutual_information_of_a_collapsed_encoder_is_near_zero(digits):
             p.zero_()
     assert abs(mutual_information(model, digits.x_test)) < 0.05
     assert mutual_information(model, digits.x_test) <= math.log(len(digits.x_test))
+
+
+def test_initial_weights_depend_on_the_seed_only(digits):
+    cfg = ModelConfig(image_shape=digits.image_shape, latent_dim=2, hidden=(32,), architecture="conv", channels=(4, 8))
+    torch.manual_seed(1)
+    a = init_weights(VAE(cfg), 5).state_dict()
+    torch.manual_seed(2)  # another state of the global generator
+    b = init_weights(VAE(cfg), 5).state_dict()
+    c = init_weights(VAE(cfg), 6).state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert not all(torch.equal(a[k], c[k]) for k in a)
+    w = a["encoder.head.weight"]  # PyTorch's default scheme: U(−1/√fan_in, 1/√fan_in) for a = √5
+    assert w.abs().max() <= 1 / w.shape[1] ** 0.5 and w.std() > 0.5 / (3 * w.shape[1]) ** 0.5

@@ -1,7 +1,6 @@
 """Evaluation: ELBO parts on a whole set, per-image scores, IWAE NLL, active units. Nats per image."""
 from __future__ import annotations
 
-import contextlib
 import math
 from typing import Callable
 
@@ -14,13 +13,10 @@ from .objectives import elbo_terms, iwae_bound, log_normal
 ACTIVE_UNIT_THRESHOLD = 0.01
 
 
-@contextlib.contextmanager
-def seeded(seed: int, device: torch.device):
-    """Run with a fixed RNG state and restore the caller's afterwards, so evaluation never perturbs training."""
-    devices = [device] if device.type == "cuda" else []
-    with torch.random.fork_rng(devices=devices):
-        torch.manual_seed(seed)
-        yield
+def generator(seed: int, device: torch.device) -> torch.Generator:
+    """A private random stream for one evaluation: the same numbers on every call, whatever other threads
+    (other runs, other sessions) draw meanwhile, and no effect on anyone else's stream."""
+    return torch.Generator(device=device).manual_seed(seed)
 
 
 def _batches(n: int, batch_size: int):
@@ -42,15 +38,15 @@ def per_sample_scores(model: VAE, x: torch.Tensor, y: torch.Tensor | None = None
     and the posterior means/log-variances. One seeded posterior sample per image."""
     model.eval()
     out: dict[str, list] = {k: [] for k in ("neg_elbo", "recon", "kl", "kl_per_dim", "sq_error", "mu", "logvar")}
-    with seeded(seed, x.device):
-        for s in _batches(len(x), batch_size):
-            xb, yb = x[s], None if y is None else y[s]
-            terms = elbo_terms(model, xb, yb)
-            mean_image = torch.sigmoid(model.decode(terms.mu, yb, xb))  # (B, C, H, W) reconstruction at z = μ
-            for key, value in (("neg_elbo", terms.neg_elbo), ("recon", terms.recon), ("kl", terms.kl),
-                               ("kl_per_dim", terms.kl_per_dim), ("mu", terms.mu), ("logvar", terms.logvar),
-                               ("sq_error", (mean_image - xb).pow(2).flatten(1).sum(1))):
-                out[key].append(value)
+    gen = generator(seed, x.device)
+    for s in _batches(len(x), batch_size):
+        xb, yb = x[s], None if y is None else y[s]
+        terms = elbo_terms(model, xb, yb, gen)
+        mean_image = torch.sigmoid(model.decode(terms.mu, yb, xb))  # (B, C, H, W) reconstruction at z = μ
+        for key, value in (("neg_elbo", terms.neg_elbo), ("recon", terms.recon), ("kl", terms.kl),
+                           ("kl_per_dim", terms.kl_per_dim), ("mu", terms.mu), ("logvar", terms.logvar),
+                           ("sq_error", (mean_image - xb).pow(2).flatten(1).sum(1))):
+            out[key].append(value)
     return {k: torch.cat(v).cpu().numpy() for k, v in out.items()}
 
 
@@ -61,12 +57,12 @@ def evaluate_elbo(model: VAE, x: torch.Tensor, y: torch.Tensor | None = None, *,
     model.eval()
     recon = kl_dim = 0.0
     mus = []
-    with seeded(seed, x.device):
-        for s in _batches(len(x), batch_size):
-            terms = elbo_terms(model, x[s], None if y is None else y[s])
-            recon = recon + terms.recon.sum()
-            kl_dim = kl_dim + terms.kl_per_dim.sum(0)  # (d,)
-            mus.append(terms.mu)
+    gen = generator(seed, x.device)
+    for s in _batches(len(x), batch_size):
+        terms = elbo_terms(model, x[s], None if y is None else y[s], gen)
+        recon = recon + terms.recon.sum()
+        kl_dim = kl_dim + terms.kl_per_dim.sum(0)  # (d,)
+        mus.append(terms.mu)
     n = len(x)
     kl_per_dim = (kl_dim / n).cpu().double()
     recon = float(recon) / n
@@ -83,11 +79,11 @@ def iwae_nll(model: VAE, x: torch.Tensor, y: torch.Tensor | None = None, *, k: i
     model.eval()
     chunk = max(1, min(k, 20_000 // max(1, batch_size)))
     out = []
-    with seeded(seed, x.device):
-        for s in _batches(len(x), batch_size):
-            out.append(-iwae_bound(model, x[s], None if y is None else y[s], k=k, chunk=chunk))
-            if progress:
-                progress(s.stop / len(x))
+    gen = generator(seed, x.device)
+    for s in _batches(len(x), batch_size):
+        out.append(-iwae_bound(model, x[s], None if y is None else y[s], k=k, chunk=chunk, generator=gen))
+        if progress:
+            progress(s.stop / len(x))
     return torch.cat(out).cpu().numpy()
 
 
@@ -108,8 +104,8 @@ def mutual_information(model: VAE, x: torch.Tensor, y: torch.Tensor | None = Non
         logvars.append(logvar)
     mu, logvar = torch.cat(mus).double(), torch.cat(logvars).double()  # (N, d)
     n = len(mu)
-    with seeded(seed, x.device):
-        z = mu + torch.exp(0.5 * logvar) * torch.randn_like(mu)  # (N, d), one draw per image
+    eps = torch.randn(mu.shape, generator=generator(seed, x.device), device=mu.device, dtype=mu.dtype)  # (N, d)
+    z = mu + torch.exp(0.5 * logvar) * eps  # (N, d), one draw per image
     total = 0.0
     rows = max(1, 4_000_000 // (n * mu.shape[1]))  # keeps the (rows, N, d) block near 32 MB
     for s in _batches(n, rows):
@@ -118,3 +114,17 @@ def mutual_information(model: VAE, x: torch.Tensor, y: torch.Tensor | None = Non
         log_q_own = log_normal(z[s], mu[s], logvar[s])  # (b,) log q(z_i | x_i)
         total += float((log_q_own - log_q_agg).sum())
     return total / n
+
+
+def collapse_metrics(model: VAE, x: torch.Tensor, y: torch.Tensor | None = None, *, iwae_k: int = 0,
+                     progress: Callable[[float], None] | None = None) -> dict:
+    """The collapse lab's numbers for a trained model on a test set, nats per image (Alemi et al. 2018):
+    rate R = E KL(q(z|x) ‖ p(z)), distortion D = E[−log p(x|z)], −ELBO = R + D, KL per dimension, active
+    units, I(x; z), and the IWAE NLL with `iwae_k` samples (None when 0). `progress` follows the IWAE part."""
+    res = evaluate_elbo(model, x, y)
+    out = {"rate": res["kl"], "distortion": res["recon"], "test_elbo": res["elbo"], "kl_per_dim": res["kl_per_dim"],
+           "active_units": res["active_units"], "mutual_info": mutual_information(model, x, y),
+           "iwae_k": iwae_k, "iwae_nll": None}
+    if iwae_k > 0:
+        out["iwae_nll"] = float(iwae_nll(model, x, y, k=iwae_k, progress=progress).mean())
+    return out

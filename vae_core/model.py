@@ -150,6 +150,24 @@ class PixelCNNDecoder(nn.Module):
         return self.out(feat)  # (B, C, H, W) logits of x_i given x_<i and z
 
 
+def init_weights(model: nn.Module, seed: int) -> nn.Module:
+    """Re-draw every linear and convolution layer's weights and biases from a generator seeded with `seed`, with
+    PyTorch's default scheme (weights Kaiming-uniform with a = √5, biases U(−1/√fan_in, 1/√fan_in)). The same
+    seed gives the same model in any thread, whatever else uses torch's global generator meanwhile."""
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for module in model.modules():
+            if isinstance(module, (nn.Linear, nn.Conv2d, nn.ConvTranspose2d)):
+                weight = torch.empty(module.weight.shape)  # drawn on the CPU: the same numbers on any device
+                nn.init.kaiming_uniform_(weight, a=math.sqrt(5), generator=gen)
+                module.weight.copy_(weight)
+                if module.bias is not None:
+                    fan_in, _ = nn.init._calculate_fan_in_and_fan_out(module.weight)
+                    bound = 1 / math.sqrt(fan_in) if fan_in > 0 else 0.0
+                    module.bias.copy_(torch.empty(module.bias.shape).uniform_(-bound, bound, generator=gen))
+    return model
+
+
 class VAE(nn.Module):
     """q(z|x) = N(μ(x), diag σ²(x)), p(z) = N(0, I), p(x|z) Bernoulli or Gaussian with mean sigmoid(logits)."""
 
@@ -174,9 +192,12 @@ class VAE(nn.Module):
         return mu, logvar
 
     @staticmethod
-    def reparameterize(mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
-        """z = μ + σ ⊙ ε with ε ~ N(0, I): the reparameterisation trick."""
-        return mu + torch.exp(0.5 * logvar) * torch.randn_like(mu)
+    def reparameterize(mu: torch.Tensor, logvar: torch.Tensor,
+                       generator: torch.Generator | None = None) -> torch.Tensor:
+        """z = μ + σ ⊙ ε with ε ~ N(0, I): the reparameterisation trick. ε comes from `generator` when given
+        (runs in parallel threads stay reproducible), else from torch's global generator."""
+        eps = torch.randn(mu.shape, generator=generator, device=mu.device, dtype=mu.dtype)  # (B, d)
+        return mu + torch.exp(0.5 * logvar) * eps
 
     def decode(self, z: torch.Tensor, y: torch.Tensor | None = None, x: torch.Tensor | None = None) -> torch.Tensor:
         """Logits of p(x|z), (B, C, H, W). An autoregressive decoder also needs the image x it scores
@@ -194,11 +215,12 @@ class VAE(nn.Module):
             return self._generate(z, y, sample=False)
         return torch.sigmoid(self.decode(z, y))
 
-    def sample_images(self, z: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
+    def sample_images(self, z: torch.Tensor, y: torch.Tensor | None = None,
+                      generator: torch.Generator | None = None) -> torch.Tensor:
         """Images drawn from p(x|z): Bernoulli draws for an autoregressive decoder (pixel by pixel),
         the mean image otherwise (the usual way VAE samples are shown)."""
         if self.config.autoregressive:
-            return self._generate(z, y, sample=True)
+            return self._generate(z, y, sample=True, generator=generator)
         return self.decode_mean(z, y)
 
     def reconstruct(self, x: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
@@ -208,16 +230,17 @@ class VAE(nn.Module):
         return torch.sigmoid(self.decode(mu, y, x))
 
     @torch.no_grad()
-    def _generate(self, z: torch.Tensor, y: torch.Tensor | None, sample: bool) -> torch.Tensor:
+    def _generate(self, z: torch.Tensor, y: torch.Tensor | None, sample: bool,
+                  generator: torch.Generator | None = None) -> torch.Tensor:
         c, h, w = self.config.image_shape
         x = torch.zeros(len(z), c, h, w, device=z.device)  # (B, C, H, W)
         for i in range(h):
             for j in range(w):
                 p = torch.sigmoid(self.decoder(z, x, y)[:, :, i, j])  # (B, C)
-                x[:, :, i, j] = torch.bernoulli(p) if sample else p
+                x[:, :, i, j] = torch.bernoulli(p, generator=generator) if sample else p
         return x
 
-    def forward(self, x: torch.Tensor, y: torch.Tensor | None = None):
+    def forward(self, x: torch.Tensor, y: torch.Tensor | None = None, generator: torch.Generator | None = None):
         mu, logvar = self.encode(x, y)
-        z = self.reparameterize(mu, logvar)  # (B, d)
+        z = self.reparameterize(mu, logvar, generator)  # (B, d)
         return self.decode(z, y, x), mu, logvar

@@ -55,8 +55,10 @@ class ElboTerms:
         return self.recon + self.kl  # (B,)
 
 
-def elbo_terms(model: VAE, x: torch.Tensor, y: torch.Tensor | None = None) -> ElboTerms:
-    logits, mu, logvar = model(x, y)
+def elbo_terms(model: VAE, x: torch.Tensor, y: torch.Tensor | None = None,
+               generator: torch.Generator | None = None) -> ElboTerms:
+    """The ELBO's parts per image with one posterior sample z ~ q(z|x) drawn from `generator`."""
+    logits, mu, logvar = model(x, y, generator)
     return ElboTerms(recon=-log_likelihood(model, x, logits), kl_per_dim=gaussian_kl_per_dim(mu, logvar), mu=mu,
                      logvar=logvar)
 
@@ -109,9 +111,15 @@ def kl_warmup_weight(epoch_progress: float, warmup_epochs: float) -> float:
     return min(1.0, max(0.0, epoch_progress / warmup_epochs))
 
 
+def kl_weight(cfg: ObjectiveConfig, epoch_progress: float) -> float:
+    """The weight on the rate term after `epoch_progress` epochs: β times the warm-up factor. The only place
+    this weight is computed; the trainer records it from here."""
+    return cfg.beta * kl_warmup_weight(epoch_progress, cfg.warmup_epochs)
+
+
 def training_objective(terms: ElboTerms, cfg: ObjectiveConfig, epoch_progress: float) -> Loss:
     """The configured objective: warm-up weight × β on the rate, with free bits when λ > 0."""
-    weight = cfg.beta * kl_warmup_weight(epoch_progress, cfg.warmup_epochs)
+    weight = kl_weight(cfg, epoch_progress)
     if cfg.free_bits > 0:
         return free_bits_elbo(terms, cfg.free_bits, weight)
     return beta_elbo(terms, weight)
@@ -124,7 +132,7 @@ def log_normal(z: torch.Tensor, mu: torch.Tensor, logvar: torch.Tensor) -> torch
 
 @torch.no_grad()
 def iwae_bound(model: VAE, x: torch.Tensor, y: torch.Tensor | None = None, k: int = 100,
-               chunk: int = 64) -> torch.Tensor:
+               chunk: int = 64, generator: torch.Generator | None = None) -> torch.Tensor:
     """IWAE bound log (1/k) Σ_i p(x, z_i)/q(z_i|x), z_i ~ q(z|x) (Burda et al. 2015), per image, in nats.
 
     It is ≥ the ELBO in expectation and grows with k towards log p(x). The k samples are drawn `chunk`
@@ -135,7 +143,7 @@ def iwae_bound(model: VAE, x: torch.Tensor, y: torch.Tensor | None = None, k: in
     log_w = []
     for start in range(0, k, chunk):
         n = min(chunk, k - start)
-        eps = torch.randn(n, b, d, device=mu.device, dtype=mu.dtype)
+        eps = torch.randn(n, b, d, generator=generator, device=mu.device, dtype=mu.dtype)
         z = mu + torch.exp(0.5 * logvar) * eps  # (n, B, d)
         y_rep = None if y is None else y.repeat(n)
         x_rep = x.repeat(n, 1, 1, 1)  # (n·B, C, H, W)

@@ -1,8 +1,10 @@
 """A model-agnostic training loop with callbacks (in the spirit of minGPT's trainer).
 
 The dataset stays one tensor on the device; each epoch slices a seeded random permutation into index
-batches, so there is no per-item DataLoader work. The UI's progress bar and Stop button and the CLI's
-progress bar hook into the same callbacks.
+batches, so there is no per-item DataLoader work. Every random draw (the permutation and the posterior
+samples) comes from one private generator seeded with `TrainConfig.seed`, so a run gives the same history
+whatever else runs in the same process. Progress bars, Stop buttons and the run service hook into the same
+callbacks.
 """
 from __future__ import annotations
 
@@ -17,9 +19,27 @@ from .config import ObjectiveConfig, TrainConfig
 from .data import Dataset
 from .metrics import evaluate_elbo
 from .model import VAE
-from .objectives import Loss, elbo_terms, kl_warmup_weight, training_objective
+from .objectives import Loss, elbo_terms, kl_weight, training_objective
 
-StepCallback = Callable[[int, int, Loss], None]  # (step in epoch, steps per epoch, loss)
+
+@dataclass
+class StepProgress:
+    """Where training is, passed to `on_step` after every optimiser step."""
+
+    epoch: int  # 0-based epoch in progress
+    epochs: int
+    step: int  # 0-based step within the epoch
+    steps: int  # steps per epoch
+    loss: Loss
+    elapsed: float  # seconds since `fit` started
+
+    @property
+    def fraction(self) -> float:
+        """Share of all optimiser steps done, 0…1."""
+        return (self.epoch + (self.step + 1) / self.steps) / self.epochs
+
+
+StepCallback = Callable[[StepProgress], None]
 EpochCallback = Callable[[dict, VAE], None]  # (history record, model)
 
 
@@ -55,12 +75,12 @@ def fit(model: VAE, data: Dataset, objective: ObjectiveConfig, train: TrainConfi
     dimension, test active units, the KL weight at the epoch's end, and the wall time of the epoch's training
     (`seconds`) and of its test evaluation (`eval_seconds`).
 
-    A non-finite loss stops training and restores the weights from the start of the epoch in which it
-    happened (the last weights known to give finite losses). `should_stop` is polled after every step.
+    The weights left in `model` are always those the last history record describes: a non-finite loss, or
+    `should_stop()` (polled after every step) becoming true, restores the weights from the end of the last
+    complete epoch (the initial weights if none completed) and ends training.
     """
     device = data.device
     model.to(device)
-    torch.manual_seed(train.seed)
     gen = torch.Generator(device=device).manual_seed(train.seed)
     opt = make_optimizer(model, train.lr)
     y_train = data.y_train if model.config.n_classes else None
@@ -69,10 +89,11 @@ def fit(model: VAE, data: Dataset, objective: ObjectiveConfig, train: TrainConfi
     steps = math.ceil(n / train.batch_size)
     check_every = 1 if device.type == "cpu" else 32  # a finiteness check syncs an accelerator
     result = FitResult()
+    t0 = time.perf_counter()
 
     for epoch in range(train.epochs):
         started = time.perf_counter()
-        safe = _snapshot(model)
+        safe = _snapshot(model)  # the weights the last history record describes
         model.train()
         order = torch.randperm(n, generator=gen, device=device)  # (N,)
         sums = torch.zeros(2, device=device)  # Σ recon, Σ KL over images
@@ -81,7 +102,7 @@ def fit(model: VAE, data: Dataset, objective: ObjectiveConfig, train: TrainConfi
             idx = order[step * train.batch_size:(step + 1) * train.batch_size]  # (B,)
             xb = data.x_train[idx]  # (B, C, H, W)
             yb = None if y_train is None else y_train[idx]
-            loss = training_objective(elbo_terms(model, xb, yb), objective, epoch + step / steps)
+            loss = training_objective(elbo_terms(model, xb, yb, gen), objective, epoch + step / steps)
             opt.zero_grad(set_to_none=True)
             loss.total.backward()
             opt.step()
@@ -91,9 +112,12 @@ def fit(model: VAE, data: Dataset, objective: ObjectiveConfig, train: TrainConfi
                 if bool(bad):
                     return _diverged(model, safe, result, epoch, train.lr)
             if on_step:
-                on_step(step, steps, loss)
+                on_step(StepProgress(epoch, train.epochs, step, steps, loss, time.perf_counter() - t0))
             if should_stop and should_stop():
-                result.stop_reason = f"stopped by the user during epoch {epoch + 1}"
+                model.load_state_dict(safe)
+                result.stop_reason = (f"stopped by the user during epoch {epoch + 1}; the weights after epoch "
+                                      f"{epoch} (the last complete one) were kept" if epoch else
+                                      "stopped by the user during epoch 1, before any epoch was complete")
                 return result
         if not _finite_weights(model):
             return _diverged(model, safe, result, epoch, train.lr)
@@ -105,7 +129,7 @@ def fit(model: VAE, data: Dataset, objective: ObjectiveConfig, train: TrainConfi
             "train_elbo": train_recon + train_kl, "train_recon": train_recon, "train_kl": train_kl,
             "test_elbo": test["elbo"], "test_recon": test["recon"], "test_kl": test["kl"],
             "kl_per_dim": test["kl_per_dim"], "active_units": test["active_units"],
-            "kl_weight": objective.beta * kl_warmup_weight(epoch + 1, objective.warmup_epochs),
+            "kl_weight": kl_weight(objective, epoch + 1),
             "seconds": train_seconds, "eval_seconds": time.perf_counter() - started - train_seconds,
         }
         result.history.append(record)

@@ -4,6 +4,7 @@ first, then a download with a timeout). User files: .npz, .npy, .csv — never u
 """
 from __future__ import annotations
 
+import dataclasses
 import gzip
 import io
 import os
@@ -42,6 +43,7 @@ class Dataset:
     x_test: torch.Tensor  # (M, C, H, W)
     y_test: torch.Tensor | None  # (M,)
     class_names: tuple[str, ...] | None = None
+    hash: str | None = None  # content hash of a user's dataset in the workspace (store.content_hash); None: built-in
 
     @property
     def image_shape(self) -> tuple[int, int, int]:
@@ -59,24 +61,37 @@ class Dataset:
 
     def to(self, device) -> "Dataset":
         move = lambda t: None if t is None else t.to(device)  # noqa: E731
-        return Dataset(self.name, move(self.x_train), move(self.y_train), move(self.x_test), move(self.y_test),
-                       self.class_names)
+        return dataclasses.replace(self, x_train=move(self.x_train), y_train=move(self.y_train),
+                                   x_test=move(self.x_test), y_test=move(self.y_test))
 
     def subset(self, n_train: int = 0, n_test: int = 0) -> "Dataset":
         """The first n_train / n_test images (0 keeps all): a fixed subset for quick experiments."""
         cut = lambda t, n: t if t is None or n <= 0 else t[:n]  # noqa: E731
-        return Dataset(self.name, cut(self.x_train, n_train), cut(self.y_train, n_train), cut(self.x_test, n_test),
-                       cut(self.y_test, n_test), self.class_names)
+        return dataclasses.replace(self, x_train=cut(self.x_train, n_train), y_train=cut(self.y_train, n_train),
+                                   x_test=cut(self.x_test, n_test), y_test=cut(self.y_test, n_test))
+
+    def without_class(self, label: int) -> "Dataset":
+        """Every training image of class `label` removed; the test set is kept whole (the held-out-class
+        anomaly experiment trains on this and scores the full test set)."""
+        if self.y_train is None or self.y_test is None:
+            raise DataError("the held-out-class experiment needs a labelled dataset")
+        keep = self.y_train != label  # (N,)
+        if bool(keep.all()):
+            raise DataError(f"class {label} does not occur in the training set")
+        if not bool((self.y_test == label).any()):
+            raise DataError(f"class {label} does not occur in the test set")
+        return dataclasses.replace(self, x_train=self.x_train[keep], y_train=self.y_train[keep])
 
     def info(self) -> dict:
-        """What a checkpoint records about its data."""
-        return {"name": self.name, "image_shape": list(self.image_shape), "n_train": len(self.x_train),
+        """What a checkpoint records about its data: enough to find it again (`store.DataRef.from_info`)."""
+        return {"name": self.name, "source": "builtin" if self.hash is None else "file", "hash": self.hash,
+                "image_shape": list(self.image_shape), "n_train": len(self.x_train),
                 "n_test": len(self.x_test), "n_classes": self.n_classes,
                 "class_names": list(self.class_names) if self.class_names else None}
 
 
 def split_arrays(name: str, x: np.ndarray, y: np.ndarray | None, *, test_fraction: float = 0.2, seed: int = 0,
-                 device="cpu", class_names=None) -> Dataset:
+                 device="cpu", class_names=None, hash: str | None = None) -> Dataset:
     """A fixed, seeded train/test split of arrays already in [0, 1] with shape (N, C, H, W)."""
     n = len(x)
     if n < 2:
@@ -85,14 +100,29 @@ def split_arrays(name: str, x: np.ndarray, y: np.ndarray | None, *, test_fractio
     n_test = min(n - 1, max(1, round(n * test_fraction)))
     test, train = order[:n_test], order[n_test:]
     return from_split(name, x[train], None if y is None else y[train], x[test], None if y is None else y[test],
-                      device=device, class_names=class_names)
+                      device=device, class_names=class_names, hash=hash)
 
 
-def from_split(name, x_train, y_train, x_test, y_test, *, device="cpu", class_names=None) -> Dataset:
+def from_split(name, x_train, y_train, x_test, y_test, *, device="cpu", class_names=None, hash=None) -> Dataset:
     as_x = lambda a: torch.as_tensor(np.ascontiguousarray(a), dtype=torch.float32).to(device)  # noqa: E731
     as_y = lambda a: None if a is None else torch.as_tensor(np.asarray(a), dtype=torch.int64).to(device)  # noqa: E731
     return Dataset(name, as_x(x_train), as_y(y_train), as_x(x_test), as_y(y_test),
-                   tuple(class_names) if class_names else None)
+                   tuple(class_names) if class_names else None, hash)
+
+
+MIN_IMAGES = 10  # a user's file needs enough images for a training and a test split
+
+
+def check_image_count(name: str, n: int) -> None:
+    if n < MIN_IMAGES:
+        raise DataError(f"{name} holds {n} images; at least {MIN_IMAGES} are needed to train and test")
+
+
+def from_arrays(name: str, arrays: "ArrayData", *, device="cpu", hash: str | None = None) -> Dataset:
+    """A user's images as a Dataset with the fixed 80/20 split (seed 0); classes are named by their number."""
+    check_image_count(name, len(arrays.x))
+    names = None if arrays.y is None else [str(i) for i in range(int(arrays.y.max()) + 1)]
+    return split_arrays(name, arrays.x, arrays.y, device=device, class_names=names, hash=hash)
 
 
 # ---------------------------------------------------------------- built-in datasets

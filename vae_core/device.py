@@ -1,6 +1,8 @@
 """Pick where tensors live: CUDA, then Apple's MPS, then the CPU, unless the user says otherwise."""
 from __future__ import annotations
 
+import os
+
 import torch
 
 DEVICE_CHOICES = ("auto", "cuda", "mps", "cpu")
@@ -27,3 +29,12 @@ def pick_device(prefer: str | None = "auto") -> torch.device:
     if prefer == "mps" and not _mps_available():
         raise ValueError("MPS was asked for but this PyTorch has no usable Apple GPU")
     return torch.device(prefer)
+
+
+def default_device() -> torch.device:
+    """The device runs and the app use: `$VAE_DEVICE` (auto, cuda, mps or cpu), else the fastest one present.
+    An unusable setting falls back to the CPU rather than failing every run."""
+    try:
+        return pick_device(os.environ.get("VAE_DEVICE", "auto"))
+    except ValueError:
+        return torch.device("cpu")

@@ -4,6 +4,9 @@ import pytest
 
 from vae_core import checkpoint as C
 from vae_core.__main__ import main
+from vae_core.config import ModelConfig, TrainConfig
+from vae_core.runs import RunService, RunSpec
+from vae_core.store import DataRef, Workspace
 
 KEYS = {"test_elbo", "test_recon", "test_kl", "iwae_nll", "active_units", "kl_per_dim"}
 
@@ -41,23 +44,49 @@ def test_errors_are_messages_not_tracebacks(tmp_path, capsys):
     assert "latent_dim" in capsys.readouterr().err
 
 
-def test_divergence_exits_non_zero_but_saves_finite_weights(tmp_path):
+def test_divergence_exits_non_zero_and_saves_no_untrained_model(tmp_path, capsys):
     out = tmp_path / "div.safetensors"
     assert main(["train", "--dataset", "digits", "--epochs", "3", "--lr", "10", "--hidden", "64",
                  "--out", str(out)]) == 1
-    C.load(out)  # loads: weights are finite
+    err = capsys.readouterr().err
+    assert "diverged in epoch 1" in err and "nothing was saved" in err and not out.exists()
 
 
-def test_user_file_training(tmp_path):
+def test_user_file_training_registers_the_file_and_evaluate_finds_it_by_hash(tmp_path, monkeypatch, capsys):
     import numpy as np
+
+    monkeypatch.setenv("VAE_HOME", str(tmp_path / "home"))
     x = (np.random.default_rng(0).random((40, 6, 6)) * 255).astype(np.uint8)
     src = tmp_path / "mine.npz"
     np.savez(src, x=x, y=np.arange(40) % 2)
-    out = tmp_path / "mine.safetensors"
     assert main(["train", "--data-file", str(src), "--epochs", "2", "--hidden", "16", "--conditional",
-                 "--out", str(out)]) == 0
+                 "--out", "my-model"]) == 0
+    ws = Workspace()
+    out = ws.models_dir / "my-model.safetensors"  # a bare name goes into the workspace
     ckpt = C.load(out)
-    assert ckpt.config.n_classes == 2 and ckpt.dataset["name"] == "mine"
+    (stored,) = ws.list_datasets()
+    assert ckpt.config.n_classes == 2 and ckpt.dataset["name"] == "mine.npz"
+    assert ckpt.dataset["hash"] == stored.hash and stored.n_images == 40 and stored.file_name == "mine.npz"
+    src.unlink()  # the original file is gone: the model still finds its data in the workspace
+    capsys.readouterr()
+    assert main(["evaluate", "my-model", "--json"]) == 0
+    res = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert res["dataset"] == "mine.npz" and abs(res["test_elbo"] - ckpt.history[-1]["test_elbo"]) < 1e-4
+    # training on the same images again stores nothing new, and the run was recorded
+    runs = RunService(ws).runs()
+    assert len(runs) == 1 and runs[0].status == "done" and runs[0].saved == out
+
+
+def test_same_seed_same_history_through_the_cli_and_the_run_service(tmp_path, digits):
+    out = tmp_path / "a.safetensors"
+    assert main(["train", "--dataset", "digits", "--epochs", "2", "--hidden", "32", "--seed", "4",
+                 "--out", str(out)]) == 0
+    spec = RunSpec(data=DataRef("digits"), model=ModelConfig(image_shape=(1, 8, 8), latent_dim=2, hidden=(32,)),
+                   train=TrainConfig(epochs=2, seed=4))
+    run = RunService(Workspace(tmp_path / "ws")).submit(spec)
+    run.wait()
+    strip = lambda h: [{k: v for k, v in r.items() if not k.endswith("seconds")} for r in h]  # noqa: E731
+    assert strip(C.load(out).history) == strip(run.history)
 
 
 @pytest.mark.parametrize("argv", [["--help"], ["train", "--help"], ["evaluate", "--help"]])

@@ -3,6 +3,7 @@ import pytest
 import torch
 from scipy.stats import norm
 
+from vae_core import decoding as D
 from vae_core.config import ModelConfig
 from vae_core.decoding import decode_lattice, lattice_axis
 from vae_core.pictures import tile
@@ -39,3 +40,35 @@ def test_tile_layout():
     pic = tile(imgs, pad=1)
     assert pic.shape == (2 * 5 - 1, 3 * 5 - 1)
     assert np.all(pic[5:9, 10:14] == 0.5) and np.all(pic[4, :] == 1.0)
+
+
+def test_slerp_endpoints_and_norm():
+    a, b = np.array([3.0, 0.0, 0.0]), np.array([0.0, 2.0, 0.0])
+    path = D.slerp(a, b, np.linspace(0, 1, 11))
+    assert np.allclose(path[0], a) and np.allclose(path[-1], b)
+    norms = np.linalg.norm(path, axis=1)
+    assert np.allclose(norms, np.linspace(3, 2, 11))  # the norm moves linearly, never dips to the centre
+    lin = D.lerp(a, b, np.linspace(0, 1, 11))
+    assert np.linalg.norm(lin, axis=1).min() < norms.min()
+
+
+def test_slerp_of_parallel_vectors_falls_back_to_lerp():
+    a = np.array([1.0, 1.0])
+    assert np.allclose(D.slerp(a, 2 * a, np.array([0.5])), [[1.5, 1.5]])
+    assert np.allclose(D.slerp(np.zeros(2), a, np.array([0.5])), [[0.5, 0.5]])
+
+
+def test_interpolate_validates():
+    with pytest.raises(ValueError):
+        D.interpolate(np.zeros(2), np.ones(2), 1)
+    with pytest.raises(ValueError):
+        D.interpolate(np.zeros(2), np.ones(2), 5, "cubic")
+    assert D.interpolate(np.zeros(2), np.ones(2), 5, "spherical").shape == (5, 2)
+
+
+def test_density_integrates_to_about_one():
+    pts = np.random.default_rng(0).normal(size=(500, 2))
+    g = np.linspace(-5, 5, 101)
+    dens = D.density_2d(pts, g, g)
+    assert dens.shape == (101, 101)
+    assert abs(dens.sum() * (g[1] - g[0]) ** 2 - 1) < 0.02

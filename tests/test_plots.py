@@ -2,10 +2,11 @@
 import json
 
 import numpy as np
+import pytest
 import plotly.io as pio
 
 from vae_core import plots
-from vae_core import projection as P
+from vae_core.anomaly import roc
 
 
 def _spec(fig):
@@ -52,6 +53,12 @@ def test_histogram_and_roc_figures():
     s = np.arange(100.0)
     fig = plots.score_histogram(s, 90.0, "−ELBO")
     assert "9 flagged" in fig.layout.annotations[0].text
-    r = P.roc(s, s > 80)
+    r = roc(s, s > 80)
     fig = plots.roc_figure({"−ELBO": r})
     assert "AUROC 1.000" in fig.data[0].name
+
+
+def test_ellipse_and_prior_mass():
+    e = plots.ellipse(np.array([1.0, 2.0]), np.array([0.5, 0.1]), 2.0)
+    assert np.allclose(e[:, 0].max(), 2.0) and np.allclose(e[:, 1].min(), 1.8)
+    assert plots.prior_mass_within(2.0) == pytest.approx(0.8647, abs=1e-4)

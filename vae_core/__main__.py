@@ -7,15 +7,16 @@ import sys
 import time
 from pathlib import Path
 
-import torch
-
 from . import checkpoint as ckpt_io
+from . import store
 from .config import ConfigError, ModelConfig, ObjectiveConfig, TrainConfig, tutorial_preset
-from .data import BUILTIN, DataError, Dataset, load_array_file, load_dataset, split_arrays
+from .data import BUILTIN, DataError, Dataset, load_array_file, load_dataset
 from .device import DEVICE_CHOICES, pick_device
+from .executors import LocalExecutor
+from .jobs import format_duration, progress_text
 from .metrics import evaluate_elbo, iwae_nll
-from .model import VAE
-from .train import fit
+from .runs import Run, RunService, RunSpec
+from .sweep import SweepSpec, load_sweep, parse_values, submit_sweep
 
 
 class ProgressBar:
@@ -42,16 +43,62 @@ def _ints(text: str) -> tuple[int, ...]:
     return tuple(int(t) for t in text.split(",") if t.strip())
 
 
-def get_dataset(args, device) -> Dataset:
+def data_ref(args, workspace: store.Workspace) -> store.DataRef:
+    """The dataset the command names. A --data-file is validated and stored in the workspace under its content
+    hash (once), so a model trained on it opens in the app with its data."""
     if getattr(args, "data_file", None):
-        arrays = load_array_file(args.data_file)
-        return split_arrays(Path(args.data_file).stem, arrays.x, arrays.y, device=device)
-    return load_dataset(args.dataset, device, data_dir=args.data_dir, download=args.download, timeout=args.timeout)
+        stored = workspace.put_dataset(load_array_file(args.data_file), Path(args.data_file).name)
+        print(f"dataset {stored.file_name}: {stored.n_images:,} images of {stored.image_shape}, stored in the "
+              f"workspace as {stored.short}…", file=sys.stderr)
+        return store.DataRef(stored.file_name, stored.hash)
+    return store.DataRef(args.dataset)
+
+
+def load_data(ref: store.DataRef, args, device, workspace: store.Workspace) -> Dataset:
+    if ref.builtin and ref.name not in BUILTIN:
+        raise DataError(f"unknown dataset {ref.name!r}; pass --data-file")
+    if ref.builtin and args.data_dir:
+        return load_dataset(ref.name, device, data_dir=args.data_dir, download=args.download, timeout=args.timeout)
+    return store.load(ref, device, workspace, download=args.download)
+
+
+def output_path(out: str, folder_for_names: Path, suffix: str = "") -> Path:
+    """`--out` is a path (it has a folder in it, or ends with `suffix`) or a bare name, which means a file or
+    folder of that name in the workspace."""
+    if Path(out).name != out or (suffix and out.endswith(suffix)):
+        return Path(out)
+    return folder_for_names / f"{ckpt_io.safe_name(out)}{suffix}"
+
+
+def follow(runs: list[Run], service: RunService, what: str) -> None:
+    """Draw one progress bar over `runs` until all have finished; Ctrl-C stops them (keeping what they have)."""
+    bar = ProgressBar()
+    try:
+        while not all(r.wait(0.1) for r in runs):
+            done = sum(r.done for r in runs)
+            current = next((r for r in runs if r.status == "running"), None)
+            fraction = (done + (current.fraction if current else 0)) / len(runs)
+            text = f"{what}: {current.message}" if current else what
+            if current:
+                text += f" · {progress_text(current)}"
+            bar.draw(fraction, text)
+    except KeyboardInterrupt:
+        bar.close()
+        print("stopping (the weights of the last complete epoch are kept) …", file=sys.stderr)
+        for r in runs:
+            service.stop(r)
+        for r in runs:
+            r.wait()
+        raise
+    bar.draw(1.0, f"{what}: finished in {format_duration(max(r.elapsed for r in runs))}", force=True)
+    bar.close()
 
 
 def cmd_train(args) -> int:
     device = pick_device(args.device)
-    data = get_dataset(args, device)
+    ws = store.Workspace()
+    ref = data_ref(args, ws)
+    data = load_data(ref, args, device, ws)
     if args.preset == "tutorial":
         preset = tutorial_preset(data.image_shape, args.latent_dim, args.epochs)
         model_cfg = preset.model
@@ -63,38 +110,30 @@ def cmd_train(args) -> int:
                                 gaussian_sigma=args.sigma, n_classes=data.n_classes if args.conditional else 0)
         train_cfg = TrainConfig(epochs=args.epochs, lr=args.lr, batch_size=args.batch_size, seed=args.seed)
     objective = ObjectiveConfig(beta=args.beta, free_bits=args.free_bits, warmup_epochs=args.warmup)
-    out = Path(args.out)
+    out = output_path(args.out, ws.models_dir, ckpt_io.SUFFIX)
     if out.exists() and not args.overwrite:
         raise ckpt_io.CheckpointExistsError(f"{out} exists; pass --overwrite to replace it")
-
-    torch.manual_seed(train_cfg.seed)  # reproducible initial weights
-    model = VAE(model_cfg)
-    bar = ProgressBar()
-    state = {"epoch": 0}
-
-    def on_step(step, steps, loss):
-        bar.draw((state["epoch"] + (step + 1) / steps) / train_cfg.epochs,
-                 f"epoch {state['epoch'] + 1}/{train_cfg.epochs} loss {loss.total.item():.2f}")
-
-    def on_epoch(rec, _model):
-        state["epoch"] = rec["epoch"]
-        bar.draw(rec["epoch"] / train_cfg.epochs, f"epoch {rec['epoch']}/{train_cfg.epochs} "
-                 f"test −ELBO {rec['test_elbo']:.2f} ({rec['seconds']:.1f} s)", force=True)
-
+    spec = RunSpec(data=ref, model=model_cfg, objective=objective, train=train_cfg)
+    service = RunService(ws, LocalExecutor(1), device=device)
     print(f"training on {data.name} ({len(data.x_train)} train / {len(data.x_test)} test, {data.image_shape}) "
           f"on {device}", file=sys.stderr)
-    result = fit(model, data, objective, train_cfg, on_step=on_step, on_epoch=on_epoch)
-    bar.close()
-    if result.stop_reason:
-        print(result.stop_reason, file=sys.stderr)
-    ckpt = ckpt_io.Checkpoint(model=model, objective=objective, train=train_cfg, dataset=data.info(),
-                              history=result.history, extra={"preset": args.preset} if args.preset else {})
-    ckpt_io.save(out, ckpt, overwrite=args.overwrite)
-    if result.history:
-        last = result.history[-1]
-        print(f"saved {out}: test −ELBO {last['test_elbo']:.2f} nats (recon {last['test_recon']:.2f} + "
-              f"KL {last['test_kl']:.2f}), mean epoch {sum(r['seconds'] for r in result.history) / len(result.history):.2f} s")
-    return 1 if result.diverged else 0
+    run = service.submit(spec, label=out.stem, owner="cli", out=out, overwrite=args.overwrite)
+    try:
+        follow([run], service, "training")
+    except KeyboardInterrupt:
+        pass
+    if run.status == "failed":
+        raise ValueError(run.error)
+    if run.reason:
+        print(run.reason, file=sys.stderr)
+    if not run.history:
+        print(f"no epoch completed, so nothing was saved to {out}", file=sys.stderr)
+    elif run.saved:
+        last = run.history[-1]
+        print(f"saved {run.saved} (run {run.id}): test −ELBO {last['test_elbo']:.2f} nats (recon "
+              f"{last['test_recon']:.2f} + KL {last['test_kl']:.2f}), mean epoch "
+              f"{sum(r['seconds'] for r in run.history) / len(run.history):.2f} s")
+    return {"done": 0, "stopped": 130, "diverged": 1}.get(run.status, 1)
 
 
 def evaluate_checkpoint(ckpt: ckpt_io.Checkpoint, data: Dataset, iwae_k: int, progress=None) -> dict:
@@ -111,16 +150,17 @@ def evaluate_checkpoint(ckpt: ckpt_io.Checkpoint, data: Dataset, iwae_k: int, pr
 
 def cmd_evaluate(args) -> int:
     device = pick_device(args.device)
-    ckpt = ckpt_io.load(args.checkpoint, device=device)
-    if not args.data_file:
-        args.dataset = ckpt.dataset.get("name", "")
-    data = get_dataset(args, device)
+    ws = store.Workspace()
+    ckpt = ckpt_io.load(output_path(args.checkpoint, ws.models_dir, ckpt_io.SUFFIX), device=device)
+    ref = data_ref(args, ws) if args.data_file else store.DataRef.from_info(ckpt.dataset)
+    data = load_data(ref, args, device, ws)
     if data.image_shape != ckpt.config.image_shape:
         raise DataError(f"{data.name} has images of shape {data.image_shape}, the model expects "
                         f"{ckpt.config.image_shape}")
     bar = ProgressBar()
-    res = evaluate_checkpoint(ckpt, data, args.iwae_k,
-                              progress=lambda f: bar.draw(f, f"IWAE k={args.iwae_k}") if args.iwae_k else None)
+    t0 = time.monotonic()
+    res = evaluate_checkpoint(ckpt, data, args.iwae_k, progress=lambda f: bar.draw(
+        f, f"IWAE k={args.iwae_k} · elapsed {format_duration(time.monotonic() - t0)}") if args.iwae_k else None)
     if args.iwae_k:
         bar.close()
     if args.json:
@@ -138,31 +178,26 @@ def cmd_evaluate(args) -> int:
 
 
 def cmd_sweep(args) -> int:
-    from .sweep import SweepSpec, parse_values, run_sweep
-
     device = pick_device(args.device)
-    data = get_dataset(args, device)
-    spec = SweepSpec(dataset=data.name, latent_dim=args.latent_dim, architecture=args.arch, hidden=_ints(args.hidden),
-                     autoregressive=args.autoregressive, epochs=args.epochs, betas=parse_values(args.betas, "β"),
-                     free_bits=parse_values(args.free_bits, "free bits"), warmups=parse_values(args.warmups, "warm-up"), n_train=args.n_train,
-                     n_test=args.n_test, lr=args.lr, batch_size=args.batch_size, seed=args.seed, iwae_k=args.iwae_k)
+    ws = store.Workspace()
+    ref = data_ref(args, ws)
+    data = load_data(ref, args, device, ws)
+    spec = SweepSpec(dataset=ref.name, dataset_hash=ref.hash, latent_dim=args.latent_dim, architecture=args.arch,
+                     hidden=_ints(args.hidden), autoregressive=args.autoregressive, epochs=args.epochs,
+                     betas=parse_values(args.betas, "β"), free_bits=parse_values(args.free_bits, "free bits"),
+                     warmups=parse_values(args.warmups, "warm-up"), n_train=args.n_train, n_test=args.n_test,
+                     lr=args.lr, batch_size=args.batch_size, seed=args.seed, iwae_k=args.iwae_k)
+    folder = output_path(args.out, ws.sweeps_dir)
+    service = RunService(ws, LocalExecutor(1), device=device)
+    queued = submit_sweep(service, spec, folder, data.image_shape, owner="cli")
     n_runs = len(spec.settings())
-    bar = ProgressBar()
-    state = {"run": 0, "epoch": 0, "label": ""}
-
-    def on_run(i, n, obj):
-        state.update(run=i, epoch=0, label=f"run {i + 1}/{n} β={obj.beta:g} λ={obj.free_bits:g} warm-up={obj.warmup_epochs:g}")
-
-    def on_step(step, steps, loss):
-        done = state["run"] + (state["epoch"] + (step + 1) / steps) / spec.epochs
-        bar.draw(done / n_runs, f"{state['label']} epoch {state['epoch'] + 1}/{spec.epochs}")
-
-    def on_epoch(rec, _model):
-        state["epoch"] = rec["epoch"]
-
-    runs = run_sweep(spec, data, args.out, on_run=on_run, on_step=on_step, on_epoch=on_epoch)
-    bar.draw(1.0, f"{len(runs)} runs in {args.out}", force=True)
-    bar.close()
+    print(f"sweep {folder}: {n_runs} runs, {n_runs - len(queued)} already there", file=sys.stderr)
+    if queued:
+        follow(queued, service, f"{len(queued)} runs")
+    failed = [r for r in queued if r.status == "failed"]
+    for r in failed:
+        print(f"run {r.label} failed: {r.error}", file=sys.stderr)
+    _, runs = load_sweep(folder)
     for run in runs:
         ev = run.evaluation
         if args.json:
@@ -171,7 +206,7 @@ def cmd_sweep(args) -> int:
             iwae = "—" if ev["iwae_nll"] is None else f"{ev['iwae_nll']:.2f}"
             print(f"{run.name:28s} rate {ev['rate']:7.2f}  distortion {ev['distortion']:8.2f}  −ELBO "
                   f"{ev['test_elbo']:8.2f}  AU {ev['active_units']:2d}  MI {ev['mutual_info']:5.2f}  IWAE NLL {iwae}")
-    return 0
+    return 1 if failed else 0
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -179,7 +214,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True)
 
     def data_args(sp):
-        sp.add_argument("--data-file", help="a .npz/.npy/.csv of images instead of a built-in dataset")
+        sp.add_argument("--data-file", help="a .npz/.npy/.csv of images instead of a built-in dataset (stored in "
+                        "the workspace, so models trained on it open in the app with their data)")
         sp.add_argument("--data-dir", help="folder with MNIST/Fashion-MNIST IDX files (else $VAE_DATA_DIR)")
         sp.add_argument("--download", action="store_true", help="download MNIST/Fashion-MNIST if not found")
         sp.add_argument("--timeout", type=float, default=30.0, help="download timeout per connection, s")
@@ -203,12 +239,13 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--lr", type=float, default=TrainConfig.lr)
     t.add_argument("--batch-size", type=int, default=TrainConfig.batch_size)
     t.add_argument("--seed", type=int, default=0)
-    t.add_argument("--out", required=True, help="checkpoint path, e.g. checkpoints/NAME.safetensors")
+    t.add_argument("--out", required=True, help="a checkpoint path (e.g. out/NAME.safetensors), or a bare NAME: "
+                   "saved as $VAE_HOME/models/NAME.safetensors, where the app lists it")
     t.add_argument("--overwrite", action="store_true")
     t.set_defaults(func=cmd_train)
 
     e = sub.add_parser("evaluate", help="test-set ELBO, IWAE NLL, active units of a checkpoint")
-    e.add_argument("checkpoint")
+    e.add_argument("checkpoint", help="a checkpoint path, or the NAME of a model saved in the workspace")
     data_args(e)
     e.add_argument("--iwae-k", type=int, default=0, help="importance samples for the IWAE NLL (0: skip)")
     e.add_argument("--json", action="store_true", help="print one JSON object")
@@ -230,7 +267,8 @@ def build_parser() -> argparse.ArgumentParser:
     w.add_argument("--batch-size", type=int, default=128, help="(sweeps keep the tutorial's batch and rate)")
     w.add_argument("--seed", type=int, default=0)
     w.add_argument("--iwae-k", type=int, default=100, help="importance samples for each run's IWAE NLL")
-    w.add_argument("--out", required=True, help="sweep folder, e.g. checkpoints/sweeps/NAME")
+    w.add_argument("--out", required=True, help="a sweep folder path, or a bare NAME: $VAE_HOME/sweeps/NAME, where "
+                   "the app's collapse lab lists it")
     w.add_argument("--json", action="store_true", help="one JSON object per run, one per line")
     w.set_defaults(func=cmd_sweep)
     return p

@@ -1,5 +1,6 @@
-"""Decoding the latent space: the lattice over two latent dimensions (Kingma & Welling 2014, fig. 4),
-prior samples, and the overview picture of a model. Numpy out, images in [0, 1]."""
+"""Decoding the latent space: the lattice over two latent dimensions (Kingma & Welling 2014, fig. 4), the
+aggregate posterior's density over it, paths between codes (linear and spherical), prior samples, and the
+overview picture of a model. Numpy out, images in [0, 1]."""
 from __future__ import annotations
 
 import numpy as np
@@ -45,31 +46,94 @@ def decode_lattice(model: VAE, axis_x: np.ndarray, axis_y: np.ndarray, dims: tup
 
 
 @torch.no_grad()
-def overview(model: VAE, mu: np.ndarray, labels: np.ndarray | None = None, class_names=None,
+def overview(model: VAE, mu: np.ndarray | None, labels: np.ndarray | None = None, class_names=None,
              max_points: int = 10_000, seed: int = 0) -> np.ndarray:
     """The app's first picture of a model, RGB uint8 (H, W, 3). For a 2-D latent: the encoded test means μ(x)
     beside the decoder's mean images on a 16×16 lattice over the same square, so a class's cloud on the
-    left decodes to that class's images on the right. Otherwise: a PCA map of μ(x) beside prior samples."""
-    ids = subsample(len(mu), max_points, seed)
-    classes = None if labels is None else np.asarray(labels)[ids]
+    left decodes to that class's images on the right. Otherwise: a PCA map of μ(x) beside prior samples.
+    Without test images (`mu` None) only the decoder's side is drawn, over the prior's central ±3 square."""
     side = 8 if model.config.autoregressive else 16  # an autoregressive decoder draws pixel by pixel
+    ids = None if mu is None else subsample(len(mu), max_points, seed)
+    classes = None if labels is None or ids is None else np.asarray(labels)[ids]
+    given = "" if not model.config.n_classes else f", y = {class_names[0] if class_names else 0}"
     if model.latent_dim == 2:
-        xy = np.asarray(mu, float)[ids]  # (n, 2)
-        limit = pictures.square_limit(xy)
+        xy = None if mu is None else np.asarray(mu, float)[ids]  # (n, 2)
+        limit = 3.0 if xy is None else pictures.square_limit(xy)
         axis = pictures.cell_centres(limit, side)
         decoded = decode_lattice(model, axis, axis)  # (side, side, C, H, W)
-        given = "" if not model.config.n_classes else f", y = {class_names[0] if class_names else 0}"
         return pictures.overview_figure(xy, classes, class_names, decoded, limit,
                                         left_title="Encoder: test images at their mean mu(x)",
-                                        right_title=f"Decoder: E[x|z{given}] on the same square")
-    xy, ratio = pca(np.asarray(mu, float)[ids], 2)  # (n, 2)
+                                        right_title=f"Decoder: E[x|z{given}] on the same square" if xy is not None
+                                        else f"Decoder: E[x|z{given}] over the prior's central square")
     device = next(model.parameters()).device
     gen = torch.Generator().manual_seed(seed)
     z = torch.randn(side * side, model.latent_dim, generator=gen).to(device)  # (side², d)
     y = None if not model.config.n_classes else torch.zeros(len(z), dtype=torch.int64, device=device)
     images = model.eval().decode_mean(z, y).cpu().numpy()  # (side², C, H, W)
+    xy, ratio = (None, (0.0, 0.0)) if mu is None else pca(np.asarray(mu, float)[ids], 2)  # (n, 2)
     return pictures.overview_figure(xy, classes, class_names, images.reshape(side, side, *images.shape[1:]),
-                                    pictures.square_limit(xy),
+                                    3.0 if xy is None else pictures.square_limit(xy),
                                     left_title=f"Encoder: PCA of the means mu(x), d = {model.latent_dim}",
-                                    right_title="Decoder: samples z ~ N(0, I)",
+                                    right_title=f"Decoder: samples z ~ N(0, I){given}",
                                     axis_names=(f"PC1 ({ratio[0]:.0%})", f"PC2 ({ratio[1]:.0%})"), raw_latent=False)
+
+
+# ---------------------------------------------------------------- the aggregate posterior over the lattice
+
+def density_2d(points: np.ndarray, xs: np.ndarray, ys: np.ndarray, bandwidth: float | None = None) -> np.ndarray:
+    """Gaussian kernel density estimate of 2-D `points` evaluated on the grid xs × ys: (len(ys), len(xs)).
+    Bandwidth: Scott's rule per axis when not given. The Gaussian kernel is separable, so the whole grid is
+    one matrix product of the per-axis kernels: (ny, N) @ (N, nx)."""
+    p = np.asarray(points, float)
+    if len(p) == 0:
+        return np.zeros((len(ys), len(xs)))
+    if bandwidth is None:
+        sd = p.std(axis=0)
+        bw = np.maximum(sd * len(p) ** (-1 / 6), 1e-3)
+    else:
+        bw = np.array([bandwidth, bandwidth], float)
+    kx = np.exp(-0.5 * ((np.asarray(xs, float)[None, :] - p[:, 0:1]) / bw[0]) ** 2)  # (N, nx)
+    ky = np.exp(-0.5 * ((np.asarray(ys, float)[None, :] - p[:, 1:2]) / bw[1]) ** 2)  # (N, ny)
+    norm = 1.0 / (2 * np.pi * bw[0] * bw[1] * len(p))
+    return (ky.T @ kx) * norm
+
+
+def cell_to_latent(u: np.ndarray, axis: np.ndarray) -> np.ndarray:
+    """Map fractional cell indices (0 … n−1) of a lattice to latent values by interpolating its axis."""
+    return np.interp(u, np.arange(len(axis)), axis)
+
+
+# ---------------------------------------------------------------- paths between codes
+
+def lerp(a: np.ndarray, b: np.ndarray, t: np.ndarray) -> np.ndarray:
+    """(1−t)·a + t·b for each t: returns (len(t), d)."""
+    a, b, t = np.asarray(a, float), np.asarray(b, float), np.asarray(t, float)[:, None]
+    return (1 - t) * a + t * b
+
+
+def slerp(a: np.ndarray, b: np.ndarray, t: np.ndarray) -> np.ndarray:
+    """Spherical interpolation (Shoemake 1985; White 2016 for VAEs): moves along the great circle between
+    the directions of a and b while the norm goes linearly from |a| to |b|, so intermediate codes keep a
+    typical norm under the Gaussian prior. Falls back to `lerp` for (anti)parallel or zero vectors."""
+    a, b, t = np.asarray(a, float), np.asarray(b, float), np.asarray(t, float)
+    na, nb = np.linalg.norm(a), np.linalg.norm(b)
+    if na < 1e-12 or nb < 1e-12:
+        return lerp(a, b, t)
+    ua, ub = a / na, b / nb
+    omega = np.arccos(np.clip(ua @ ub, -1.0, 1.0))
+    if omega < 1e-6 or np.pi - omega < 1e-6:
+        return lerp(a, b, t)
+    tt = t[:, None]
+    direction = (np.sin((1 - tt) * omega) * ua + np.sin(tt * omega) * ub) / np.sin(omega)
+    return direction * ((1 - tt) * na + tt * nb)
+
+
+def interpolate(a: np.ndarray, b: np.ndarray, steps: int, method: str = "linear") -> np.ndarray:
+    if steps < 2:
+        raise ValueError("an interpolation needs at least 2 steps")
+    t = np.linspace(0.0, 1.0, steps)
+    if method == "linear":
+        return lerp(a, b, t)
+    if method == "spherical":
+        return slerp(a, b, t)
+    raise ValueError(f"method must be 'linear' or 'spherical', got {method!r}")

@@ -6,7 +6,8 @@ from __future__ import annotations
 import numpy as np
 import plotly.graph_objects as go
 
-PALETTE = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f"]
+from .pictures import PALETTE
+from .plots import layout
 
 
 def run_label(ev: dict) -> str:
@@ -49,8 +50,8 @@ def rd_plane(evals: list[dict], height: int = 520) -> go.Figure:
                                  textfont=dict(size=10, color=colour),
                                  hovertext=hover, hoverinfo="text", marker=dict(size=10, color=colour),
                                  line=dict(color=colour), customdata=idx))
-    fig.update_layout(height=height, template="plotly_white", margin=dict(l=10, r=10, t=30, b=10),
-                      xaxis=dict(title="rate R = KL(q(z|x) ‖ p(z)) [nats]", range=[-0.02 * r_max, r_max]),
+    layout(fig, None, height, top=30)
+    fig.update_layout(xaxis=dict(title="rate R = KL(q(z|x) ‖ p(z)) [nats]", range=[-0.02 * r_max, r_max]),
                       yaxis=dict(title="distortion D = −log p(x|z) [nats]", range=[d_lo, d_hi]),
                       legend=dict(orientation="h", y=1.02, yanchor="bottom"),
                       annotations=list(fig.layout.annotations) + [dict(
@@ -66,8 +67,8 @@ def kl_heatmap(evals: list[dict], height: int | None = None) -> go.Figure:
     fig = go.Figure(go.Heatmap(z=z, x=[f"z{j}" for j in range(z.shape[1])], y=names, colorscale="Viridis",
                                colorbar=dict(title="KL [nats]"), zmin=0,
                                hovertemplate="%{y}<br>%{x}: KL %{z:.3f} nats<extra></extra>"))
-    fig.update_layout(height=height or 120 + 28 * len(evals), template="plotly_white",
-                      margin=dict(l=10, r=10, t=10, b=10), yaxis=dict(autorange="reversed"))
+    layout(fig, None, height or 120 + 28 * len(evals))
+    fig.update_layout(yaxis=dict(autorange="reversed"))
     return fig
 
 
@@ -81,6 +82,6 @@ def kl_timeline(history: list[dict], free_bits: float = 0.0, height: int = 380) 
                                  hovertemplate=f"z{j}, epoch %{{x}}: %{{y:.3f}} nats<extra></extra>"))
     if free_bits > 0:
         fig.add_hline(y=free_bits, line=dict(color="black", dash="dash"), annotation_text=f"λ = {free_bits:g}")
-    fig.update_layout(height=height, template="plotly_white", margin=dict(l=10, r=10, t=10, b=10),
-                      xaxis_title="epoch", yaxis_title="KL per dimension [nats]", showlegend=kl.shape[1] <= 16)
+    layout(fig, None, height)
+    fig.update_layout(xaxis_title="epoch", yaxis_title="KL per dimension [nats]", showlegend=kl.shape[1] <= 16)
     return fig

@@ -179,15 +179,15 @@ def _legend(names: list[str], width: int) -> Image.Image:
     return out
 
 
-def overview_figure(xy: np.ndarray, classes: np.ndarray | None, class_names: list[str] | None,
+def overview_figure(xy: np.ndarray | None, classes: np.ndarray | None, class_names: list[str] | None,
                     decoded: np.ndarray, limit: float, *, left_title: str, right_title: str,
                     axis_names: tuple[str, str] = ("z0", "z1"), raw_latent: bool = True,
                     size: int = 400) -> np.ndarray:
     """The overview: on the left the 2-D points (encoded test images) in [−limit, limit]², on the right the
     decoded images `decoded` (rows, cols, C, H, W, row 0 at the top) filling a square of the same size, and
-    a class legend below. With `raw_latent`, both panels share the latent axes and the prior's rings.
+    a class legend below. With `raw_latent`, both panels share the latent axes and the prior's rings. Without
+    points (`xy` None: the test images are not available) only the decoder panel is drawn.
     Returns an RGB uint8 picture (H, W, 3)."""
-    left = _frame(scatter_panel(xy, classes, limit, size, prior_rings=raw_latent), limit, left_title, *axis_names)
     tiles = tile(np.asarray(decoded, float), pad=1)  # white 1-px seams
     grid = Image.fromarray(to_uint8(tiles if tiles.ndim == 2 else tiles[..., :3])).convert("RGB")
     up = size // max(grid.size)  # small images (8×8 digits) are first enlarged by whole pixels so they stay sharp
@@ -195,6 +195,9 @@ def overview_figure(xy: np.ndarray, classes: np.ndarray | None, class_names: lis
         grid = grid.resize((grid.width * up, grid.height * up), Image.Resampling.NEAREST)
     grid = grid.resize((size, size), Image.Resampling.LANCZOS)
     right = _frame(grid, limit, right_title, *axis_names) if raw_latent else _frame(grid, None, right_title)
+    if xy is None:
+        return np.asarray(right)
+    left = _frame(scatter_panel(xy, classes, limit, size, prior_rings=raw_latent), limit, left_title, *axis_names)
     gap = 24
     width = left.width + gap + right.width
     legend = None

@@ -1,4 +1,5 @@
-"""Plotly figure builders for the app. Each returns a `go.Figure` and can be tested without Streamlit."""
+"""Plotly figure builders for the app. Each returns a `go.Figure` and can be tested without Streamlit; all share
+`layout` and the class palette (`pictures.PALETTE`)."""
 from __future__ import annotations
 
 import base64
@@ -6,15 +7,41 @@ import base64
 import numpy as np
 import plotly.graph_objects as go
 
-from . import projection as P
 from .pictures import PALETTE, png_bytes
+
+# ---------------------------------------------------------------- Gaussian outlines drawn on the latent maps
+
+def ellipse(center: np.ndarray, sigma: np.ndarray, n_sigma: float = 1.0, points: int = 60) -> np.ndarray:
+    """Outline (points+1, 2) of the axis-aligned ellipse centre ± n_sigma·σ (a diagonal-Gaussian posterior)."""
+    theta = np.linspace(0, 2 * np.pi, points + 1)
+    c, s = np.asarray(center, float), np.asarray(sigma, float) * n_sigma
+    return np.stack([c[0] + s[0] * np.cos(theta), c[1] + s[1] * np.sin(theta)], axis=1)
+
+
+def posterior_sigma(logvar: np.ndarray) -> np.ndarray:
+    """σ = exp(½ log σ²) of a diagonal Gaussian posterior."""
+    return np.exp(0.5 * np.asarray(logvar, float))
+
+
+def prior_circles(radii=(1.0, 2.0, 3.0), points: int = 120) -> list[tuple[float, np.ndarray]]:
+    """The standard normal prior's density contours in 2-D are circles; radius r holds 1−exp(−r²/2) of the mass."""
+    return [(float(r), ellipse(np.zeros(2), np.ones(2), r, points)) for r in radii]
+
+
+def prior_mass_within(radius: float) -> float:
+    return float(1 - np.exp(-radius**2 / 2))
+
+
+# ---------------------------------------------------------------- figures
 
 CURVE_LABELS = {"elbo": "−ELBO", "recon": "reconstruction −log p(x|z)", "kl": "KL(q(z|x) ‖ p(z))"}
 
 
-def _layout(fig: go.Figure, title: str | None = None, height: int = 450) -> go.Figure:
-    fig.update_layout(title=title, height=height, margin=dict(l=10, r=10, t=40 if title else 10, b=10),
-                      template="plotly_white")
+def layout(fig: go.Figure, title: str | None = None, height: int = 450, top: int = 10) -> go.Figure:
+    """The one look of every Plotly figure in the app: white template, tight margins, the class palette for
+    discrete colours. `top` is the margin above the plot when there is no title (room for a legend)."""
+    fig.update_layout(title=title, height=height, margin=dict(l=10, r=10, t=40 if title else top, b=10),
+                      template="plotly_white", colorway=PALETTE)
     return fig
 
 
@@ -66,12 +93,12 @@ def latent_scatter(xy: np.ndarray, ids: np.ndarray, *, color: np.ndarray | None 
     fig = go.Figure(go.Scattergl(x=xy[:, 0], y=xy[:, 1], mode="markers", marker=marker, customdata=ids, text=names,
                                  hovertemplate=hover + "<extra></extra>", name="test images", showlegend=False))
     if prior:
-        for r, outline in P.prior_circles():
+        for r, outline in prior_circles():
             fig.add_trace(go.Scatter(x=outline[:, 0], y=outline[:, 1], mode="lines", hoverinfo="skip",
                                      line=dict(color="rgba(0,0,0,0.45)", dash="dot", width=1),
-                                     name=f"prior {r:g}σ ({P.prior_mass_within(r):.0%})", showlegend=True))
+                                     name=f"prior {r:g}σ ({prior_mass_within(r):.0%})", showlegend=True))
     for k, (idx, mu, sigma) in enumerate(ellipses or []):
-        outline = P.ellipse(mu, sigma, 2.0)
+        outline = ellipse(mu, sigma, 2.0)
         fig.add_trace(go.Scatter(x=outline[:, 0], y=outline[:, 1], mode="lines", hoverinfo="skip",
                                  line=dict(color="crimson", width=1.5), name=f"q(z|x) ±2σ, #{idx}",
                                  showlegend=k == 0))
@@ -83,14 +110,14 @@ def latent_scatter(xy: np.ndarray, ids: np.ndarray, *, color: np.ndarray | None 
     if equal_axes:
         fig.update_yaxes(scaleanchor="x", scaleratio=1)
     fig.update_layout(dragmode="select", legend=dict(orientation="h", y=-0.12))
-    return _layout(fig, title, height)
+    return layout(fig, title, height)
 
 
 def loss_curves(history: list[dict], height: int = 320) -> go.Figure:
     """Train/test −ELBO, reconstruction and KL per epoch, nats per image."""
     fig = go.Figure()
     epochs = [r["epoch"] for r in history]
-    colours = {"elbo": "#1f77b4", "recon": "#2ca02c", "kl": "#d62728"}
+    colours = {"elbo": PALETTE[0], "recon": PALETTE[2], "kl": PALETTE[3]}
     for part in ("elbo", "recon", "kl"):
         for split, dash in (("test", "solid"), ("train", "dot")):
             key = f"{split}_{part}"
@@ -100,7 +127,7 @@ def loss_curves(history: list[dict], height: int = 320) -> go.Figure:
                                          line=dict(color=colours[part], dash=dash)))
     fig.update_xaxes(title="epoch", tickformat="d", dtick=max(1, len(epochs) // 10))
     fig.update_yaxes(title="nats per image")
-    return _layout(fig, None, height)
+    return layout(fig, None, height)
 
 
 def image_data_uri(picture: np.ndarray, scale: int = 1) -> str:
@@ -134,7 +161,7 @@ def lattice_figure(picture: np.ndarray, axis_x: np.ndarray, axis_y: np.ndarray, 
                                  contours=dict(coloring="lines"), line=dict(width=1.5),
                                  colorscale=[[0, "rgba(255,140,0,0.3)"], [1, "rgba(220,20,60,1)"]],
                                  hoverinfo="skip", name="aggregate posterior density"))
-    return _layout(fig, None, height)
+    return layout(fig, None, height)
 
 
 def score_histogram(scores: np.ndarray, threshold: float, name: str, bins: int = 80, height: int = 330) -> go.Figure:
@@ -145,7 +172,7 @@ def score_histogram(scores: np.ndarray, threshold: float, name: str, bins: int =
                   annotation_text=f"threshold {threshold:.1f}: {flagged} flagged", annotation_position="top right")
     fig.update_xaxes(title=name)
     fig.update_yaxes(title="images")
-    return _layout(fig, None, height)
+    return layout(fig, None, height)
 
 
 def roc_figure(curves: dict[str, dict], height: int = 420) -> go.Figure:
@@ -158,4 +185,4 @@ def roc_figure(curves: dict[str, dict], height: int = 420) -> go.Figure:
     fig.update_xaxes(title="false positive rate", range=[0, 1])
     fig.update_yaxes(title="true positive rate", range=[0, 1.02], scaleanchor="x")
     fig.update_layout(legend=dict(x=0.35, y=0.05))
-    return _layout(fig, None, height)
+    return layout(fig, None, height)

@@ -1,9 +1,12 @@
-"""Sweeps for the posterior-collapse lab: train every combination of β, free bits λ and warm-up on the same
-data and model, evaluate each run the same way, and cache every run as a checkpoint in one folder.
+"""Sweeps for the posterior-collapse lab: every combination of β, free bits λ and warm-up, trained on the same
+data and model from the same initial weights, each evaluated the same way, each cached as a checkpoint in one
+folder with a manifest (`sweep.json`).
 
-Each run is summarised by the quantities of the rate–distortion view (Alemi et al. 2018, "Fixing a Broken
-ELBO"): rate R = E_x KL(q(z|x) ‖ p(z)) and distortion D = E_x E_q[−log p(x|z)], both in nats per test image,
-with −ELBO = R + D; plus active units, mutual information and the IWAE NLL.
+A sweep is only a list of runs for the run service (`runs.py`): `submit_sweep` queues the runs that are not
+already in the folder, so an interrupted sweep resumes where it stopped, and each finished run rewrites the
+manifest. Each run is summarised by the quantities of the rate–distortion view (Alemi et al. 2018, "Fixing a
+Broken ELBO"): rate R = E_x KL(q(z|x) ‖ p(z)) and distortion D = E_x E_q[−log p(x|z)], both in nats per test
+image, with −ELBO = R + D; plus active units, mutual information and the IWAE NLL.
 """
 from __future__ import annotations
 
@@ -11,19 +14,15 @@ import dataclasses
 import itertools
 import json
 import os
-import tempfile
+import threading
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
-
-import torch
 
 from . import checkpoint as ckpt_io
 from .config import ConfigError, ModelConfig, ObjectiveConfig, TrainConfig, check_int, dataclass_from_dict
-from .data import Dataset
-from .metrics import evaluate_elbo, iwae_nll, mutual_information
-from .model import VAE
-from .train import fit
+from .files import write_json
+from .runs import Run, RunService, RunSpec
+from .store import DataRef
 
 MANIFEST = "sweep.json"
 MAX_RUNS = 64
@@ -48,6 +47,7 @@ class SweepSpec:
     batch_size: int = 128
     seed: int = 0
     iwae_k: int = 100
+    dataset_hash: str | None = None  # a user's dataset in the workspace (`dataset` is then its file name)
 
     def __post_init__(self) -> None:
         for name in ("betas", "free_bits", "warmups"):
@@ -63,12 +63,21 @@ class SweepSpec:
         return [ObjectiveConfig(beta=b, free_bits=f, warmup_epochs=w)
                 for b, f, w in itertools.product(self.betas, self.free_bits, self.warmups)]
 
+    def data_ref(self) -> DataRef:
+        return DataRef(self.dataset, self.dataset_hash, n_train=self.n_train, n_test=self.n_test)
+
     def model_config(self, image_shape) -> ModelConfig:
         return ModelConfig(image_shape=tuple(image_shape), latent_dim=self.latent_dim, architecture=self.architecture,
                            hidden=self.hidden, autoregressive=self.autoregressive)
 
     def train_config(self) -> TrainConfig:
         return TrainConfig(epochs=self.epochs, lr=self.lr, batch_size=self.batch_size, seed=self.seed)
+
+    def run_specs(self, image_shape) -> list[tuple[str, RunSpec]]:
+        """(file stem, run spec) of every run, in the sweep's order."""
+        base = RunSpec(data=self.data_ref(), model=self.model_config(image_shape), train=self.train_config(),
+                       lab_metrics=True, iwae_k=self.iwae_k)
+        return [(run_name(obj), dataclasses.replace(base, objective=obj)) for obj in self.settings()]
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -102,98 +111,72 @@ def run_name(obj: ObjectiveConfig) -> str:
     return f"beta{obj.beta:g}_fb{obj.free_bits:g}_wu{obj.warmup_epochs:g}"
 
 
-def evaluate_run(model: VAE, obj: ObjectiveConfig, data: Dataset, iwae_k: int,
-                 progress: Callable[[float], None] | None = None) -> dict:
-    """The lab's numbers for one trained model on the test set, nats per image; rate + distortion = test_elbo."""
-    res = evaluate_elbo(model, data.x_test)
-    out = {"beta": obj.beta, "free_bits": obj.free_bits, "warmup": obj.warmup_epochs,
-           "rate": res["kl"], "distortion": res["recon"], "test_elbo": res["elbo"],
-           "active_units": res["active_units"], "mutual_info": mutual_information(model, data.x_test),
-           "iwae_nll": None, "iwae_k": iwae_k, "kl_per_dim": res["kl_per_dim"]}
-    if iwae_k > 0:
-        out["iwae_nll"] = float(iwae_nll(model, data.x_test, k=iwae_k, progress=progress).mean())
-    return out
-
-
 @dataclass
-class Run:
+class SweepRun:
+    """A finished run of a sweep, as saved in its folder."""
+
     name: str
     path: Path
     checkpoint: ckpt_io.Checkpoint
     evaluation: dict
 
 
-def _cached(path: Path, spec: SweepSpec, obj: ObjectiveConfig, model_cfg: ModelConfig) -> ckpt_io.Checkpoint | None:
-    """A run already on disk with exactly these settings (else None: it will be retrained)."""
-    if not path.is_file():
-        return None
+def _cached_evaluation(path: Path, spec: RunSpec) -> dict | None:
+    """The evaluation of the run already saved at `path` with exactly `spec`, else None (it will be trained)."""
     try:
-        ck = ckpt_io.load(path)
+        meta = ckpt_io.peek(path)
     except ckpt_io.CheckpointError:
         return None
-    try:
-        same_spec = SweepSpec.from_dict(ck.extra.get("sweep")) == spec
-    except ConfigError:
-        return None
-    same = (same_spec and ck.config == model_cfg and ck.objective == obj and ck.train == spec.train_config()
-            and "evaluation" in ck.extra)
-    return ck if same else None
+    extra = meta.get("extra") or {}
+    same = (extra.get("run") or {}).get("spec") == json.loads(json.dumps(spec.to_dict()))
+    return extra.get("evaluation") if same else None
 
 
-def run_sweep(spec: SweepSpec, data: Dataset, out_dir: str | os.PathLike, *,
-              on_run: Callable[[int, int, ObjectiveConfig], None] | None = None,
-              on_step=None, on_epoch=None, should_stop: Callable[[], bool] | None = None,
-              on_eval: Callable[[float], None] | None = None) -> list[Run]:
-    """Train and evaluate every setting in turn; runs already cached in `out_dir` are reused, so an
-    interrupted sweep resumes where it stopped. Writes `out_dir/sweep.json` after every run."""
-    out_dir = Path(out_dir)
-    data = data.subset(spec.n_train, spec.n_test)
-    model_cfg = spec.model_config(data.image_shape)
-    runs: list[Run] = []
-    settings = spec.settings()
-    for i, obj in enumerate(settings):
-        if should_stop and should_stop():
-            break
-        if on_run:
-            on_run(i, len(settings), obj)
-        name = run_name(obj)
-        path = out_dir / f"{name}{ckpt_io.SUFFIX}"
-        ck = _cached(path, spec, obj, model_cfg)
-        if ck is None:
-            torch.manual_seed(spec.seed)  # same initial weights for every run: only the objective differs
-            model = VAE(model_cfg)
-            result = fit(model, data, obj, spec.train_config(), on_step=on_step, on_epoch=on_epoch,
-                         should_stop=should_stop)
-            if result.stop_reason and not result.diverged:
-                break  # stopped by the user: keep no half-trained run in the cache
-            evaluation = evaluate_run(model, obj, data, spec.iwae_k, on_eval)
-            evaluation["stop_reason"] = result.stop_reason
-            ck = ckpt_io.Checkpoint(model=model, objective=obj, train=spec.train_config(), dataset=data.info(),
-                                    history=result.history, extra={"sweep": spec.to_dict(), "evaluation": evaluation})
-            ckpt_io.save(path, ck, overwrite=True)
-        runs.append(Run(name, path, ck, ck.extra["evaluation"]))
-        write_manifest(out_dir, spec, runs)
-    return runs
+def _manifest_entry(name: str, path: Path, evaluation: dict, obj: ObjectiveConfig) -> dict:
+    return {"name": name, "file": path.name, "beta": obj.beta, "free_bits": obj.free_bits,
+            "warmup": obj.warmup_epochs, **evaluation}
 
 
-def write_manifest(out_dir: Path, spec: SweepSpec, runs: list[Run]) -> None:
-    body = json.dumps({"format_version": 1, "spec": spec.to_dict(),
-                       "runs": [{"name": r.name, "file": r.path.name, **r.evaluation} for r in runs]}, indent=1)
-    fd, tmp = tempfile.mkstemp(prefix=f".{MANIFEST}.", suffix=".tmp", dir=out_dir)
-    with os.fdopen(fd, "w") as f:
-        f.write(body)
-        f.flush()
-        os.fsync(f.fileno())
-    os.chmod(tmp, 0o644)
-    os.replace(tmp, out_dir / MANIFEST)
+_MANIFEST_LOCK = threading.Lock()
+
+
+def write_manifest(folder: Path, spec: SweepSpec, image_shape) -> list[dict]:
+    """Rewrite `folder/sweep.json` from the runs saved in it, in the sweep's order (only complete runs)."""
+    with _MANIFEST_LOCK:
+        entries = []
+        for (name, run_spec), obj in zip(spec.run_specs(image_shape), spec.settings()):
+            path = folder / f"{name}{ckpt_io.SUFFIX}"
+            evaluation = _cached_evaluation(path, run_spec)
+            if evaluation is not None:
+                entries.append(_manifest_entry(name, path, evaluation, obj))
+        write_json(folder / MANIFEST, {"format_version": 1, "spec": spec.to_dict(),
+                                       "image_shape": list(image_shape), "runs": entries})
+        return entries
+
+
+def submit_sweep(service: RunService, spec: SweepSpec, folder: str | os.PathLike, image_shape, *,
+                 owner: str | None = None) -> list[Run]:
+    """Queue every run of `spec` not already saved in `folder`; each finished run rewrites the manifest.
+    Returns the queued runs (empty when the whole sweep is already there)."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    write_manifest(folder, spec, image_shape)
+    queued = []
+    for name, run_spec in spec.run_specs(image_shape):
+        path = folder / f"{name}{ckpt_io.SUFFIX}"
+        if _cached_evaluation(path, run_spec) is None:
+            queued.append(service.submit(run_spec, label=f"{folder.name}/{name}", owner=owner, group=str(folder),
+                                         out=path, overwrite=True, keep_partial=False,
+                                         on_finish=lambda _run: write_manifest(folder, spec, image_shape)))
+    return queued
 
 
 class SweepError(ValueError):
     """A saved sweep folder cannot be read."""
 
 
-def load_sweep(out_dir: str | os.PathLike, device="cpu") -> tuple[SweepSpec, list[Run]]:
-    """A saved sweep: its spec and every run (checkpoint + evaluation), in the order they were run."""
+def load_sweep(out_dir: str | os.PathLike, device="cpu") -> tuple[SweepSpec, list[SweepRun]]:
+    """A saved sweep: its spec and every finished run (checkpoint + evaluation), in the sweep's order."""
     out_dir = Path(out_dir)
     try:
         manifest = json.loads((out_dir / MANIFEST).read_text())
@@ -210,10 +193,6 @@ def load_sweep(out_dir: str | os.PathLike, device="cpu") -> tuple[SweepSpec, lis
             ck = ckpt_io.load(path, device=device)
         except ckpt_io.CheckpointError as err:
             raise SweepError(f"run {entry.get('name')}: {err}") from None
-        runs.append(Run(str(entry.get("name", path.stem)), path, ck, ck.extra.get("evaluation", {})))
+        evaluation = {k: v for k, v in entry.items() if k not in ("name", "file")}
+        runs.append(SweepRun(str(entry.get("name", path.stem)), path, ck, evaluation))
     return spec, runs
-
-
-def list_sweeps(root: str | os.PathLike) -> list[Path]:
-    root = Path(root)
-    return sorted(p.parent for p in root.glob(f"*/{MANIFEST}")) if root.is_dir() else []

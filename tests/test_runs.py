@@ -1,0 +1,164 @@
+"""The run service (vae_core/runs.py): the one way anything trains."""
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from vae_core import checkpoint as C
+from vae_core import store
+from vae_core.config import ModelConfig, ObjectiveConfig, TrainConfig
+from vae_core.data import load_array_file
+from vae_core.estimates import run_seconds
+from vae_core.executors import LocalExecutor
+from vae_core.metrics import evaluate_elbo
+from vae_core.runs import INTERRUPTED, RunService, RunSpec
+from vae_core.sweep import SweepSpec, load_sweep, submit_sweep
+
+SHAPE = (1, 8, 8)
+
+
+def spec(epochs=2, seed=0, hidden=(32,), data=None, **objective) -> RunSpec:
+    return RunSpec(data=data or store.DataRef("digits"), model=ModelConfig(image_shape=SHAPE, latent_dim=2, hidden=hidden),
+                   objective=ObjectiveConfig(**objective), train=TrainConfig(epochs=epochs, batch_size=64, seed=seed))
+
+
+def strip(history):
+    return [{k: v for k, v in r.items() if not k.endswith("seconds")} for r in history]
+
+
+@pytest.fixture
+def service(tmp_path):
+    svc = RunService(store.Workspace(tmp_path / "home"), LocalExecutor(2))
+    yield svc
+    svc.executor.shutdown()
+
+
+def test_same_seed_same_history_in_parallel_and_through_a_sweep(service, tmp_path):
+    a, b = service.submit(spec(seed=3)), service.submit(spec(seed=3))  # two workers: they train at once
+    c = service.submit(spec(seed=4))
+    for r in (a, b, c):
+        assert r.wait(60) and r.status == "done", r.error
+    assert strip(a.history) == strip(b.history) != strip(c.history)
+    sweep = SweepSpec(latent_dim=2, hidden=(32,), epochs=2, batch_size=64, lr=TrainConfig.lr, seed=3, iwae_k=0)
+    (queued,) = submit_sweep(service, sweep, tmp_path / "sweep", SHAPE)
+    queued.wait(60)
+    assert strip(load_sweep(tmp_path / "sweep")[1][0].checkpoint.history) == strip(a.history)
+
+
+def test_a_finished_run_is_recorded_with_its_checkpoint_and_preview(service):
+    run = service.submit(spec(epochs=3), owner="me", label="first")
+    assert run.wait(60) and run.status == "done" and run.fraction == 1.0
+    assert run.saved.parent.name == run.id and run.preview.shape == (8, 8, 1, 8, 8)
+    ckpt = service.checkpoint(run)
+    assert ckpt.history == run.history and RunSpec.from_dict(ckpt.extra["run"]["spec"]) == run.spec
+    assert ckpt.dataset["name"] == "digits" and ckpt.dataset["hash"] is None
+    record = json.loads((service.workspace.runs_dir / run.id / "run.json").read_text())
+    assert record["status"] == "done" and record["label"] == "first" and len(record["history"]) == 3
+    assert service.runs(owner="me") == [run] and service.runs(owner="someone else") == []
+
+
+def test_stop_keeps_the_weights_that_the_history_reports(service, digits):
+    run = service.submit(spec(epochs=500))
+    while len(run.history) < 2:
+        run.wait(0.01)
+    assert run.eta() is not None and "epoch" in run.message
+    service.stop(run)
+    assert run.wait(60) and run.status == "stopped" and "stopped by the user" in run.reason
+    assert 2 <= len(run.history) < 500
+    ckpt = C.load(run.saved)
+    assert ckpt.history == run.history
+    reported = run.history[-1]["test_elbo"]
+    assert evaluate_elbo(ckpt.model, digits.x_test)["elbo"] == pytest.approx(reported, abs=1e-4)
+
+
+def test_cancelling_a_queued_run_and_a_failing_run(tmp_path):
+    service = RunService(store.Workspace(tmp_path / "home"), LocalExecutor(1))
+    first = service.submit(spec(epochs=200))
+    missing = service.submit(spec(data=store.DataRef("mine.npz", "0" * 64)))  # a dataset nobody stored
+    waiting = service.submit(spec())
+    assert service.position(missing) == 1 and service.position(waiting) == 2
+    service.stop(waiting)
+    assert waiting.status == "cancelled" and waiting.saved is None and "before it started" in waiting.reason
+    service.stop(first)
+    assert missing.wait(60) and missing.status == "failed" and "not in the workspace" in missing.error
+    assert missing.saved is None
+    again = service.submit(spec())  # the service goes on after a failure
+    assert again.wait(60) and again.status == "done"
+    service.executor.shutdown()
+
+
+def test_a_run_on_a_stored_dataset_records_its_hash(service):
+    rng = np.random.default_rng(0)
+    arrays = load_array_file(_npz(rng.integers(0, 256, (60, 8, 8), dtype=np.uint8)), "mine.npz")
+    rec = service.workspace.put_dataset(arrays, "mine.npz")
+    run = service.submit(spec(data=store.DataRef("mine.npz", rec.hash)))
+    assert run.wait(60) and run.status == "done", run.error
+    ckpt = service.checkpoint(run)
+    assert ckpt.dataset["hash"] == rec.hash and ckpt.dataset["name"] == "mine.npz"
+    assert store.DataRef.from_info(ckpt.dataset) == store.DataRef("mine.npz", rec.hash)
+
+
+def _npz(x):
+    import io
+    buf = io.BytesIO()
+    np.savez(buf, x=x)
+    return buf.getvalue()
+
+
+def test_the_held_out_class_experiment_is_a_run(service):
+    held = spec(epochs=2, data=store.DataRef("digits", exclude_class=3))
+    run = service.submit(held)
+    assert run.wait(60) and run.status == "done", run.error
+    ev = run.evaluation
+    assert ev["held_out"] == 3 and ev["n_train"] < 1438 and 0 <= ev["auroc"]["−ELBO"] <= 1
+    assert set(run.result["curves"]) == {"−ELBO", "reconstruction"}
+    assert service.checkpoint(run).extra["evaluation"] == ev
+
+
+def test_records_survive_a_restart_and_an_unfinished_run_is_marked_interrupted(tmp_path):
+    ws = store.Workspace(tmp_path / "home")
+    first = RunService(ws, LocalExecutor(1))
+    done = first.submit(spec(), owner="me")
+    done.wait(60)
+    first.executor.shutdown()
+    ghost = json.loads((ws.runs_dir / done.id / "run.json").read_text())
+    ghost.update(id="run-20000101-000000-dead00", status="running", pid=2**22 + 12345)  # a process long gone
+    (ws.runs_dir / ghost["id"]).mkdir()
+    (ws.runs_dir / ghost["id"] / "run.json").write_text(json.dumps(ghost))
+    (ws.runs_dir / "junk").mkdir()
+    (ws.runs_dir / "junk" / "run.json").write_text("{not json")
+    second = RunService(ws, LocalExecutor(1))
+    back = second.get(done.id)
+    assert back.status == "done" and strip(back.history) == strip(done.history) and back.saved == done.saved
+    assert back.owner == "me" and second.checkpoint(back).history == done.history
+    interrupted = second.get(ghost["id"])
+    assert interrupted.status == INTERRUPTED and "server stopped" in interrupted.reason
+    assert json.loads((ws.runs_dir / ghost["id"] / "run.json").read_text())["status"] == INTERRUPTED
+    second.executor.shutdown()
+
+
+def test_only_the_most_recent_runs_are_kept(tmp_path):
+    service = RunService(store.Workspace(tmp_path / "home"), LocalExecutor(1), keep=2)
+    runs = [service.submit(spec(epochs=1)) for _ in range(4)]
+    for r in runs:
+        r.wait(60)
+    assert [r.id for r in service.runs()] == [runs[3].id, runs[2].id]
+    assert sorted(p.name for p in service.workspace.runs_dir.iterdir()) == sorted([runs[2].id, runs[3].id])
+    service.executor.shutdown()
+
+
+def test_the_estimate_is_made_of_its_measured_parts(digits):
+    s = spec(epochs=7)
+    est = run_seconds(s, digits)
+    assert est.steps_per_epoch == 23 and est.end_seconds == 0  # ⌈1438 / 64⌉ steps, nothing at the end
+    assert est.seconds == pytest.approx(7 * est.epoch_seconds) and est.epoch_seconds > 0
+    lab = run_seconds(RunSpec(data=s.data, model=s.model, train=s.train, lab_metrics=True, iwae_k=10), digits)
+    assert lab.end_seconds > 0 and lab.seconds == pytest.approx(7 * lab.epoch_seconds + lab.end_seconds)
+
+
+def test_the_run_service_never_imports_streamlit():
+    code = ("import sys, vae_core.runs, vae_core.store, vae_core.jobs, vae_core.executors, vae_core.sweep, "
+            "vae_core.estimates, vae_core.__main__; assert 'streamlit' not in sys.modules")
+    subprocess.run([sys.executable, "-c", code], check=True)

@@ -1,51 +1,36 @@
-"""The Streamlit app, page by page, with streamlit.testing (no browser). Pages run alone, as AppTest does."""
-import io
+"""The Streamlit app, page by page, with streamlit.testing (no browser). Pages run alone, as AppTest does; work that
+runs in the background (training, held-out experiment, IWAE, t-SNE) is followed until the page shows its end."""
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
+from apphelp import (DIGITS, N_TEST, ROOT, current_run, good_npz, messages, model_options, page, progress_texts,
+                     rerun_until, save_as, scatter_points, settle, shell, texts, train_quick, upload_data)
 from streamlit.testing.v1 import AppTest
 
-from vae_core import ui
-from vae_core.data import DataError, available_builtin
-
-ROOT = Path(__file__).resolve().parent.parent
-DIGITS = "file:digits-2d.safetensors"
-TIMEOUT = 120
-N_TEST = 359  # digits test images (20 % of 1,797)
+from vae_core import store
+from vae_core.data import available_builtin
+from vae_core.runs import default_service
+from vae_core.ui import state
 
 pytestmark = pytest.mark.skipif(not (ROOT / "checkpoints" / "digits-2d.safetensors").exists(),
                                 reason="the shipped digits checkpoint is missing (make checkpoints)")
 
 
-def page(name: str, model: str | None = DIGITS) -> AppTest:
-    at = AppTest.from_file(str(ROOT / name), default_timeout=TIMEOUT)
-    if model:
-        at.session_state[ui.SELECT_KEY] = model
-    return at
-
-
-def scatter_points(chart) -> int:
-    spec = json.loads(chart.proto.spec)
-    traces = [t for t in spec["data"] if t["type"] == "scattergl"]
-    assert len(traces) == 1
-    assert traces[0]["hovertemplate"].startswith("index %{customdata}")
-    return len(traces[0]["text"])
-
-
-def texts(at) -> str:
-    parts = [e.value for e in at.markdown] + [e.value for e in at.caption] + [e.value for e in at.info]
-    parts += [e.value for e in at.success] + [e.value for e in at.warning] + [e.value for e in at.error]
-    return "\n".join(str(p) for p in parts)
+@pytest.fixture
+def home(tmp_path, monkeypatch):
+    """A fresh, empty workspace (and so a fresh run service) for one test."""
+    monkeypatch.setenv("VAE_HOME", str(tmp_path / "home"))
+    return store.Workspace()
 
 
 def test_shell_opens_on_a_shipped_model_with_the_sidebar():
-    at = AppTest.from_file(str(ROOT / "streamlit_app.py"), default_timeout=TIMEOUT).run()
+    at = shell().run()
     assert not at.exception and not at.error
-    expected = "file:fashion-mnist-2d.safetensors" if available_builtin()["fashion-mnist"] and \
+    expected = "shipped:fashion-mnist-2d" if available_builtin()["fashion-mnist"] and \
         (ROOT / "checkpoints" / "fashion-mnist-2d.safetensors").exists() else DIGITS
-    assert at.session_state[ui.SELECT_KEY] == expected
+    assert at.session_state[state.SELECT_KEY] == expected
+    assert at.query_params["model"] == expected.split(":")[1]  # the address names the model
     sidebar = "\n".join(m.value for m in at.sidebar.markdown)
     assert "Latent size:** 2" in sidebar and "Dataset:" in sidebar
     assert "| −ELBO | reconstruction | KL |" in sidebar
@@ -54,17 +39,18 @@ def test_shell_opens_on_a_shipped_model_with_the_sidebar():
 
 
 def test_shell_switches_to_digits_and_back():
-    at = AppTest.from_file(str(ROOT / "streamlit_app.py"), default_timeout=TIMEOUT).run()
-    at.switch_page("pages/2_Latent_space.py").run()
-    at.sidebar.selectbox(key=ui.SELECT_KEY).set_value(DIGITS).run()
+    at = shell().run()
+    at.switch_page("app_pages/2_Latent_space.py").run()
+    at.sidebar.selectbox(key=state.SELECT_KEY).set_value(DIGITS).run()
     assert not at.exception
     assert "digits" in "\n".join(m.value for m in at.sidebar.markdown)
     assert scatter_points(at.get("plotly_chart")[0]) == N_TEST
+    assert at.query_params["model"] == "digits-2d"  # choosing a model updates the address
 
 
 def test_overview_shows_the_encoder_and_decoder_picture_and_links_every_page():
-    at = AppTest.from_file(str(ROOT / "streamlit_app.py"), default_timeout=TIMEOUT)
-    at.session_state[ui.SELECT_KEY] = DIGITS
+    at = shell()
+    at.session_state[state.SELECT_KEY] = DIGITS
     at.run()
     assert not at.exception and not at.error
     [element] = at.get("image")
@@ -76,13 +62,13 @@ def test_overview_shows_the_encoder_and_decoder_picture_and_links_every_page():
 
 
 def test_overview_page_alone_names_the_pages_without_links():
-    at = page("pages/0_Overview.py").run()
+    at = page("app_pages/0_Overview.py").run()
     assert not at.exception and not at.get("page_link")
     assert "**Latent space**" in texts(at)
 
 
 def test_latent_space_scatter_has_every_test_point_and_colour_options():
-    at = page("pages/2_Latent_space.py").run()
+    at = page("app_pages/2_Latent_space.py").run()
     assert not at.exception and not at.error
     assert scatter_points(at.get("plotly_chart")[0]) == N_TEST
     spec = json.loads(at.get("plotly_chart")[0].proto.spec)
@@ -95,7 +81,7 @@ def test_latent_space_scatter_has_every_test_point_and_colour_options():
 
 
 def test_latent_space_beside_view_and_decoding_a_typed_point():
-    at = page("pages/2_Latent_space.py").run()
+    at = page("app_pages/2_Latent_space.py").run()
     at.selectbox(key="ls_beside").set_value("PCA").run()
     assert not at.exception and len(at.get("plotly_chart")) == 2
     at.number_input(key="ls_z0").set_value(1.5).run()
@@ -103,15 +89,16 @@ def test_latent_space_beside_view_and_decoding_a_typed_point():
     assert len(at.get("download_button")) == 2
 
 
-def test_latent_space_tsne_on_a_subsample():
-    at = page("pages/2_Latent_space.py").run()
-    at.radio(key="ls_view").set_value("t-SNE").run()
+def test_latent_space_tsne_on_a_subsample_runs_as_a_job():
+    at = page("app_pages/2_Latent_space.py").run()
+    at.radio(key="ls_view").set_value("t-SNE")
+    settle(at)
     assert not at.exception and not at.error
     assert scatter_points(at.get("plotly_chart")[0]) == N_TEST  # digits has fewer points than the default cap
 
 
 def test_decoder_grid_size_and_png():
-    at = page("pages/3_Decoder_grid.py").run()
+    at = page("app_pages/3_Decoder_grid.py").run()
     assert not at.exception and not at.error
     at.slider(key="dg_size").set_value(30).run()
     assert not at.exception
@@ -125,7 +112,7 @@ def test_decoder_grid_size_and_png():
 
 
 def test_decoder_grid_interpolation_and_samples():
-    at = page("pages/3_Decoder_grid.py").run()
+    at = page("app_pages/3_Decoder_grid.py").run()
     at.slider(key="dg_isteps").set_value(12).run()
     at.slider(key="dg_ns").set_value(20).run()
     assert not at.exception and not at.error
@@ -134,87 +121,206 @@ def test_decoder_grid_interpolation_and_samples():
     assert any("20 prior samples" in c for c in captions)
 
 
-def test_anomalies_histogram_threshold_and_held_out_auroc():
-    at = page("pages/4_Anomalies.py").run()
+def test_anomalies_histogram_threshold_and_held_out_auroc(home):
+    at = page("app_pages/4_Anomalies.py").run()
     assert not at.exception and not at.error
     slider = at.slider(key="an_thr_neg_elbo")
     slider.set_value(float(slider.min)).run()
     assert not at.exception
     assert at.metric[0].value.startswith(f"{N_TEST} of {N_TEST}") or at.metric[0].value.startswith(f"{N_TEST - 1} of {N_TEST}")
     at.number_input(key="an_epochs").set_value(3).run()
+    assert "Train and evaluate (about" in at.button(key="an_run").label  # the probe's estimate, before starting
     at.button(key="an_run").click().run()
+    settle(at)
     assert not at.exception and not at.error
     aurocs = [float(m.value) for m in at.metric if m.label.startswith("AUROC")]
     assert len(aurocs) == 2 and all(0.0 <= a <= 1.0 for a in aurocs)
     spec = json.loads(at.get("plotly_chart")[-1].proto.spec)
     assert "AUROC" in spec["data"][0]["name"]
+    run = default_service().get(next(iter(at.session_state["an_held_out_runs"].values())))
+    assert run.status == "done" and run.spec.data.exclude_class == 0 and f"{run.evaluation['auroc']['−ELBO']:.3f}" == f"{aurocs[0]:.3f}"
 
 
-def test_anomalies_iwae_score():
-    at = page("pages/4_Anomalies.py").run()
+def test_anomalies_iwae_score_is_a_job_that_starts_when_it_is_quick():
+    at = page("app_pages/4_Anomalies.py").run()
     at.radio(key="an_score").set_value("iwae").run()
-    at.select_slider(key="an_k").set_value(5).run()
+    at.select_slider(key="an_k").set_value(5)
+    settle(at)
     assert not at.exception and not at.error
     assert any(s.key == "an_thr_iwae" for s in at.slider)
+    assert at.get("plotly_chart")  # the histogram of the IWAE scores
 
 
-def test_train_page_short_training_on_digits_finishes_and_becomes_active():
-    at = page("pages/1_Train.py", model=None).run()
+FASHION = (ROOT / "checkpoints" / "fashion-mnist-2d.safetensors").exists() and available_builtin()["fashion-mnist"]
+
+
+@pytest.mark.skipif(not FASHION, reason="needs Fashion-MNIST (apt install dataset-fashion-mnist)")
+def test_a_long_iwae_evaluation_shows_its_estimate_waits_for_the_button_and_can_be_cancelled():
+    at = page("app_pages/4_Anomalies.py", model="shipped:fashion-mnist-2d").run()
+    at.radio(key="an_score").set_value("iwae").run()
+    at.select_slider(key="an_k").set_value(1000).run()
     assert not at.exception and not at.error
+    assert any("IWAE NLL with k = 1000 on 10,000 test images: about" in c.value for c in at.caption)
+    assert not at.get("progress") and not any(s.key == "an_thr_iwae" for s in at.slider)  # nothing started
+    at.button(key="an_iwae_start").click().run()
+    rerun_until(at, lambda at: "elapsed" in " ".join(progress_texts(at)))  # it has started
+    [bar] = progress_texts(at)
+    assert "IWAE NLL with k = 1000 on 10,000 test images" in bar
+    cancel = next(b for b in at.button if b.key and b.key.startswith("cancel_"))
+    cancel.click()
+    settle(at)
+    assert not at.exception and any("was cancelled" in m for m in messages(at, ("info",)))
+    assert not any(s.key == "an_thr_iwae" for s in at.slider)
+
+
+def test_train_page_trains_in_the_background_and_the_model_becomes_active(home):
+    at = shell().run().switch_page("app_pages/1_Train.py").run()
+    assert not at.exception and not at.error
+    assert any("Estimated time on this machine" in c.value for c in at.caption)
     at.selectbox(key="tr_recipe").set_value("quick").run()
     assert at.number_input(key="tr_epochs").value == 2
-    submit = [b for b in at.button if "Train" in b.label][0]
-    submit.click().run()
+    at.number_input(key="tr_epochs").set_value(40).run()
+    at.button(key="tr_train").click().run()
+    run = current_run(at)
+    assert not run.done or run.status == "done"
+    if not run.done:  # the page only observes it: a live bar with the elapsed time, and a Stop button
+        assert at.get("progress") and any(b.key == f"stop_{run.id}" for b in at.button)
+    settle(at)
     assert not at.exception and not at.error
-    assert any("Training finished: 2 epochs" in s.value for s in at.success)
-    run = at.session_state[ui.TRAIN_RUN]
-    assert len(run["history"]) == 2 and run["model_id"] in at.session_state[ui.SESSION_MODELS]
-    assert at.session_state[ui.PENDING_KEY] == run["model_id"]
-    # the trained model is now the active one for the other pages of this session
+    assert any("Training finished: 40 epochs" in s for s in messages(at, ("success",)))
+    assert len(run.history) == 40 and run.saved.is_file()
+    assert at.session_state[state.SELECT_KEY] == f"run:{run.id}"  # the trained model is now the active one
     assert [m.label for m in at.metric][:1] == ["test −ELBO (nats/image)"]
+    assert f"{run.history[-1]['test_elbo']:.2f}" == at.metric[0].value
 
 
-def test_train_page_divergence_is_a_warning():
-    at = page("pages/1_Train.py", model=None).run()
-    at.selectbox(key="tr_recipe").set_value("quick").run()
-    at.number_input(key="tr_lr").set_value(10.0)  # inside a form: set and submit in the same run
-    [b for b in at.button if "Train" in b.label][0].click().run()
-    assert at.session_state[ui.TRAIN_RUN]["train"].lr == 10.0
+def test_train_page_divergence_is_a_warning(home):
+    at = page("app_pages/1_Train.py", model=None).run()
+    train_quick(at, epochs=2, lr=10.0)
+    assert current_run(at).spec.train.lr == 10.0
     assert not at.exception and not at.error
-    assert any("training diverged in epoch 1" in w.value and "smaller learning rate than 10" in w.value
-               for w in at.warning)
-    assert any("no model to keep" in i.value for i in at.info)
-    models = at.session_state[ui.SESSION_MODELS] if ui.SESSION_MODELS in at.session_state else {}
-    assert not models  # nothing half-broken was registered
+    assert any("training diverged in epoch 1" in w and "smaller learning rate than 10" in w
+               for w in messages(at, ("warning",)))
+    assert any("no model to keep" in i for i in messages(at, ("info",)))
+    assert current_run(at).saved is None  # nothing half-broken was kept
 
 
-def test_train_page_bad_upload_shows_an_error():
-    at = page("pages/1_Train.py", model=None).run()
-    at.radio(key="tr_dataset").set_value("upload").run()
-    at.file_uploader(key="tr_upload").set_value(("bad.npz", b"this is not a zip", "application/octet-stream")).run()
+def test_train_page_bad_upload_shows_one_error(home):
+    at = page("app_pages/1_Train.py", model=None).run()
+    upload_data(at, "bad.npz", b"this is not a zip")
     assert not at.exception
-    assert any("bad.npz cannot be used" in e.value and "not a valid NumPy archive" in e.value for e in at.error)
-    [b for b in at.button if "Train" in b.label][0].click().run()
-    assert any("No training data" in e.value for e in at.error)
+    errors = messages(at, ("error",))
+    assert len(errors) == 1 and "bad.npz cannot be used" in errors[0] and "not a valid NumPy archive" in errors[0]
+    assert at.button(key="tr_train").disabled  # nothing to train on
 
 
-def test_train_page_good_csv_upload_is_accepted():
+def test_train_page_good_csv_upload_is_stored_and_selected(home):
     rng = np.random.default_rng(0)
     rows = "\n".join(",".join(str(v) for v in [i % 3, *rng.integers(0, 256, 16)]) for i in range(40))
-    at = page("pages/1_Train.py", model=None).run()
-    at.radio(key="tr_dataset").set_value("upload").run()
-    at.file_uploader(key="tr_upload").set_value(("mine.csv", rows.encode(), "text/csv")).run()
+    at = page("app_pages/1_Train.py", model=None).run()
+    upload_data(at, "mine.csv", rows.encode())
     assert not at.exception and not at.error
-    assert any("upload:mine.csv" in s.value for s in at.success)
+    (stored,) = home.list_datasets()
+    assert at.selectbox(key="tr_dataset").value == f"file:{stored.hash}"
+    assert any("mine.csv" in s and "32 training and 8 test images" in s for s in messages(at, ("success",)))
 
 
-def test_dataset_from_upload_errors_are_actionable():
-    with pytest.raises(DataError, match="unsupported file type"):
-        ui.dataset_from_upload(b"abc", "x.txt")
-    buf = io.BytesIO()
-    np.save(buf, np.zeros((3, 4, 4)))
-    with pytest.raises(DataError, match="at least 10"):
-        ui.dataset_from_upload(buf.getvalue(), "x.npy")
+def test_the_train_form_keeps_its_settings_and_upload_when_the_user_leaves_and_comes_back(home):
+    at = shell(model="digits-2d").run()
+    at.switch_page("app_pages/1_Train.py").run()
+    upload_data(at, "mine.npz", good_npz(n=60))
+    at.number_input(key="tr_epochs").set_value(7)
+    at.number_input(key="tr_beta").set_value(2.5)
+    at.text_input(key="tr_hidden").set_value("32")
+    at.run()
+    chosen = at.selectbox(key="tr_dataset").value
+    at.switch_page("app_pages/2_Latent_space.py").run()
+    at.switch_page("app_pages/3_Decoder_grid.py").run()
+    at.switch_page("app_pages/1_Train.py").run()
+    assert not at.exception and not at.error
+    assert at.selectbox(key="tr_dataset").value == chosen and chosen.startswith("file:")
+    assert (at.number_input(key="tr_epochs").value, at.number_input(key="tr_beta").value,
+            at.text_input(key="tr_hidden").value) == (7, 2.5, "32")
+
+
+def test_a_model_trained_on_an_uploaded_file_opens_in_a_new_session_by_its_name(home):
+    blob = good_npz(n=300, side=8, seed=1)
+    at = shell(model="digits-2d").run()
+    at.switch_page("app_pages/1_Train.py").run()
+    upload_data(at, "mnist-like.npz", blob)
+    train_quick(at, epochs=2)
+    save_as(at, "my-upload-model")
+    assert not at.exception and not at.error
+    assert any("Saved as **my-upload-model** in the workspace" in s for s in messages(at, ("success",)))
+    assert at.session_state[state.SELECT_KEY] == "saved:my-upload-model"
+    assert at.query_params["model"] == "my-upload-model"
+    # a new session (another browser) opened by the link: every page has the data, found by its hash
+    for path in ("app_pages/0_Overview.py", "app_pages/2_Latent_space.py", "app_pages/4_Anomalies.py"):
+        other = shell(model="my-upload-model").run()
+        other.switch_page(path).run()
+        assert not other.exception and not other.error, (path, messages(other))
+        assert other.session_state[state.SELECT_KEY] == "saved:my-upload-model"
+        assert "saved · my-upload-model" in model_options(other)  # saved models are listed for everyone
+        assert not any("not in this workspace" in w for w in messages(other, ("warning",)))
+    latent = shell(model="my-upload-model").run()
+    latent.switch_page("app_pages/2_Latent_space.py").run()
+    assert scatter_points(latent) == 60  # 20 % of 300 images
+
+
+def test_a_checkpoint_whose_data_is_missing_shows_the_decoder_and_attaches_the_file_on_upload(tmp_path, monkeypatch):
+    blob = good_npz(n=200, side=8, seed=2)
+    monkeypatch.setenv("VAE_HOME", str(tmp_path / "first"))
+    at = page("app_pages/1_Train.py", model=None).run()
+    upload_data(at, "mine.npz", blob)
+    train_quick(at, epochs=1)
+    ckpt_bytes = current_run(at).saved.read_bytes()
+    monkeypatch.setenv("VAE_HOME", str(tmp_path / "second"))  # another server: the model, but not its data
+    other = shell().run()
+    other.file_uploader(key="vae_model_upload").set_value(("mine-model.safetensors", ckpt_bytes,
+                                                           "application/octet-stream")).run()
+    assert not other.exception and other.session_state[state.SELECT_KEY].startswith("uploaded:")
+    warnings = messages(other, ("warning",))
+    assert len(warnings) == 1 and "trained on **mine.npz**" in warnings[0] and "Upload that file here" in warnings[0]
+    assert other.get("image")  # the overview still draws what needs no data: the decoder's side
+    assert any("decoder's side" in img.caption for e in other.get("image") for img in e.proto.imgs)
+    other.switch_page("app_pages/3_Decoder_grid.py").run()
+    assert not other.exception and not other.error and other.get("plotly_chart")  # the lattice needs no data
+    other.switch_page("app_pages/2_Latent_space.py").run()
+    assert not other.exception and not other.get("plotly_chart")
+    uploader = next(u for u in other.get("file_uploader") if u.key and u.key.startswith("attach_"))
+    wrong = good_npz(n=200, side=8, seed=3)
+    other.file_uploader(key=uploader.key).set_value(("mine.npz", wrong, "application/octet-stream")).run()
+    assert any("holds other images than the ones this model was trained on" in e for e in messages(other, ("error",)))
+    other.file_uploader(key=uploader.key).set_value(("renamed.npz", blob, "application/octet-stream")).run()
+    assert not other.exception and not other.error
+    assert scatter_points(other) == 40  # attached: the same images, whatever the file is called now
+    assert [d.file_name for d in store.Workspace().list_datasets()] == ["mine.npz"]
+
+
+def test_an_unknown_or_path_like_model_name_in_the_address_gives_one_message_and_the_default(home):
+    for name in ("nope", "../checkpoints/digits-2d", "/etc/passwd"):
+        at = shell(model=name).run()
+        assert not at.exception and not at.error
+        warnings = messages(at.sidebar, ("warning",))
+        assert len(warnings) == 1 and f"no model called “{name}”" in warnings[0]
+        assert at.session_state[state.SELECT_KEY] in ("shipped:digits-2d", "shipped:fashion-mnist-2d")
+
+
+def test_a_run_id_in_the_address_opens_that_run_in_another_session(home):
+    at = page("app_pages/1_Train.py", model=None).run()
+    train_quick(at, epochs=1)
+    run = current_run(at)
+    other = shell(model=run.id).run()
+    assert not other.exception and not other.error
+    assert other.session_state[state.SELECT_KEY] == f"run:{run.id}"
+
+
+def test_the_sidebar_lists_only_this_browsers_runs(home):
+    a = shell().run()
+    a.switch_page("app_pages/1_Train.py").run()
+    train_quick(a, epochs=1)
+    b = shell().run()
+    assert [o for o in model_options(a) if o.startswith("run ·")] and not [o for o in model_options(b) if o.startswith("run ·")]
 
 
 @pytest.fixture(scope="module")
@@ -234,21 +340,21 @@ def cvae_5d(digits):
 
 
 def with_session_model(name: str, ckpt) -> AppTest:
-    at = AppTest.from_file(str(ROOT / name), default_timeout=TIMEOUT)
-    at.session_state[ui.SESSION_MODELS] = {"trained:cvae4": ui.SessionModel(label="cvae4", ckpt=ckpt, key="cvae4")}
-    at.session_state[ui.SELECT_KEY] = "trained:cvae4"
+    at = AppTest.from_file(str(ROOT / name), default_timeout=120)
+    at.session_state[state.UPLOADED_KEY] = {"uploaded:cvae4": state.UploadedModel(label="cvae4", ckpt=ckpt, digest="cvae4")}
+    at.session_state[state.SELECT_KEY] = "uploaded:cvae4"
     return at
 
 
 def test_overview_of_a_5d_cvae_shows_pca_and_prior_samples(cvae_5d):
-    at = with_session_model("pages/0_Overview.py", cvae_5d).run()
+    at = with_session_model("app_pages/0_Overview.py", cvae_5d).run()
     assert not at.exception and not at.error
     caption = at.get("image")[0].proto.imgs[0].caption
     assert "projected from 5 dimensions" in caption and "drawn from the prior" in caption
 
 
 def test_latent_space_of_a_5d_cvae_uses_pca(cvae_5d):
-    at = with_session_model("pages/2_Latent_space.py", cvae_5d).run()
+    at = with_session_model("app_pages/2_Latent_space.py", cvae_5d).run()
     assert not at.exception and not at.error
     assert [o for o in at.radio(key="ls_view").options] == ["PCA", "t-SNE"]
     assert scatter_points(at.get("plotly_chart")[0]) == N_TEST and "PC1" in at.get("plotly_chart")[0].proto.spec
@@ -257,7 +363,7 @@ def test_latent_space_of_a_5d_cvae_uses_pca(cvae_5d):
 
 
 def test_decoder_grid_per_class_for_a_cvae(cvae_5d):
-    at = with_session_model("pages/3_Decoder_grid.py", cvae_5d).run()
+    at = with_session_model("app_pages/3_Decoder_grid.py", cvae_5d).run()
     assert not at.exception and not at.error
     at.selectbox(key="dg_dx").set_value(2).run()
     at.radio(key="dg_refkind").set_value("a test image's μ").run()
@@ -268,13 +374,14 @@ def test_decoder_grid_per_class_for_a_cvae(cvae_5d):
 
 
 def test_sidebar_model_upload_good_and_bad():
-    at = AppTest.from_file(str(ROOT / "streamlit_app.py"), default_timeout=TIMEOUT).run()
-    at.file_uploader(key=ui.UPLOAD_KEY).set_value(("bad.safetensors", b"not a checkpoint", "application/octet-stream"))
+    at = shell().run()
+    at.file_uploader(key="vae_model_upload").set_value(("bad.safetensors", b"not a checkpoint", "application/octet-stream"))
     at.run()
     assert not at.exception
     assert any("bad.safetensors cannot be used" in e.value for e in at.sidebar.error)
     blob = (ROOT / "checkpoints" / "digits-2d.safetensors").read_bytes()
-    at.file_uploader(key=ui.UPLOAD_KEY).set_value(("mine.safetensors", blob, "application/octet-stream")).run()
+    at.file_uploader(key="vae_model_upload").set_value(("mine.safetensors", blob, "application/octet-stream")).run()
     assert not at.exception and not at.sidebar.error
-    assert at.session_state[ui.SELECT_KEY].startswith("uploaded:")
+    assert at.session_state[state.SELECT_KEY].startswith("uploaded:")
+    assert "model" not in at.query_params  # an upload has no name to share
     assert f"mine, {N_TEST:,} test images" in at.get("image")[0].proto.imgs[0].caption  # the overview of it

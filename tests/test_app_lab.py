@@ -1,16 +1,19 @@
-"""AppTest of the posterior-collapse lab page on the shipped digits sweep."""
+"""AppTest of the posterior-collapse lab page: the shipped digits sweep, and a new sweep run in the background."""
+import base64
 import json
 from pathlib import Path
-
-import base64
 
 import numpy as np
 import plotly.graph_objects as go
 import pytest
+from apphelp import messages, settle, shell
 from streamlit.testing.v1 import AppTest
 
+from vae_core import store
+from vae_core.runs import default_service
+
 ROOT = Path(__file__).resolve().parent.parent
-PAGE = str(ROOT / "pages" / "5_Collapse_lab.py")
+PAGE = str(ROOT / "app_pages" / "5_Collapse_lab.py")
 SHIPPED = ROOT / "checkpoints" / "sweeps" / "digits-d16"
 
 
@@ -68,11 +71,34 @@ def test_lab_timeline_follows_the_chosen_run(lab):
     assert len([t for t in timeline.data if t.mode == "lines"]) == 16
 
 
-def test_lab_rejects_bad_values_with_a_message(tmp_path, monkeypatch):
+def test_lab_rejects_bad_values_with_a_message():
     at = AppTest.from_file(PAGE, default_timeout=120)
     at.session_state["lab_sweep"] = str(SHIPPED)
     at.run()
-    at.text_input(key="lab_betas").set_value("1, banana")
-    at.button[0].click().run()
+    at.text_input(key="lab_betas").set_value("1, banana").run()
     assert not at.exception
-    assert any("not a number" in e.value for e in at.error)
+    assert any("not a number" in e for e in messages(at, ("error",)))
+    assert at.button(key="lab_run").disabled
+
+
+def test_a_new_sweep_trains_in_the_background_while_the_user_is_elsewhere(tmp_path, monkeypatch):
+    monkeypatch.setenv("VAE_HOME", str(tmp_path / "home"))
+    at = shell().run().switch_page("app_pages/5_Collapse_lab.py").run()
+    at.text_input(key="lab_betas").set_value("1, 4")
+    at.text_input(key="lab_lams").set_value("0")
+    at.number_input(key="lab_epochs").set_value(20)
+    at.number_input(key="lab_latent").set_value(4)
+    at.text_input(key="lab_name").set_value("bg-sweep").run()
+    assert any("2 runs of about" in c.value for c in at.caption)  # the estimate, measured before starting
+    at.button(key="lab_run").click().run()
+    runs = default_service().runs(group=str(store.Workspace().sweep_path("bg-sweep")))
+    assert len(runs) == 2
+    at.switch_page("app_pages/0_Overview.py").run()  # the user leaves: the sweep goes on
+    at.switch_page("app_pages/2_Latent_space.py").run()
+    for run in runs:
+        assert run.wait(120) and run.status == "done"
+    at.switch_page("app_pages/5_Collapse_lab.py")
+    settle(at)
+    assert not at.exception and not at.error
+    assert at.selectbox(key="lab_sweep").value.endswith("bg-sweep")
+    assert len(at.dataframe[0].value) == 2 and any("2 of 2 runs finished" in c.value for c in at.caption)

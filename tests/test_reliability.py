@@ -62,7 +62,7 @@ UNSAFE = [
 
 
 def _sources():
-    files = [ROOT / "streamlit_app.py", *ROOT.glob("vae_core/*.py"), *ROOT.glob("pages/*.py"),
+    files = [ROOT / "streamlit_app.py", *ROOT.glob("vae_core/*.py"), *ROOT.glob("vae_core/ui/*.py"), *ROOT.glob("app_pages/*.py"),
              *ROOT.glob("bench/*.py")]
     return [f for f in files if f.exists()]
 

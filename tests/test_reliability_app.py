@@ -1,7 +1,7 @@
 """Reliability and security through the app itself (streamlit.testing's AppTest, no browser): every kind of bad
-checkpoint and bad data file uploaded through the UI, the limits, divergence, interrupted training, many sessions
-at once, save names, XSRF and HTML. The library-level versions live in test_checkpoint, test_data, test_train and
-test_reliability; the corpora of bad files are imported from there, not copied.
+checkpoint and bad data file uploaded through the UI, the limits, divergence, training that outlives its page,
+many sessions at once, save names, XSRF and HTML. The library-level versions live in test_checkpoint, test_data,
+test_train, test_store and test_reliability; the corpora of bad files are imported from there, not copied.
 
 AppTest delivers uploads through st.file_uploader's real server path (the uploaded-file manager, the widget's
 state and its on_change callback), but not through a browser: the browser's file-type filter and the upload size
@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import contextlib
 import io
-import json
 import os
 import pickle
 import re
@@ -26,6 +25,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from apphelp import (DIGITS, N_TEST, ROOT, SHIPPED_DIGITS, current_run, good_npz, messages, model_options,
+                     npy_bytes, npz_bytes, save_as, scatter_points, settle, shell, train_quick, unescape, upload_data)
 from streamlit.testing.v1 import AppTest
 from streamlit.testing.v1.util import patch_config_options
 
@@ -34,16 +35,14 @@ from test_data import BAD_FILES  # the 22 kinds of bad data file of the library 
 from vae_core import checkpoint as C
 from vae_core import config as CFG
 from vae_core import data as D
-from vae_core import objectives
+from vae_core import objectives, store
 from vae_core import train as T
-from vae_core import ui
+from vae_core.metrics import evaluate_elbo
 from vae_core.model import VAE
+from vae_core.runs import default_service
+from vae_core.ui import state, widgets
+from vae_core.ui.text import plain
 
-ROOT = Path(__file__).resolve().parent.parent
-SHIPPED_DIGITS = ROOT / "checkpoints" / "digits-2d.safetensors"
-DIGITS = "file:digits-2d.safetensors"
-TIMEOUT = 120
-N_TEST = 359  # digits test images
 N_SESSIONS = 8
 XSS = "<img src=x onerror=alert(1)>"
 
@@ -54,82 +53,28 @@ pytestmark = pytest.mark.skipif(not SHIPPED_DIGITS.exists(), reason="the shipped
 
 @pytest.fixture
 def ckpt_dir(tmp_path, monkeypatch):
-    """A private checkpoints/ folder holding only the shipped digits model: saves in tests never touch the real
-    folder, and the shell opens on digits (fast) whatever else is installed."""
+    """A private shipped-checkpoints folder holding only the digits model (the shell opens on digits, fast, whatever
+    else is installed) and a fresh workspace. Returns the shipped folder; the workspace is store.Workspace()."""
     folder = tmp_path / "checkpoints"
     folder.mkdir()
     shutil.copy(SHIPPED_DIGITS, folder)
     monkeypatch.setattr(C, "CHECKPOINT_DIR", folder)
+    monkeypatch.setenv("VAE_HOME", str(tmp_path / "home"))
     return folder
-
-
-def shell() -> AppTest:
-    return AppTest.from_file(str(ROOT / "streamlit_app.py"), default_timeout=TIMEOUT)
 
 
 def latent_app() -> AppTest:
     """The whole app (sidebar and navigation), run once on the Latent space page."""
-    return shell().run().switch_page("pages/2_Latent_space.py").run()
+    return shell().run().switch_page("app_pages/2_Latent_space.py").run()
 
 
 def train_page() -> AppTest:
-    return AppTest.from_file(str(ROOT / "pages" / "1_Train.py"), default_timeout=TIMEOUT)
+    return AppTest.from_file(str(ROOT / "app_pages" / "1_Train.py"), default_timeout=120)
 
 
-def unescape(text: str) -> str:
-    """What a user reads: the Markdown text with ui.plain's backslash escapes removed."""
-    return re.sub(r"\\(.)", r"\1", text)
-
-
-def messages(at, kinds=("error", "warning", "info", "success")) -> list[str]:
-    return [unescape(str(e.value)) for kind in kinds for e in getattr(at, kind)]
-
-
-def train_button(at):
-    return next(b for b in at.button if b.label == "Train")
-
-
-def train_quick(at, epochs: int = 1, seed: int = 0, lr: float | None = None) -> AppTest:
-    """On the Train page: the quick recipe (MLP 64, d = 2), `epochs` epochs, then press Train."""
-    at.selectbox(key="tr_recipe").set_value("quick").run()
-    at.number_input(key="tr_epochs").set_value(epochs)  # inside the form: set, then submit in one run
-    at.number_input(key="tr_seed").set_value(seed)
-    if lr is not None:
-        at.number_input(key="tr_lr").set_value(lr)
-    return train_button(at).click().run()
-
-
-def save_as(at, name: str, overwrite: bool = False) -> AppTest:
-    next(t for t in at.text_input if t.label == "Name").set_value(name)
-    at.checkbox(key="tr_overwrite").set_value(overwrite)
-    return at.button(key="tr_save").click().run()
-
-
-def model_options(at) -> list[str]:
-    """The sidebar's model list as the user sees it (labels such as 'file · digits-2d')."""
-    return list(at.sidebar.selectbox(key=ui.SELECT_KEY).options)
-
-
-def scatter_points(at) -> int:
-    spec = json.loads(at.get("plotly_chart")[0].proto.spec)
-    return len(next(t for t in spec["data"] if t["type"] == "scattergl")["text"])
-
-
-def npz_bytes(**arrays) -> bytes:
-    buf = io.BytesIO()
-    np.savez_compressed(buf, **arrays)
-    return buf.getvalue()
-
-
-def npy_bytes(array) -> bytes:
-    buf = io.BytesIO()
-    np.save(buf, array)
-    return buf.getvalue()
-
-
-def good_npz(n: int = 40, side: int = 8) -> bytes:
-    rng = np.random.default_rng(0)
-    return npz_bytes(x=rng.integers(0, 256, (n, side, side), dtype=np.uint8), y=np.arange(n) % 3)
+def source_tree_files() -> list[str]:
+    return sorted(str(p.relative_to(ROOT)) for p in ROOT.rglob("*") if p.is_file() and ".git" not in p.parts
+                  and ".venv" not in p.parts and "__pycache__" not in p.parts and "screenshots" not in p.parts)
 
 
 # ---------------------------------------------------------------- payloads that would run code if unpickled
@@ -178,24 +123,24 @@ def test_every_bad_checkpoint_uploaded_in_the_sidebar_is_a_clear_error(ckpt_dir,
     cases += [(name, blob, "not a safetensors file" if name.endswith(".safetensors") else "only .safetensors")
               for name, blob in pickle_payloads(marker).items() if not name.endswith((".npz", ".npy"))]
     at = latent_app()
-    assert not at.exception and at.session_state[ui.SELECT_KEY] == DIGITS
+    assert not at.exception and at.session_state[state.SELECT_KEY] == DIGITS
     for name, blob, msg in cases:
-        at.file_uploader(key=ui.UPLOAD_KEY).set_value((name, blob, "application/octet-stream")).run()
+        at.file_uploader(key=widgets.UPLOAD_KEY).set_value((name, blob, "application/octet-stream")).run()
         assert not at.exception, name
         errors = [unescape(e.value) for e in at.sidebar.error]
         assert len(errors) == 1 and re.search(msg, errors[0]), (name, errors)
         assert f"{name} cannot be used" in errors[0], errors[0]
         # the app keeps working on the model it had
-        assert at.session_state[ui.SELECT_KEY] == DIGITS, name
+        assert at.session_state[state.SELECT_KEY] == DIGITS, name
         assert any("Latent size:** 2" in m.value for m in at.sidebar.markdown), name
-        assert not any(k.startswith("uploaded:") for k in at.session_state[ui.SESSION_MODELS]), name
+        assert not at.session_state[state.UPLOADED_KEY], name
         assert not marker.exists() and not os.path.exists("/tmp/vae_core_pwned"), name
     assert len(cases) == len(BAD_CHECKPOINTS) + 5
     # … and afterwards a valid upload is accepted and explored
-    at.file_uploader(key=ui.UPLOAD_KEY).set_value(("good.safetensors", SHIPPED_DIGITS.read_bytes(),
-                                                   "application/octet-stream")).run()
+    at.file_uploader(key=widgets.UPLOAD_KEY).set_value(("good.safetensors", SHIPPED_DIGITS.read_bytes(),
+                                                        "application/octet-stream")).run()
     assert not at.exception and not at.sidebar.error and not at.error
-    assert at.session_state[ui.SELECT_KEY].startswith("uploaded:")
+    assert at.session_state[state.SELECT_KEY].startswith("uploaded:")
     assert scatter_points(at) == N_TEST
 
 
@@ -205,7 +150,7 @@ def test_every_bad_data_file_on_the_train_page_is_a_clear_error(ckpt_dir, tmp_pa
     cases += [(name, blob, "Python objects") for name, blob in pickle_payloads(marker).items()
               if name.endswith((".npz", ".npy"))]
     at = train_page().run()
-    at.radio(key="tr_dataset").set_value("upload").run()
+    at.selectbox(key="tr_dataset").set_value("upload").run()
     for name, blob, msg in cases:
         at.file_uploader(key="tr_upload").set_value((name, blob, "application/octet-stream")).run()
         assert not at.exception, name
@@ -213,15 +158,13 @@ def test_every_bad_data_file_on_the_train_page_is_a_clear_error(ckpt_dir, tmp_pa
         assert len(errors) == 1 and re.search(msg, errors[0]), (name, errors)
         assert f"{name} cannot be used" in errors[0], errors[0]
         assert not at.success and not marker.exists(), name
+        assert at.button(key="tr_train").disabled, name  # nothing to train on
     assert len(cases) == len(BAD_FILES) + 2
-    # pressing Train with the last bad file says why nothing happens
-    train_button(at).click().run()
-    assert not at.exception and any("No training data" in e for e in messages(at, ("error",)))
-    assert ui.TRAIN_RUN not in at.session_state
+    assert "tr_run" not in at.session_state and not store.Workspace().list_datasets()  # nothing stored
     # a valid file then works, up to a trained model
     at.file_uploader(key="tr_upload").set_value(("ok.npz", good_npz(), "application/octet-stream")).run()
     assert not at.exception and not at.error
-    assert any("upload:ok.npz" in s for s in messages(at, ("success",)))
+    assert any("ok.npz" in s for s in messages(at, ("success",)))
     train_quick(at, epochs=1)
     assert not at.exception and not at.error
     assert any("Training finished: 1 epochs" in s for s in messages(at, ("success",)))
@@ -242,11 +185,11 @@ def test_upload_size_limit_is_set_and_within_the_library_limits():
 def test_an_oversized_checkpoint_upload_names_the_limit(ckpt_dir, monkeypatch):
     monkeypatch.setattr(C, "MAX_CHECKPOINT_BYTES", 1 << 20)  # the shipped digits model is 1.3 MiB
     at = shell().run()
-    at.file_uploader(key=ui.UPLOAD_KEY).set_value(("big.safetensors", SHIPPED_DIGITS.read_bytes(),
-                                                   "application/octet-stream")).run()
+    at.file_uploader(key=widgets.UPLOAD_KEY).set_value(("big.safetensors", SHIPPED_DIGITS.read_bytes(),
+                                                        "application/octet-stream")).run()
     assert not at.exception
     assert any("limited to 1 MiB" in unescape(e.value) for e in at.sidebar.error)
-    assert at.session_state[ui.SELECT_KEY] == DIGITS
+    assert at.session_state[state.SELECT_KEY] == DIGITS
 
 
 def _upload_data(at, name: str, blob: bytes) -> list[str]:
@@ -258,7 +201,7 @@ def _upload_data(at, name: str, blob: bytes) -> list[str]:
 @pytest.fixture
 def upload_page(ckpt_dir):
     at = train_page().run()
-    at.radio(key="tr_dataset").set_value("upload").run()
+    at.selectbox(key="tr_dataset").set_value("upload").run()
     return at
 
 
@@ -286,11 +229,11 @@ def test_image_size_and_image_count_limits_have_clear_messages(upload_page, monk
 def test_the_train_form_refuses_a_model_too_large_for_the_server(ckpt_dir):
     at = train_page().run()
     at.selectbox(key="tr_recipe").set_value("quick").run()
-    at.text_input(key="tr_hidden").set_value(", ".join(["8192"] * 4))
-    train_button(at).click().run()
+    at.text_input(key="tr_hidden").set_value(", ".join(["8192"] * 4)).run()
     assert not at.exception
-    assert any("Invalid settings" in e and f"the limit is {ui.MAX_PARAMETERS:,}" in e for e in messages(at, ("error",)))
-    assert ui.TRAIN_RUN not in at.session_state
+    errors = messages(at, ("error",))
+    assert len(errors) == 1 and "Invalid settings" in errors[0] and f"the limit is {widgets.MAX_PARAMETERS:,}" in errors[0]
+    assert at.button(key="tr_train").disabled and "tr_run" not in at.session_state
 
 
 def test_too_many_pixel_values_in_a_file_is_a_clear_message(upload_page, monkeypatch):
@@ -320,7 +263,8 @@ def test_the_library_names_the_latent_and_epoch_limits():
 
 def test_tsne_points_are_capped_by_the_widget(ckpt_dir):
     at = latent_app()
-    at.radio(key="ls_view").set_value("t-SNE").run()
+    at.radio(key="ls_view").set_value("t-SNE")
+    settle(at)
     assert not at.exception and not at.error
     options = [int(str(o).replace(",", "")) for o in at.select_slider(key="ls_tsne_n").options]
     assert max(options) <= 10_000  # the widget's bound: the user cannot ask for more
@@ -331,7 +275,7 @@ def test_tsne_points_are_capped_by_the_widget(ckpt_dir):
 
 def test_divergence_after_an_epoch_keeps_the_last_finite_weights_usable(ckpt_dir, monkeypatch):
     """The loss turns NaN in epoch 2 (injected: a real learning rate of 10 already blows up in epoch 1, which
-    test_app covers). The page warns, keeps epoch 1's weights as a session model, and they work everywhere."""
+    test_app covers). The page warns, keeps epoch 1's weights as the run's model, and they work everywhere."""
     real = objectives.training_objective
 
     def nan_from_epoch_2(terms, cfg, progress):
@@ -343,67 +287,65 @@ def test_divergence_after_an_epoch_keeps_the_last_finite_weights_usable(ckpt_dir
 
     monkeypatch.setattr(T, "training_objective", nan_from_epoch_2)
     at = shell().run()
-    at.switch_page("pages/1_Train.py").run()
+    at.switch_page("app_pages/1_Train.py").run()
     train_quick(at, epochs=3)
     assert not at.exception and not at.error
     assert any("training diverged in epoch 2" in w for w in messages(at, ("warning",)))
-    run = at.session_state[ui.TRAIN_RUN]
-    assert run["status"] == "diverged" and len(run["history"]) == 1
-    assert all(torch.isfinite(p).all() for p in run["model"].parameters())
-    assert at.session_state[ui.SELECT_KEY] == run["model_id"]  # the kept model is the active one
+    run = current_run(at)
+    assert run.status == "diverged" and len(run.history) == 1
+    kept = C.load(run.saved)
+    assert all(torch.isfinite(p).all() for p in kept.model.parameters()) and kept.history == run.history
+    assert at.session_state[state.SELECT_KEY] == f"run:{run.id}"  # the kept model is the active one
     save_as(at, "after-divergence")
-    assert not at.exception and (ckpt_dir / "after-divergence.safetensors").exists()
-    assert C.load(ckpt_dir / "after-divergence.safetensors").history == run["history"]
-    at.switch_page("pages/2_Latent_space.py").run()
+    saved = store.Workspace().models_dir / "after-divergence.safetensors"
+    assert not at.exception and C.load(saved).history == run.history
+    at.switch_page("app_pages/2_Latent_space.py").run()
     assert not at.exception and not at.error and scatter_points(at) == N_TEST
 
 
 def test_learning_rate_10_through_the_shell_keeps_the_app_usable(ckpt_dir):
     at = shell().run()
-    at.switch_page("pages/1_Train.py").run()
+    at.switch_page("app_pages/1_Train.py").run()
     train_quick(at, epochs=2, lr=10.0)
     assert not at.exception and not at.error
     assert any("diverged in epoch 1" in w and "smaller learning rate than 10" in w for w in messages(at, ("warning",)))
-    assert not at.session_state[ui.SESSION_MODELS] and at.session_state[ui.SELECT_KEY] == DIGITS
-    at.switch_page("pages/2_Latent_space.py").run()
+    assert not [o for o in model_options(at) if o.startswith("run ·")] and at.session_state[state.SELECT_KEY] == DIGITS
+    at.switch_page("app_pages/2_Latent_space.py").run()
     assert not at.exception and not at.error and scatter_points(at) == N_TEST
 
 
-# ---------------------------------------------------------------- interrupted training
+# ---------------------------------------------------------------- training that outlives its page
 
-def test_interrupted_training_writes_nothing_and_the_session_recovers(ckpt_dir):
-    """A long run is really interrupted: AppTest stops the script thread at its timeout, mid-epoch, as a rerun
-    (the Stop button, leaving the page) does. Then the Stop flag is set as the button's callback would."""
-    before = sorted(p.name for p in ckpt_dir.iterdir())
+def test_training_goes_on_while_the_user_browses_and_stop_keeps_what_it_reports(ckpt_dir, digits):
+    """A long run keeps training while the session visits other pages (its script runs end, the run does not);
+    Stop then ends it keeping the weights of its last complete epoch — exactly what the page reports — and
+    nothing is written into the source tree."""
+    before = source_tree_files()
     at = shell().run()
-    at.switch_page("pages/1_Train.py").run()
-    at.selectbox(key="tr_recipe").set_value("quick").run()
-    at.number_input(key="tr_epochs").set_value(CFG.MAX_EPOCHS)
-    train_button(at).click()
-    with pytest.raises(RuntimeError, match="timed out"):
-        at.run(timeout=4)
-    assert at.session_state[ui.TRAIN_RUN]["status"] == "running"  # the script died inside fit()
-    train_button(at).set_value(False)  # the interrupted run's element tree still holds the click
-    assert sorted(p.name for p in ckpt_dir.iterdir()) == before
-    at.session_state[ui.STOP_FLAG] = True  # what the Stop button's on_click does before the rerun
-    at.run()
+    at.switch_page("app_pages/1_Train.py").run()
+    train_quick(at, epochs=CFG.MAX_EPOCHS, wait=False)
+    run = current_run(at)
+    for path in ("app_pages/2_Latent_space.py", "app_pages/3_Decoder_grid.py", "app_pages/0_Overview.py"):
+        at.switch_page(path).run()
+        assert not at.exception and not at.error, path
+    seen = len(run.history)
+    while len(run.history) < seen + 2:  # it went on training while the pages were shown
+        run.wait(0.02)
+    assert not run.done and any("training" in m for m in [c.value for c in at.sidebar.caption])
+    at.switch_page("app_pages/1_Train.py").run()
+    at.button(key=f"stop_{run.id}").click()
+    settle(at)
     assert not at.exception and not at.error
-    run = at.session_state[ui.TRAIN_RUN]
-    assert run["status"] == "stopped" and 1 <= len(run["history"]) < CFG.MAX_EPOCHS
-    assert any("Training stopped by the user after" in i for i in messages(at, ("info",)))
-    assert all(torch.isfinite(p).all() for p in run["model"].parameters())
-    assert at.session_state[ui.SELECT_KEY] == run["model_id"]
-    # nothing was written: no checkpoint, no temporary file
-    assert sorted(p.name for p in ckpt_dir.iterdir()) == before
-    at.switch_page("pages/2_Latent_space.py").run()
+    assert run.status == "stopped" and 1 <= len(run.history) < CFG.MAX_EPOCHS
+    assert any("stopped by the user" in i for i in messages(at, ("info",)))
+    reported = float(at.metric[0].value)  # the page's test −ELBO …
+    kept = C.load(run.saved)  # … is that of the weights kept
+    assert reported == pytest.approx(kept.history[-1]["test_elbo"], abs=0.006)
+    assert evaluate_elbo(kept.model, digits.x_test)["elbo"] == pytest.approx(kept.history[-1]["test_elbo"], abs=1e-4)
+    assert at.session_state[state.SELECT_KEY] == f"run:{run.id}"
+    assert source_tree_files() == before  # nothing a user makes goes into the source tree
+    at.switch_page("app_pages/2_Latent_space.py").run()
     assert not at.exception and not at.error and scatter_points(at) == N_TEST
-    # the session trains again normally, and only an explicit save writes a file
-    at.switch_page("pages/1_Train.py").run()
-    train_quick(at, epochs=1)
-    assert any("Training finished: 1 epochs" in s for s in messages(at, ("success",)))
-    assert sorted(p.name for p in ckpt_dir.iterdir()) == before
-    save_as(at, "kept")
-    assert sorted(p.name for p in ckpt_dir.iterdir()) == sorted(before + ["kept.safetensors"])
 
 
 def test_leftover_temporary_hidden_and_broken_files_never_break_the_model_list(ckpt_dir):
@@ -415,12 +357,12 @@ def test_leftover_temporary_hidden_and_broken_files_never_break_the_model_list(c
     (ckpt_dir / "broken.safetensors").write_bytes(blob[:5000])  # someone copied a truncated file in
     at = latent_app()
     assert not at.exception and not at.error
-    assert sorted(model_options(at)) == ["file · broken", "file · digits-2d"]
-    at.sidebar.selectbox(key=ui.SELECT_KEY).set_value("file:broken.safetensors").run()
+    assert sorted(model_options(at)) == ["shipped · broken", "shipped · digits-2d"]
+    at.sidebar.selectbox(key=state.SELECT_KEY).set_value("shipped:broken").run()
     assert not at.exception
     assert any("cannot be loaded" in e and re.search("truncated|corrupt", e) for e in messages(at.sidebar, ("error",)))
     assert any("cannot be loaded" in e for e in messages(at, ("error",)))
-    at.sidebar.selectbox(key=ui.SELECT_KEY).set_value(DIGITS).run()
+    at.sidebar.selectbox(key=state.SELECT_KEY).set_value(DIGITS).run()
     assert not at.exception and not at.error and scatter_points(at) == N_TEST
 
 
@@ -488,22 +430,23 @@ def apptests_in_threads():
 
 
 def test_eight_sessions_at_once_train_browse_and_race_to_save(ckpt_dir):
-    """Eight AppTest sessions in threads, all at once: each trains a tiny digits model (its own seed), then all
-    press Save under one name at the same moment, then each browses the latent space of its own model."""
+    """Eight AppTest sessions in threads, all at once: each trains a tiny digits model (its own seed) through the
+    shared run service, then all press Save under one name at the same moment, then each browses the latent space
+    of its own model."""
     start, race = threading.Barrier(N_SESSIONS, timeout=300), threading.Barrier(N_SESSIONS, timeout=300)
 
     def session(i):
         try:
             at = shell().run()
-            at.switch_page("pages/1_Train.py").run()
+            at.switch_page("app_pages/1_Train.py").run()
             start.wait()
             train_quick(at, epochs=1, seed=100 + i)
             assert not at.exception and not at.error, i
             race.wait()
             save_as(at, "shared-name")
-            saved = at.session_state[ui.TRAIN_RUN]["saved"]
+            saved = at.session_state.get("tr_saved", {}).get(at.session_state["tr_run"])
             warned = any("already exists" in w for w in messages(at, ("warning",)))
-            at.switch_page("pages/2_Latent_space.py").run()
+            at.switch_page("app_pages/2_Latent_space.py").run()
             return at, saved, warned
         except BaseException:
             start.abort()  # release the other sessions instead of leaving them waiting
@@ -515,22 +458,25 @@ def test_eight_sessions_at_once_train_browse_and_race_to_save(ckpt_dir):
     own_ids = []
     for i, (at, saved, warned) in enumerate(sessions):
         assert not at.exception and not at.error, i
-        models = at.session_state[ui.SESSION_MODELS]
-        assert len(models) == 1, i  # only its own model …
-        (mid, entry), = models.items()
-        assert entry.ckpt.train.seed == 100 + i, i  # … and it is the one it trained
-        assert at.session_state[ui.SELECT_KEY] == mid
-        session_options = [o for o in model_options(at) if not o.startswith("file · ")]
-        assert session_options == [f"this session · {entry.label}"], (i, session_options)
+        mine = default_service().runs(owner=at.session_state[state.BROWSER_KEY])
+        assert len(mine) == 1, i  # only its own run …
+        run = mine[0]
+        assert run.spec.train.seed == 100 + i, i  # … and it is the one it trained
+        runs_listed = [o for o in model_options(at) if o.startswith("run ·")]
+        assert len(runs_listed) == 1 and run.label in runs_listed[0], (i, runs_listed)
+        if saved is None:
+            assert at.session_state[state.SELECT_KEY] == f"run:{run.id}"
         assert scatter_points(at) == N_TEST
-        own_ids.append(mid)
+        own_ids.append(run.id)
     assert len(set(own_ids)) == N_SESSIONS
     # exactly one save won the race; every other session was told, and nothing was overwritten
     winners = [i for i, (_, saved, _) in enumerate(sessions) if saved]
-    assert len(winners) == 1 and sessions[winners[0]][1] == "shared-name.safetensors"
+    assert len(winners) == 1 and sessions[winners[0]][1] == "shared-name"
     assert all(warned for i, (_, _, warned) in enumerate(sessions) if i not in winners)
-    assert C.load(ckpt_dir / "shared-name.safetensors").train.seed == 100 + winners[0]
-    assert sorted(p.name for p in ckpt_dir.iterdir()) == ["digits-2d.safetensors", "shared-name.safetensors"]
+    models = store.Workspace().models_dir
+    assert C.load(models / "shared-name.safetensors").train.seed == 100 + winners[0]
+    assert sorted(p.name for p in models.iterdir()) == ["shared-name.safetensors"]
+    assert sorted(p.name for p in ckpt_dir.iterdir()) == ["digits-2d.safetensors"]  # shipped: untouched
 
 
 # ---------------------------------------------------------------- security
@@ -542,30 +488,33 @@ UNUSABLE_NAMES = ["", "..", "/", "\0", "\u202e", "../"]
 
 
 def test_save_names_from_the_train_page_cannot_leave_the_folder(ckpt_dir, tmp_path):
-    at = train_page().run()
+    at = shell().run().switch_page("app_pages/1_Train.py").run()
     train_quick(at, epochs=1)
+    models = store.Workspace().models_dir
     for name, file_name in ESCAPING_NAMES.items():
+        at.session_state["tr_saved"] = {}
         save_as(at, name)
         assert not at.exception and not at.error, name
-        assert at.session_state[ui.TRAIN_RUN]["saved"] == file_name, name
-        assert (ckpt_dir / file_name).is_file()
+        assert f"{at.session_state['tr_saved'][at.session_state['tr_run']]}.safetensors" == file_name, name
+        assert (models / file_name).is_file()
     for name in UNUSABLE_NAMES:
-        at.session_state[ui.TRAIN_RUN]["saved"] = None
+        at.session_state["tr_saved"] = {}
         save_as(at, name)
         assert not at.exception, repr(name)
         assert any("Could not save" in e and "not a usable checkpoint name" in e for e in messages(at, ("error",)))
-        assert at.session_state[ui.TRAIN_RUN]["saved"] is None
-    # everything written is a plain checkpoint file directly inside the folder
-    written = sorted(p.relative_to(tmp_path).as_posix() for p in tmp_path.rglob("*") if p.is_file())
-    assert written == sorted(f"checkpoints/{n}" for n in ["digits-2d.safetensors", *ESCAPING_NAMES.values()])
+        assert not at.session_state["tr_saved"]
+    # everything written is a plain checkpoint file directly inside the workspace's models folder
+    written = sorted(p.relative_to(models).as_posix() for p in models.rglob("*") if p.is_file())
+    assert written == sorted(ESCAPING_NAMES.values())
+    assert sorted(p.name for p in ckpt_dir.iterdir()) == ["digits-2d.safetensors"]
     assert not Path("/tmp/vae-abs.safetensors").exists()
 
 
-def test_the_default_checkpoint_folder_is_read_at_call_time(tmp_path, monkeypatch):
-    """The Train page saves with checkpoint_path(name): it must follow CHECKPOINT_DIR, not the value the folder
-    had when the module was imported (it used to be a default argument, so tests saved into the real folder)."""
+def test_the_shipped_folder_is_read_at_call_time(tmp_path, monkeypatch):
+    """The model list follows CHECKPOINT_DIR at call time, not the value it had when a module was imported."""
+    shutil.copy(SHIPPED_DIGITS, tmp_path / "other.safetensors")
     monkeypatch.setattr(C, "CHECKPOINT_DIR", tmp_path)
-    assert C.checkpoint_path("m") == tmp_path.resolve() / "m.safetensors"
+    assert [p.name for p in store.shipped_models()] == ["other.safetensors"]
 
 
 def test_xsrf_protection_stays_on():
@@ -577,7 +526,8 @@ RAW_HTML = [re.compile(r"unsafe_allow_html\s*=\s*(?!False)"), re.compile(r"\bst\
 
 
 def test_no_page_renders_raw_html():
-    files = [ROOT / "streamlit_app.py", *ROOT.glob("pages/*.py"), *ROOT.glob("vae_core/*.py")]
+    files = [ROOT / "streamlit_app.py", *ROOT.glob("app_pages/*.py"), *ROOT.glob("vae_core/*.py"),
+             *ROOT.glob("vae_core/ui/*.py")]
     found = [f"{p.relative_to(ROOT)}:{n}: {line.strip()}" for p in files
              for n, line in enumerate(p.read_text().splitlines(), 1) if any(r.search(line) for r in RAW_HTML)]
     assert not found, found
@@ -585,14 +535,14 @@ def test_no_page_renders_raw_html():
 
 
 def test_plain_escapes_markdown_html_and_directives():
-    assert ui.plain(XSS) == r"\<img src=x onerror=alert(1)\>"
-    assert ui.plain("[x](javascript:alert(1)) ![i](http://e/x.png)") == \
+    assert plain(XSS) == r"\<img src=x onerror=alert(1)\>"
+    assert plain("[x](javascript:alert(1)) ![i](http://e/x.png)") == \
         r"\[x\](javascript:alert(1)) !\[i\](http\://e/x.png)"
-    assert ui.plain(":red[big] $x^2$ **b** _i_ `c` &lt; ~~s~~") == \
+    assert plain(":red[big] $x^2$ **b** _i_ `c` &lt; ~~s~~") == \
         r":red\[big\] \$x^2\$ \*\*b\*\* \_i\_ \`c\` \&lt; \~\~s\~\~"
-    assert ui.plain("# head") == r"\# head" and ui.plain("1. item") == r"1\. item" and ui.plain("- li") == r"\- li"
-    assert ui.plain("two\n\nlines") == "two lines"
-    assert ui.plain("digits (8×8).npz") == "digits (8×8).npz"  # ordinary names stay readable
+    assert plain("# head") == r"\# head" and plain("1. item") == r"1\. item" and plain("- li") == r"\- li"
+    assert plain("two\n\nlines") == "two lines"
+    assert plain("digits (8×8).npz") == "digits (8×8).npz"  # ordinary names stay readable
 
 
 def _raw_html_anywhere(at) -> list[str]:
@@ -611,18 +561,18 @@ def _raw_html_anywhere(at) -> list[str]:
 def test_a_file_name_with_html_is_shown_as_text_only(ckpt_dir):
     name = f"{XSS}.npz"
     at = shell().run()
-    at.switch_page("pages/1_Train.py").run()
-    at.radio(key="tr_dataset").set_value("upload").run()
-    at.file_uploader(key="tr_upload").set_value((name, b"not a zip", "application/octet-stream")).run()
+    at.switch_page("app_pages/1_Train.py").run()
+    upload_data(at, name, b"not a zip")
     assert not at.exception
     assert any(e.value.startswith(r"\<img src=x onerror=alert(1)\>.npz cannot be used") for e in at.error)
     assert not _raw_html_anywhere(at), _raw_html_anywhere(at)
     at.file_uploader(key="tr_upload").set_value((name, good_npz(), "application/octet-stream")).run()
-    assert any(f"upload:{XSS}.npz" in s for s in messages(at, ("success",)))
+    assert any(f"{XSS}.npz" in s for s in messages(at, ("success",)))
+    assert any(o.startswith(f"file · {XSS}.npz") for o in at.selectbox(key="tr_dataset").options)  # plain text
     train_quick(at, epochs=1)
     assert not at.exception and not at.error
     # the trained model is active: its dataset name (the file name) is in the sidebar, escaped
-    assert any(r"**Dataset:** upload:\<img src=x onerror=alert(1)\>.npz" in m.value for m in at.sidebar.markdown)
+    assert any(r"**Dataset:** \<img src=x onerror=alert(1)\>.npz" in m.value for m in at.sidebar.markdown)
     assert not _raw_html_anywhere(at), _raw_html_anywhere(at)
 
 
@@ -630,12 +580,13 @@ def test_an_uploaded_checkpoint_with_html_in_its_name_and_metadata_is_shown_as_t
     ckpt = C.load(SHIPPED_DIGITS)
     ckpt.dataset = {**ckpt.dataset, "name": f"upload:{XSS}<script>alert(2)</script>"}
     at = shell().run()
-    at.file_uploader(key=ui.UPLOAD_KEY).set_value((f"{XSS}.safetensors", C.to_bytes(ckpt),
-                                                   "application/octet-stream")).run()
+    at.file_uploader(key=widgets.UPLOAD_KEY).set_value((f"{XSS}.safetensors", C.to_bytes(ckpt),
+                                                        "application/octet-stream")).run()
     assert not at.exception
-    assert at.session_state[ui.SELECT_KEY].startswith("uploaded:")
-    # the model loads, its data cannot be found (it names an uploaded file): the page explains, escaped
-    assert any("not available" in e for e in messages(at, ("error",)))
+    assert at.session_state[state.SELECT_KEY].startswith("uploaded:")
+    # the model loads, its data cannot be found (it names a file from before the workspace): the page explains,
+    # escaped, and offers the uploader
+    assert any("Upload that file here" in w for w in messages(at, ("warning",)))
     assert not _raw_html_anywhere(at), _raw_html_anywhere(at)
     assert not any("<script>" in str(e.value) for kind in ("markdown", "error", "warning") for e in getattr(at, kind))
-    assert any(o.endswith(XSS) for o in at.sidebar.selectbox(key=ui.SELECT_KEY).options)  # a plain-text option
+    assert any(o.endswith(XSS) for o in at.sidebar.selectbox(key=state.SELECT_KEY).options)  # a plain-text option

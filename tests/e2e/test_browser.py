@@ -1,11 +1,17 @@
 """End to end in a real browser: `streamlit run` in a subprocess, Chromium driven by Playwright.
 
-Skips (with the reason) when Playwright or Chromium is missing, unless VAE_REQUIRE_BROWSER=1, which turns a
-missing browser into a failure. Screenshots go to tests/e2e/screenshots/NAME.png (git-ignored).
+Each test opens its own browser context (its own cookies: another user) at its own address, and waits on the
+app's state (`data-test-script-state`) or on the elements it expects, never on fixed sleeps. The server works
+in the tests' throwaway workspace ($VAE_HOME from conftest). Skips (with the reason) when Playwright or Chromium
+is missing, unless VAE_REQUIRE_BROWSER=1, which turns a missing browser into a failure. Screenshots go to
+tests/e2e/screenshots/NAME.png (git-ignored).
 """
 from __future__ import annotations
 
+import io
+import json
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -14,7 +20,14 @@ import time
 import urllib.request
 from pathlib import Path
 
+import numpy as np
 import pytest
+from sklearn.datasets import load_digits
+
+from vae_core import checkpoint as C
+from vae_core import store
+from vae_core.data import available_builtin, load_dataset
+from vae_core.metrics import evaluate_elbo
 
 ROOT = Path(__file__).resolve().parents[2]
 SHOTS = Path(__file__).resolve().parent / "screenshots"
@@ -23,6 +36,8 @@ REQUIRE = os.environ.get("VAE_REQUIRE_BROWSER") == "1"
 CHROME_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
                "--disable-sync", "--no-first-run"]
 STARTUP_TIMEOUT_S = 60
+IDLE = '[data-testid="stApp"][data-test-script-state="notRunning"]'
+FASHION = (ROOT / "checkpoints" / "fashion-mnist-2d.safetensors").exists() and available_builtin()["fashion-mnist"]
 
 
 def _missing(reason: str):
@@ -54,7 +69,8 @@ def server():
     log = open(SHOTS / "streamlit-server.log", "wb")
     proc = subprocess.Popen(
         [sys.executable, "-m", "streamlit", "run", "streamlit_app.py", "--server.headless", "true",
-         "--server.fileWatcherType", "none", "--server.port", str(port), "--browser.gatherUsageStats", "false"],
+         "--server.address", "127.0.0.1", "--server.fileWatcherType", "none", "--server.port", str(port),
+         "--browser.gatherUsageStats", "false"],
         cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + STARTUP_TIMEOUT_S
@@ -75,42 +91,40 @@ def server():
     finally:
         proc.terminate()
         try:
-            proc.wait(10)
+            proc.wait(20)
         except subprocess.TimeoutExpired:
             proc.kill()
         log.close()
 
 
 @pytest.fixture(scope="module")
-def page(server):
-    SHOTS.mkdir(exist_ok=True)
+def browser(server):
     with sync_playwright() as pw:
         try:
-            browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROME_ARGS, headless=True)
+            b = pw.chromium.launch(executable_path=CHROMIUM, args=CHROME_ARGS, headless=True)
         except Exception as err:  # noqa: BLE001
             _missing(f"Chromium could not be started ({err})")
-        pg = browser.new_page(viewport={"width": 1400, "height": 1000})
-        pg.set_default_timeout(60_000)
-        expect.set_options(timeout=30_000)  # a cold start loads Fashion-MNIST and encodes 10,000 images
-        pg.goto(server)
-        wait_idle(pg)
-        yield pg
-        browser.close()
+        expect.set_options(timeout=60_000)  # a cold start loads Fashion-MNIST and encodes 10,000 images
+        yield b
+        b.close()
 
 
-def wait_idle(pg, timeout_s: float = 180) -> None:
-    """Wait until the script has finished running (Streamlit's 'running' status widget is gone)."""
-    deadline = time.monotonic() + timeout_s
-    pg.wait_for_selector('[data-testid="stApp"]')
-    pg.wait_for_timeout(400)
-    quiet = 0
-    while time.monotonic() < deadline:
-        running = pg.locator('[data-testid="stStatusWidget"]').count()
-        quiet = 0 if running else quiet + 1
-        if quiet >= 3:
-            return
-        pg.wait_for_timeout(300)
-    raise AssertionError("the app was still running after %.0f s" % timeout_s)
+def visit(browser, server: str, path: str = "", title: str | None = None, context=None):
+    """A page in a new browser context (a new user) — or in `context` — opened at `path`, once its script has run
+    and (given a `title`) its heading shows."""
+    context = context or browser.new_context(viewport={"width": 1400, "height": 1000}, accept_downloads=True)
+    pg = context.new_page()
+    pg.set_default_timeout(60_000)
+    pg.goto(f"{server}/{path}")
+    if title:
+        expect(pg.locator("h1", has_text=title).first).to_be_visible(timeout=120_000)
+    settled(pg)
+    return pg
+
+
+def settled(pg, timeout: float = 120_000) -> None:
+    """Wait until the app's script is not running (Streamlit's own run state on the app's root element)."""
+    pg.wait_for_selector(IDLE, timeout=timeout)
 
 
 def no_exception(pg) -> None:
@@ -123,49 +137,61 @@ def shot(pg, name: str) -> None:
     height = pg.evaluate("() => { const m = document.querySelector('[data-testid=\"stMain\"]');"
                          " return Math.max(document.body.scrollHeight, m ? m.scrollHeight : 0); }")
     pg.set_viewport_size({"width": 1400, "height": min(int(height) + 40, 6000)})
-    pg.wait_for_timeout(600)
+    settled(pg)
     pg.screenshot(path=str(SHOTS / f"{name}.png"), full_page=True)
     pg.set_viewport_size({"width": 1400, "height": 1000})
 
 
-def goto(pg, title: str) -> None:
+def nav(pg, title: str) -> None:
+    """Go to a page through the sidebar's navigation, as a user does."""
     pg.locator('[data-testid="stSidebarNav"] a', has_text=title).first.click()
-    expect(pg.locator("h1", has_text=title).first).to_be_visible(timeout=60_000)
-    wait_idle(pg)
+    expect(pg.locator("h1", has_text=title).first).to_be_visible(timeout=120_000)
+    settled(pg)
 
 
-def choose(pg, label: str, option: str) -> None:
+def choose(pg, label: str, option: str, where: str = "") -> None:
     """Pick `option` in the selectbox labelled `label`."""
-    box = pg.locator('[data-testid="stSelectbox"]', has_text=label).first
-    box.click()
+    pg.locator(f'{where} [data-testid="stSelectbox"]'.strip(), has_text=label).first.click()
     pg.locator('[role="option"]', has_text=option).first.click()
-    wait_idle(pg)
 
 
-def test_overview_opens_with_its_picture_and_links_to_the_pages(page):
-    pg = page
-    expect(pg.locator("h1", has_text="VAE latent-space explorer").first).to_be_visible(timeout=90_000)
+def progress_text(pg) -> str:
+    bars = pg.locator('[data-testid="stProgress"]')
+    return " | ".join(bars.all_inner_texts()) if bars.count() else ""
+
+
+def set_number(pg, label: str, value) -> None:
+    box = pg.get_by_label(label, exact=True)
+    box.fill(str(value))
+    box.press("Tab")
+
+
+def no_missing_data(pg) -> None:
+    assert pg.get_by_text("not in this workspace").count() == 0
+
+
+# ---------------------------------------------------------------- the pages
+
+def test_overview_opens_with_its_picture_and_links_to_the_pages(browser, server):
+    pg = visit(browser, server, "", "VAE latent-space explorer")
     no_exception(pg)
     picture = pg.locator('[data-testid="stImage"] img').first
     expect(picture).to_be_visible()
-    size = picture.evaluate("img => [img.complete, img.naturalWidth, img.naturalHeight]")
-    assert size[0] and size[1] > 800 and size[2] > 400, size
+    pg.wait_for_function("i => i.complete && i.naturalWidth > 800", arg=picture.element_handle())
     shot(pg, "overview")
+    assert "model=" in pg.url  # the address names the active model
     pg.locator('[data-testid="stMain"] [data-testid="stPageLink"] a', has_text="Latent space").first.click()
-    expect(pg.locator("h1", has_text="Latent space").first).to_be_visible(timeout=60_000)
-    wait_idle(pg)
+    expect(pg.locator("h1", has_text="Latent space").first).to_be_visible()
+    pg.context.close()
 
 
-def test_latent_space_opens_with_a_scatter_and_box_selection(page):
-    pg = page
-    if not pg.locator("h1", has_text="Latent space").count():
-        goto(pg, "Latent space")
+def test_latent_space_opens_with_a_scatter_and_box_selection(browser, server):
+    pg = visit(browser, server, "latent", "Latent space")
     no_exception(pg)
     plot = pg.locator('[data-testid="stPlotlyChart"] .js-plotly-plot').first
-    expect(plot).to_be_visible(timeout=60_000)
+    expect(plot.locator(".nsewdrag").first).to_be_attached()
     heading = pg.locator("h3", has_text="Selection:").first
     for attempt in range(3):  # Plotly may still be attaching its handlers right after the first paint
-        pg.wait_for_timeout(1000)
         box = plot.locator(".nsewdrag").first.bounding_box()
         pg.mouse.move(box["x"] + box["width"] * 0.40, box["y"] + box["height"] * 0.40)
         pg.mouse.down()
@@ -173,106 +199,212 @@ def test_latent_space_opens_with_a_scatter_and_box_selection(page):
         pg.mouse.move(box["x"] + box["width"] * 0.60, box["y"] + box["height"] * 0.60, steps=10)
         pg.mouse.up()
         try:
-            expect(heading).not_to_have_text("Selection: 0 images", timeout=15_000)
+            expect(heading).not_to_have_text("Selection: 0 images", timeout=10_000)
             break
         except AssertionError:
             if attempt == 2:
                 raise
-    wait_idle(pg)
     expect(pg.get_by_text("Inputs (upper rows)").first).to_be_visible()
     no_exception(pg)
     shot(pg, "latent_space")
+    pg.context.close()
 
 
-def test_decoder_grid_slider(page):
-    pg = page
-    goto(pg, "Decoder grid")
+def test_decoder_grid_slider(browser, server):
+    pg = visit(browser, server, "decoder", "Decoder grid")
     no_exception(pg)
     expect(pg.get_by_text("PNG (15×15)").first).to_be_visible()
     thumb = pg.locator('[data-testid="stSlider"]', has_text="Grid size").locator('input[type="range"]').first
     thumb.focus()
     for _ in range(3):
         thumb.press("ArrowRight")
-    wait_idle(pg)
-    expect(pg.get_by_text("PNG (18×18)").first).to_be_visible(timeout=30_000)
+    expect(pg.get_by_text("PNG (18×18)").first).to_be_visible()
     no_exception(pg)
     shot(pg, "decoder_grid")
     for tab, name in (("Interpolation", "decoder_interpolation"), ("Prior samples", "decoder_samples")):
         pg.get_by_role("tab", name=tab).click()
-        wait_idle(pg)
+        settled(pg)
         no_exception(pg)
         shot(pg, name)
     expect(pg.get_by_text("top: linear, bottom: spherical").first).to_be_attached()
+    pg.context.close()
 
 
-def test_anomalies_page(page):
-    pg = page
-    goto(pg, "Anomalies")
+def test_anomalies_page_and_the_held_out_class_experiment(browser, server):
+    pg = visit(browser, server, "anomalies?model=digits-2d", "Anomalies")
     no_exception(pg)
     expect(pg.get_by_text("Flagged").first).to_be_visible()
     shot(pg, "anomalies")
-
-
-def test_train_a_tiny_digits_model_to_the_end(page):
-    pg = page
-    goto(pg, "Train")
-    no_exception(pg)
-    choose(pg, "Recipe", "quick test")
-    pg.locator('[data-testid="stFormSubmitButton"] button').first.click()
-    expect(pg.get_by_text("Training finished: 2 epochs").first).to_be_visible(timeout=120_000)
-    wait_idle(pg)
-    no_exception(pg)
-    # the new model is the active one in the sidebar
-    expect(pg.locator('[data-testid="stSidebar"]').get_by_text("digits").first).to_be_visible()
-    shot(pg, "train")
-
-
-def test_stop_button_keeps_the_weights(page):
-    pg = page
-    epochs = pg.get_by_label("Epochs", exact=True)
-    epochs.fill("400")
-    epochs.press("Tab")
-    pg.locator('[data-testid="stFormSubmitButton"] button').first.click()
-    stop = pg.get_by_role("button", name="Stop")
-    expect(stop).to_be_visible(timeout=30_000)
-    pg.wait_for_timeout(2500)
-    stop.click()
-    expect(pg.get_by_text("stopped by the user").first).to_be_visible(timeout=60_000)
-    wait_idle(pg)
-    no_exception(pg)
-    shot(pg, "train_stopped")
-
-
-def test_anomalies_held_out_class_with_the_trained_model(page):
-    pg = page
-    goto(pg, "Anomalies")
-    epochs = pg.get_by_label("epochs", exact=True)
-    epochs.fill("3")
-    epochs.press("Tab")
-    wait_idle(pg)
-    pg.get_by_role("button", name="Train and evaluate").click()
+    set_number(pg, "epochs", 3)
+    start = pg.get_by_role("button", name="Train and evaluate")
+    expect(start).to_contain_text("about")  # the estimate, measured before starting
+    start.click()
     expect(pg.get_by_text("AUROC, −ELBO").first).to_be_visible(timeout=120_000)
-    wait_idle(pg)
     no_exception(pg)
     shot(pg, "anomalies_held_out")
+    pg.context.close()
 
 
-def test_latent_space_with_the_trained_model(page):
-    pg = page
-    goto(pg, "Latent space")
-    no_exception(pg)
-    shot(pg, "latent_space_trained")
-
-
-def test_collapse_lab_rd_plane_and_heatmap(page):
-    pg = page
-    goto(pg, "Collapse lab")
+def test_collapse_lab_rd_plane_and_heatmap(browser, server):
+    pg = visit(browser, server, "collapse", "Posterior-collapse lab")
     no_exception(pg)
     expect(pg.get_by_text("Rate–distortion plane").first).to_be_visible()
     charts = pg.locator('[data-testid="stPlotlyChart"]')
-    expect(charts.nth(1)).to_be_visible(timeout=60_000)
+    expect(charts.nth(1)).to_be_visible()
     charts.nth(0).screenshot(path=str(SHOTS / "collapse_rd_plane.png"))
     charts.nth(1).screenshot(path=str(SHOTS / "collapse_kl_heatmap.png"))
-    choose(pg, "Run", "β=4, λ=0, warm-up=0")
+    choose(pg, "Run", "β=4, λ=0, warm-up=0", '[data-testid="stMain"]')
+    settled(pg)
     no_exception(pg)
     shot(pg, "collapse_lab")
+    pg.context.close()
+
+
+# ---------------------------------------------------------------- work outlives the page
+
+def start_training(pg, epochs: int) -> None:
+    """On the Train page: the quick recipe with `epochs` epochs, then Train; returns once it is under way."""
+    choose(pg, "Recipe", "quick test")
+    expect(pg.get_by_label("Epochs", exact=True)).to_have_value("2")
+    set_number(pg, "Epochs", epochs)
+    expect(pg.get_by_text("Estimated time on this machine").first).to_be_visible()
+    settled(pg)
+    pg.get_by_role("button", name="Train", exact=True).click()
+    expect(pg.locator('[data-testid="stProgress"]').filter(has_text="elapsed").first).to_be_visible()
+
+
+def test_training_goes_on_while_the_user_visits_two_other_pages(browser, server):
+    pg = visit(browser, server, "train?model=digits-2d", "Train a VAE")
+    start_training(pg, 200)
+    expect(pg.locator('[data-testid="stProgress"]').filter(has_text="left").filter(has_text="epoch").first
+           ).to_be_visible()  # the live bar: the epoch, the elapsed time and the time left
+    expect(pg.locator('[data-testid="stPlotlyChart"]').first).to_be_visible()  # and the curves so far
+    shot(pg, "train_running")
+    nav(pg, "Latent space")
+    expect(pg.locator('[data-testid="stPlotlyChart"]').first).to_be_visible()
+    expect(pg.locator('[data-testid="stSidebar"]').get_by_text("training").first).to_be_visible()
+    nav(pg, "Decoder grid")
+    expect(pg.get_by_text("PNG (15×15)").first).to_be_visible()
+    nav(pg, "Train")
+    expect(pg.get_by_text("Training finished: 200 epochs").first).to_be_visible(timeout=180_000)
+    settled(pg)
+    no_exception(pg)
+    # the new model is the active one, and the address names it
+    expect(pg.get_by_role("combobox", name="Model")).to_have_value(re.compile(r"^run · "))
+    assert "model=run-" in pg.url
+    shot(pg, "train")
+    pg.context.close()
+
+
+def newest_run(status: str) -> dict:
+    records = [json.loads(p.read_text()) for p in store.Workspace().runs_dir.glob("*/run.json")]
+    return max((r for r in records if r["status"] == status), key=lambda r: r["created"])
+
+
+def test_stop_keeps_the_weights_it_reports(browser, server):
+    pg = visit(browser, server, "train?model=digits-2d", "Train a VAE")
+    start_training(pg, 400)
+    at_least_3 = re.compile(r"epoch ([3-9]|\d\d+) of 400")  # the bar is redrawn every second, epochs are faster
+    expect(pg.locator('[data-testid="stProgress"]').filter(has_text=at_least_3).first).to_be_visible()
+    pg.get_by_role("button", name="Stop").click()
+    expect(pg.get_by_text("stopped by the user").first).to_be_visible()
+    settled(pg)
+    no_exception(pg)
+    shown = float(pg.locator('[data-testid="stMetric"]', has_text="test −ELBO").locator(
+        '[data-testid="stMetricValue"]').inner_text())
+    record = newest_run("stopped")
+    kept = C.load(record["checkpoint"])
+    assert kept.history == record["history"] and 3 <= len(kept.history) < 400
+    measured = evaluate_elbo(kept.model, load_dataset("digits").x_test)["elbo"]
+    assert abs(measured - shown) < 0.006  # the weights kept are the ones whose −ELBO the page reports
+    shot(pg, "train_stopped")
+    pg.context.close()
+
+
+def new_digits_npz() -> bytes:
+    """A dataset the project never trained on: the 8×8 digits enlarged to 16×16 and mirrored, 1,797 images."""
+    bunch = load_digits()
+    x = np.kron(bunch.images, np.ones((2, 2)))[:, :, ::-1] * (255 / 16)  # (1797, 16, 16)
+    buf = io.BytesIO()
+    np.savez_compressed(buf, x=x.astype(np.uint8), y=bunch.target)
+    return buf.getvalue()
+
+
+def test_a_model_trained_on_an_uploaded_file_opens_in_new_contexts_by_picker_link_and_download(browser, server,
+                                                                                                tmp_path):
+    name = "e2e-upload-model"
+    pg = visit(browser, server, "train?model=digits-2d", "Train a VAE")
+    choose(pg, "Dataset", "upload a file")
+    pg.locator('[data-testid="stMain"] [data-testid="stFileUploader"] input[type="file"]').set_input_files(
+        {"name": "new-digits.npz", "mimeType": "application/octet-stream", "buffer": new_digits_npz()})
+    expect(pg.get_by_text("1,438 training and 359 test images of 1×16×16").first).to_be_visible()
+    start_training(pg, 5)
+    expect(pg.get_by_text("Training finished: 5 epochs").first).to_be_visible(timeout=120_000)
+    pg.get_by_label("Name", exact=True).fill(name)
+    pg.get_by_role("button", name="Save").click()
+    expect(pg.get_by_text(f"Saved as {name}").first).to_be_visible()
+    settled(pg)
+    with pg.expect_download() as download:
+        pg.get_by_role("button", name="Download this model").click()
+    downloaded = tmp_path / "downloaded.safetensors"
+    download.value.save_as(downloaded)
+    pg.context.close()
+
+    # another user picks it in the sidebar
+    other = visit(browser, server, "", "VAE latent-space explorer")
+    choose(other, "Model", f"saved · {name}", '[data-testid="stSidebar"]')
+    expect(other.locator('[data-testid="stImage"]').filter(has_text="359 test images").first).to_be_visible()
+    no_missing_data(other)
+    nav(other, "Latent space")
+    expect(other.locator('[data-testid="stPlotlyChart"]').first).to_be_visible()
+    nav(other, "Anomalies")
+    expect(other.get_by_text("Flagged").first).to_be_visible()
+    no_missing_data(other)
+    no_exception(other)
+    shot(other, "saved_model_anomalies")
+    other.context.close()
+
+    # a third opens it by link, on each page
+    for path, title, ready in (("", "VAE latent-space explorer", "359 test images"),
+                               ("latent", "Latent space", "Selection:"), ("anomalies", "Anomalies", "Flagged")):
+        linked = visit(browser, server, f"{path}?model={name}", title)
+        expect(linked.get_by_text(ready).first).to_be_visible()
+        no_missing_data(linked)
+        no_exception(linked)
+        if path == "":
+            shot(linked, "overview_by_link")
+        linked.context.close()
+
+    # a fourth uploads the downloaded file: its data is found through the hash the checkpoint records
+    uploader = visit(browser, server, "", "VAE latent-space explorer")
+    uploader.locator('[data-testid="stSidebar"] [data-testid="stFileUploader"] input[type="file"]').set_input_files(
+        str(downloaded))
+    expect(uploader.locator('[data-testid="stImage"]').filter(has_text="downloaded, 359 test images").first
+           ).to_be_visible()
+    no_missing_data(uploader)
+    nav(uploader, "Latent space")
+    expect(uploader.locator('[data-testid="stPlotlyChart"]').first).to_be_visible()
+    no_exception(uploader)
+    uploader.context.close()
+
+
+@pytest.mark.skipif(not FASHION, reason="needs Fashion-MNIST (apt install dataset-fashion-mnist)")
+def test_a_long_iwae_evaluation_can_be_cancelled(browser, server):
+    pg = visit(browser, server, "anomalies?model=fashion-mnist-2d", "Anomalies")
+    pg.get_by_text("IWAE NLL (nats)").first.click()
+    thumb = pg.locator('[data-testid="stSlider"]', has_text="importance samples").locator('input[type="range"]').first
+    expect(thumb).to_be_visible()
+    thumb.focus()
+    thumb.press("End")  # k = 1000: about two minutes on 10,000 images here
+    start = pg.get_by_role("button", name="Compute the IWAE bound")
+    expect(start).to_be_visible()
+    expect(pg.get_by_text("IWAE NLL with k = 1000 on 10,000 test images: about").first).to_be_visible()
+    start.click()
+    expect(pg.locator('[data-testid="stProgress"]').filter(has_text="left").first).to_be_visible()
+    shot(pg, "anomalies_iwae_running")
+    pg.get_by_role("button", name="Cancel").click()
+    expect(pg.get_by_text("was cancelled").first).to_be_visible()
+    settled(pg)
+    no_exception(pg)
+    assert pg.locator('[data-testid="stProgress"]').count() == 0
+    pg.context.close()

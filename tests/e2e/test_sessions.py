@@ -1,6 +1,6 @@
-"""End to end, several browser sessions on one server: a model trained in one browser context never shows up in
-another's model list, and a file name holding HTML is shown as text (no element, no script). Nothing is saved to
-checkpoints/. Uses the server fixture of test_browser.py (its own server for this module).
+"""End to end, several browser sessions on one server: a run started in one browser context never shows up in
+another's model list (but stays in its own across reloads), and a file name holding HTML is shown as text (no
+element, no script). Uses the server fixture of test_browser.py (its own server for this module).
 """
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import io
 import numpy as np
 import pytest
 
-from test_browser import CHROME_ARGS, CHROMIUM, _missing, server, wait_idle  # noqa: F401 — `server` is a fixture
+from test_browser import CHROME_ARGS, CHROMIUM, _missing, choose, server, settled, start_training  # noqa: F401
 
 try:
     from playwright.sync_api import expect, sync_playwright
@@ -42,13 +42,8 @@ def open_session(browser, server, path: str = "train"):
     page.on("dialog", lambda d: (DIALOGS.append(d.message), d.dismiss()))
     page.goto(f"{server}/{path}")
     expect(page.locator("h1", has_text="Train a VAE").first).to_be_visible(timeout=120_000)
-    wait_idle(page)
-    # Streamlit may greet a deep link (/train) on a fresh server with a spurious "Page not found" dialog while it
-    # shows the right page (the pages/ folder and st.navigation disagree on the first run); close it.
-    notice = page.get_by_text("Page not found")
-    if notice.count():
-        page.locator('[role="dialog"] button').first.click()
-        expect(notice).to_have_count(0)
+    settled(page)
+    assert page.get_by_text("Page not found").count() == 0  # a deep link opens its page
     return context, page
 
 
@@ -63,13 +58,9 @@ def sidebar_models(page) -> list[str]:
 
 
 def train_quick(page) -> None:
-    box = page.locator('[data-testid="stSelectbox"]', has_text="Recipe").first
-    box.click()
-    page.locator('[role="option"]', has_text="quick test").first.click()
-    wait_idle(page)
-    page.locator('[data-testid="stFormSubmitButton"] button').first.click()
+    start_training(page, 2)
     expect(page.get_by_text("Training finished: 2 epochs").first).to_be_visible(timeout=180_000)
-    wait_idle(page)
+    settled(page)
 
 
 def no_exception(page) -> None:
@@ -80,23 +71,28 @@ def test_a_model_trained_in_one_browser_session_is_not_in_another(browser, serve
     ctx_a, a = open_session(browser, server)
     ctx_b, b = open_session(browser, server)
     try:
-        assert not [m for m in sidebar_models(b) if m.startswith("this session")]
+        assert not [m for m in sidebar_models(b) if m.startswith("run")]
         train_quick(a)
         no_exception(a)
-        mine = [m for m in sidebar_models(a) if m.startswith("this session")]
+        mine = [m for m in sidebar_models(a) if m.startswith("run")]
         assert len(mine) == 1
-        # the other session, rerun and reloaded, still lists only the files
+        # the other session, rerun and reloaded, still lists no run
         for _ in range(2):
             theirs = sidebar_models(b)
-            assert theirs and all(m.startswith("file") for m in theirs), theirs
+            assert theirs and not [m for m in theirs if m.startswith("run")], theirs
             b.reload()
             expect(b.locator("h1", has_text="Train a VAE").first).to_be_visible(timeout=120_000)
-            wait_idle(b)
+            settled(b)
         no_exception(b)
         # a third session opened after the training does not see it either
         ctx_c, c = open_session(browser, server)
-        assert all(m.startswith("file") for m in sidebar_models(c))
+        assert not [m for m in sidebar_models(c) if m.startswith("run")]
         ctx_c.close()
+        # while the browser that trained it still lists its run after a reload (the same browser: its cookie)
+        a.reload()
+        expect(a.locator("h1", has_text="Train a VAE").first).to_be_visible(timeout=120_000)
+        settled(a)
+        assert [m for m in sidebar_models(a) if m.startswith("run")] == mine
     finally:
         ctx_a.close()
         ctx_b.close()
@@ -105,17 +101,16 @@ def test_a_model_trained_in_one_browser_session_is_not_in_another(browser, serve
 def test_an_uploaded_file_name_with_html_is_shown_as_text(browser, server):
     ctx, page = open_session(browser, server)
     try:
-        page.locator('[data-testid="stMain"] [data-testid="stRadio"]').get_by_text("your own file").click()
-        wait_idle(page)
+        choose(page, "Dataset", "upload a file")
+        settled(page)
         buf = io.BytesIO()
         rng = np.random.default_rng(0)
         np.savez_compressed(buf, x=rng.integers(0, 256, (40, 8, 8), dtype=np.uint8))
         page.locator('[data-testid="stMain"] [data-testid="stFileUploader"] input[type="file"]').set_input_files(
             {"name": f"{XSS}.npz", "mimeType": "application/octet-stream", "buffer": buf.getvalue()})
-        expect(page.get_by_text(f"upload:{XSS}.npz").first).to_be_visible(timeout=60_000)
-        wait_idle(page)
+        expect(page.get_by_text(f"{XSS}.npz").first).to_be_visible(timeout=60_000)
+        settled(page)
         no_exception(page)
-        page.wait_for_timeout(500)
         assert page.locator('img[src="x"]').count() == 0  # no element was made from the name
         assert DIALOGS == []  # and no script ran
     finally:

@@ -1,17 +1,13 @@
 """Latent space: the test set encoded by the active model, coloured, selectable, decodable, exportable."""
-import sys
-from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the project root, also when this page runs alone
-
-import numpy as np  # noqa: E402
+import numpy as np
 import streamlit as st
 
 from vae_core import pictures, plots
-from vae_core import projection as P
-from vae_core import ui
+from vae_core.export import latents_table
+from vae_core.projection import subsample
+from vae_core.ui import cache, jobs, widgets
 
-ui.page_header(
+widgets.page_header(
     "Latent space",
     "Each dot is one test image placed at its posterior mean μ(x) of q(z|x). With a 2-D latent the axes are the raw "
     "latent coordinates, drawn over the prior's circles (dotted; the share of prior mass inside each) — a good "
@@ -21,9 +17,9 @@ ui.page_header(
     r"q_\phi(z\mid x)=\mathcal N\big(\mu_\phi(x),\operatorname{diag}\sigma^2_\phi(x)\big),\qquad p(z)=\mathcal N(0,I)",
 )
 
-am = ui.require_model()
+am = widgets.require_model()
 d = am.config.latent_dim
-scores = ui.test_scores(am.key, am)
+scores = cache.test_scores(am.key, am)
 mu = scores["mu"]
 n = len(mu)
 labels = None if am.data.y_test is None else am.data.y_test.cpu().numpy()
@@ -53,7 +49,7 @@ if view == "t-SNE" or beside == "t-SNE":
 
 ellipse_ids: list[int] = []
 if view == "raw":
-    default_few = ", ".join(str(int(i)) for i in P.subsample(n, 4, seed=1))
+    default_few = ", ".join(str(int(i)) for i in subsample(n, 4, seed=1))
     typed = st.text_input(f"Posterior ±2σ ellipses for test images # (comma-separated, 0…{n - 1}, at most 12)",
                           default_few, key="ls_ellipses")
     ellipse_ids = [int(t) for t in typed.replace(";", ",").split(",") if t.strip().isdigit() and int(t) < n][:12]
@@ -63,25 +59,28 @@ color = labels if colour_by == "label" else scores[colour_by]
 point_choices = [c for c in (1000, 2000, 5000, 10000, 20000, 50000) if c < n] + [n]
 max_points = st.select_slider("Points shown (seeded subsample of the test set)", point_choices, value=min(n, 10000),
                               key="ls_points", format_func=lambda c: f"{c:,}" + (" (all)" if c == n else ""))
-shown_ids = P.subsample(n, max_points)
+shown_ids = subsample(n, max_points)
 lab_shown = None if labels is None else labels[shown_ids]
 
 
 def view_figure(kind: str, title: str | None = None):
-    """(figure, ids shown) for one map."""
+    """(figure, ids shown) for one map; None while its t-SNE is still being computed."""
     if kind == "raw":
-        ells = [(i, mu[i], P.posterior_sigma(scores["logvar"][i])) for i in ellipse_ids]
+        ells = [(i, mu[i], plots.posterior_sigma(scores["logvar"][i])) for i in ellipse_ids]
         return plots.latent_scatter(mu[shown_ids], shown_ids, color=color[shown_ids], color_name=COLOURS[colour_by],
                                     labels=lab_shown, class_names=class_names, categorical=colour_by == "label",
                                     prior=True, ellipses=ells, title=title), shown_ids
     if kind == "PCA":
-        coords, ratio = ui.pca_of(am.key, mu)
+        coords, ratio = cache.pca_of(am.key, mu)
         return plots.latent_scatter(coords[shown_ids], shown_ids, color=color[shown_ids],
                                     color_name=COLOURS[colour_by], labels=lab_shown, class_names=class_names,
                                     categorical=colour_by == "label",
                                     axis_titles=(f"PC1 ({ratio[0]:.0%} of variance)", f"PC2 ({ratio[1]:.0%})"),
                                     title=title), shown_ids
-    ids, coords = ui.tsne_of(am.key, mu, tsne_points, perplexity)
+    result = jobs.follow(jobs.tsne_job(am.key, mu, tsne_points, perplexity), f"t-SNE of {min(n, tsne_points):,} points")
+    if result is None:
+        return None
+    ids, coords = result
     return plots.latent_scatter(coords, ids, color=color[ids], color_name=COLOURS[colour_by],
                                 labels=None if labels is None else labels[ids], class_names=class_names,
                                 categorical=colour_by == "label", axis_titles=("t-SNE 1", "t-SNE 2"),
@@ -106,12 +105,15 @@ def selected_ids(event, ids_shown: np.ndarray) -> list[int]:
 
 
 selection: list[int] = []
-with ui.guard("draw the latent map"):
+with widgets.guard("draw the latent map"):
     kinds = [view] + ([beside] if beside and beside != "nothing" else [])
     cols = st.columns(len(kinds))
     for col, kind in zip(cols, kinds):
-        fig, shown = view_figure(kind, None if len(kinds) == 1 else {"raw": "raw z"}.get(kind, kind))
         with col:
+            drawn = view_figure(kind, None if len(kinds) == 1 else {"raw": "raw z"}.get(kind, kind))
+            if drawn is None:
+                continue
+            fig, shown = drawn
             event = st.plotly_chart(fig, on_select="rerun", selection_mode=("points", "box", "lasso"),
                                     key=f"ls_chart_{kind}", config={"scrollZoom": True})
         selection += selected_ids(event, shown)
@@ -122,11 +124,11 @@ left, right = st.columns([3, 2])
 with left:
     st.subheader(f"Selection: {len(selection)} image{'s' if len(selection) != 1 else ''}")
     if selection:
-        with ui.guard("show the selected images"):
+        with widgets.guard("show the selected images"):
             shown = np.array(selection[:48])
-            x, r = ui.reconstruct(am, shown)
+            x, r = cache.reconstruct(am, shown)
             scale = pictures.display_scale(am.config.image_shape[1], 28)
-            ui.image(pictures.to_uint8(pictures.tile(pictures.pairs_picture(x, r, per_row=12)), scale),
+            widgets.image(pictures.to_uint8(pictures.tile(pictures.pairs_picture(x, r, per_row=12)), scale),
                      caption=f"Inputs (upper rows) and their reconstructions (lower rows), first {len(shown)} of "
                              f"{len(selection)}: " + ", ".join(f"#{i}" for i in shown[:24])
                              + ("…" if len(shown) > 24 else ""))
@@ -161,15 +163,15 @@ with right:
         label = st.selectbox("class (conditional model)", list(range(am.config.n_classes)),
                              format_func=lambda c: class_names[c] if class_names else str(c), key="ls_decode_class")
     if z is not None:
-        with ui.guard("decode the code"):
-            img = ui.decode(am, z[None], label)[0]
+        with widgets.guard("decode the code"):
+            img = cache.decode(am, z[None], label)[0]
             scale = pictures.display_scale(am.config.image_shape[1], 160)
-            ui.image(pictures.to_uint8(pictures.tile(img[None, None]), scale),
+            widgets.image(pictures.to_uint8(pictures.tile(img[None, None]), scale),
                      caption="decoded mean E[x|z] at z = (" + ", ".join(f"{v:.2f}" for v in z[:8])
                              + (", …" if d > 8 else "") + ")")
 
 st.subheader("Export")
-frame = P.latents_table(mu, labels=labels, extra={"neg_elbo": scores["neg_elbo"], "recon": scores["recon"],
+frame = latents_table(mu, labels=labels, extra={"neg_elbo": scores["neg_elbo"], "recon": scores["recon"],
                                                   "kl": scores["kl"], "sq_error": scores["sq_error"]},
                         selected=np.array(selection, dtype=int))
 e1, e2 = st.columns(2)

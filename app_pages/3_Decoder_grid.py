@@ -1,18 +1,12 @@
 """Decoder grid: decoded lattices over two latent dimensions, interpolations, prior samples."""
-import sys
-from pathlib import Path
+import numpy as np
+import streamlit as st
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the project root, also when this page runs alone
+from vae_core import pictures, plots
+from vae_core.decoding import decode_lattice, interpolate, lattice_axis
+from vae_core.ui import cache, widgets
 
-import numpy as np  # noqa: E402
-import streamlit as st  # noqa: E402
-
-from vae_core import pictures, plots  # noqa: E402
-from vae_core import projection as P  # noqa: E402
-from vae_core import ui  # noqa: E402
-from vae_core.decoding import decode_lattice, lattice_axis  # noqa: E402
-
-ui.page_header(
+widgets.page_header(
     "Decoder grid",
     "Each cell is the decoder's mean image E[x|z] at one point of a lattice over two latent dimensions (Kingma & "
     "Welling 2014, fig. 4). With quantile spacing the cells sit at prior quantiles, so each holds equal prior "
@@ -22,13 +16,14 @@ ui.page_header(
     r"z_{ij}=\big(\Phi^{-1}(p_i),\,\Phi^{-1}(p_j)\big),\quad p\in[0.025,\,0.975]\qquad\text{cell}=\mathbb E[x\mid z_{ij}]",
 )
 
-am = ui.require_model(need_data=False)
+am = widgets.require_model(need_data=False)
 cfg = am.config
 d = cfg.latent_dim
 has_data = am.data is not None
 if not has_data:
-    st.warning(f"The test images are unavailable ({ui.plain(am.data_error)}); the density overlay, picked "
-               "references and interpolations are off.")
+    widgets.missing_data_panel(am)
+    st.caption("Until the test images are attached, the density overlay, reference images and interpolations are "
+               "off; the lattice and prior samples need only the decoder.")
 class_names = am.data.class_names if has_data and am.data.class_names else \
     [str(c) for c in range(max(cfg.n_classes, 1))]
 scale = pictures.display_scale(cfg.image_shape[1], 28)
@@ -62,7 +57,7 @@ with tab_grid:
                             key="dg_refkind", disabled=not has_data)
         if ref_kind != "origin" and has_data:
             ref_idx = st.number_input("reference test image #", 0, len(am.data.x_test) - 1, 0, key="dg_refidx")
-            reference = ui.test_scores(am.key, am)["mu"][int(ref_idx)]
+            reference = cache.test_scores(am.key, am)["mu"][int(ref_idx)]
     elif d == 1:
         st.info("This model has a 1-D latent: the grid's rows repeat.")
     per_class = False
@@ -74,12 +69,12 @@ with tab_grid:
         else:
             labels_to_draw = [st.selectbox("class", list(range(cfg.n_classes)), key="dg_class",
                                            format_func=lambda c: class_names[c] if c < len(class_names) else str(c))]
-    with ui.guard("decode the lattice"):
+    with widgets.guard("decode the lattice"):
         axis = lattice_axis(size, spacing, span, coverage)
         density = density_u = None
         if overlay and has_data:
-            density_u, density = ui.lattice_density(am.key, dims, tuple(axis.tolist()),
-                                                    ui.test_scores(am.key, am)["mu"])
+            density_u, density = cache.lattice_density(am.key, dims, tuple(axis.tolist()),
+                                                       cache.test_scores(am.key, am)["mu"])
         cols = st.columns(min(len(labels_to_draw), 2 if per_class else 1))
         for k, label in enumerate(labels_to_draw):
             images = decode_lattice(am.model, axis, axis, dims=dims, reference=reference, label=label)
@@ -110,18 +105,18 @@ with tab_interp:
         a = i1.number_input("from test image #", 0, n_test - 1, 0, key="dg_ia")
         b = i2.number_input("to test image #", 0, n_test - 1, min(1, n_test - 1), key="dg_ib")
         steps = i3.slider("steps", 3, 20, 10, key="dg_isteps")
-        with ui.guard("interpolate"):
-            mu = ui.test_scores(am.key, am)["mu"]
+        with widgets.guard("interpolate"):
+            mu = cache.test_scores(am.key, am)["mu"]
             label = int(am.data.y_test[int(a)]) if cfg.n_classes else None
-            ends, _ = ui.reconstruct(am, np.array([int(a), int(b)]))
+            ends, _ = cache.reconstruct(am, np.array([int(a), int(b)]))
             rows = []
             for method in ("linear", "spherical"):
-                path = P.interpolate(mu[int(a)], mu[int(b)], steps, method)
-                rows.append(ui.decode(am, path, label))
+                path = interpolate(mu[int(a)], mu[int(b)], steps, method)
+                rows.append(cache.decode(am, path, label))
             strip = pictures.tile(np.stack(rows))
-            ui.image(pictures.to_uint8(strip, pictures.display_scale(cfg.image_shape[1], 56)),
+            widgets.image(pictures.to_uint8(strip, pictures.display_scale(cfg.image_shape[1], 56)),
                      caption=f"top: linear, bottom: spherical — from #{int(a)} to #{int(b)}")
-            ui.image(pictures.to_uint8(pictures.tile(ends[None]), pictures.display_scale(cfg.image_shape[1], 56)),
+            widgets.image(pictures.to_uint8(pictures.tile(ends[None]), pictures.display_scale(cfg.image_shape[1], 56)),
                      caption="the two input images")
             st.download_button("PNG", pictures.png_bytes(strip, scale), file_name=f"{stem}-interpolation.png",
                                mime="image/png", on_click="ignore", icon=":material/download:", key="dg_interp_png")
@@ -136,9 +131,9 @@ with tab_samples:
     if cfg.n_classes:
         label = s3.selectbox("class", list(range(cfg.n_classes)), key="dg_sclass",
                              format_func=lambda c: class_names[c] if c < len(class_names) else str(c))
-    with ui.guard("sample from the prior"):
+    with widgets.guard("sample from the prior"):
         z = np.random.default_rng(int(seed)).standard_normal((count, d))
-        picture = pictures.tile(pictures.grid_of(ui.decode(am, z, label), per_row=10 if count >= 10 else count))
-        ui.image(pictures.to_uint8(picture, pictures.display_scale(cfg.image_shape[1], 48)), caption=f"{count} prior samples, seed {seed}")
+        picture = pictures.tile(pictures.grid_of(cache.decode(am, z, label), per_row=10 if count >= 10 else count))
+        widgets.image(pictures.to_uint8(picture, pictures.display_scale(cfg.image_shape[1], 48)), caption=f"{count} prior samples, seed {seed}")
         st.download_button("PNG", pictures.png_bytes(picture, scale), file_name=f"{stem}-samples.png", mime="image/png",
                            on_click="ignore", icon=":material/download:", key="dg_samples_png")

@@ -1,15 +1,11 @@
 """Overview: the active model in one picture (encoder map beside decoder map) and where each page goes next."""
-import sys
-from pathlib import Path
+import streamlit as st
+from streamlit.errors import StreamlitPageNotFoundError
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the project root, also when this page runs alone
+from vae_core.ui import cache, widgets
+from vae_core.ui.text import plain
 
-import streamlit as st  # noqa: E402
-from streamlit.errors import StreamlitPageNotFoundError  # noqa: E402
-
-from vae_core import ui  # noqa: E402
-
-ui.page_header(
+widgets.page_header(
     "VAE latent-space explorer",
     "A variational autoencoder compresses each image x into a Gaussian q(z|x) over a small latent space and "
     "learns a decoder p(x|z) that maps a latent code back to an image. The picture shows the active model from "
@@ -18,33 +14,41 @@ ui.page_header(
     r"\log p(x)\;\ge\;\mathrm{ELBO}(x)=\mathbb E_{q(z|x)}\big[\log p(x\mid z)\big]-\mathrm{KL}\big(q(z\mid x)\,\|\,p(z)\big)",
 )
 
-am = ui.require_model()
-with ui.guard("draw the overview"):
-    if am.config.latent_dim == 2 and am.config.n_classes:
+am = widgets.require_model(need_data=False)
+if am.data is None:
+    widgets.missing_data_panel(am)
+with widgets.guard("draw the overview"):
+    cfg = am.config
+    if am.data is None:
+        how = ("Without the test images only the decoder's side can be drawn: "
+               + ("its mean image at each cell of the prior's central square." if cfg.latent_dim == 2
+                  else "images decoded from codes drawn from the prior N(0, I)."))
+    elif cfg.latent_dim == 2 and cfg.n_classes:
         first = am.data.class_names[0] if am.data.class_names else "0"
         how = ("Left: each dot is a test image at its posterior mean, coloured by class. Right: the decoder's mean "
                f"image of class {first} at each cell of the same square: in a conditional model the label picks "
                "the class, so the latent code holds the style (slant, thickness, shape) shared by all classes.")
-    elif am.config.latent_dim == 2:
+    elif cfg.latent_dim == 2:
         how = ("Left: each dot is a test image at its posterior mean, coloured by class, over the prior's dotted "
                "1σ, 2σ, 3σ rings. Right: the decoder's mean image at each cell of the same square, so a class's "
                "cloud on the left decodes to that class on the right.")
     else:
-        how = (f"Left: the posterior means of the test images, projected from {am.config.latent_dim} dimensions "
+        how = (f"Left: the posterior means of the test images, projected from {cfg.latent_dim} dimensions "
                "on their two principal axes. Right: images decoded from codes drawn from the prior N(0, I).")
-    st.image(ui.overview_png(am.key, am), caption=f"{ui.plain(am.label)}, {len(am.data.x_test):,} test images. {how}")
+    count = "" if am.data is None else f", {len(am.data.x_test):,} test images"
+    st.image(cache.overview_png(am.key, am), caption=f"{plain(am.label)}{count}. {how}")
 
 st.subheader("Where to go next")
 NEXT = [
-    ("pages/2_Latent_space.py", "Latent space", ":material/scatter_plot:",
+    ("app_pages/2_Latent_space.py", "Latent space", ":material/scatter_plot:",
      "the same map, interactive: hover, select, click to decode, PCA and t-SNE for d > 2, CSV export"),
-    ("pages/3_Decoder_grid.py", "Decoder grid", ":material/grid_view:",
+    ("app_pages/3_Decoder_grid.py", "Decoder grid", ":material/grid_view:",
      "the decoded lattice with the data density over it, interpolations, prior samples"),
-    ("pages/4_Anomalies.py", "Anomalies", ":material/report:",
+    ("app_pages/4_Anomalies.py", "Anomalies", ":material/report:",
      "which images the model explains worst (−ELBO, IWAE), and a held-out-class ROC"),
-    ("pages/1_Train.py", "Train", ":material/model_training:",
+    ("app_pages/1_Train.py", "Train", ":material/model_training:",
      "train your own model with live curves (or the PyTorch tutorial's recipe)"),
-    ("pages/5_Collapse_lab.py", "Collapse lab", ":material/compress:",
+    ("app_pages/5_Collapse_lab.py", "Collapse lab", ":material/compress:",
      "β-VAE, free bits and KL warm-up side by side: posterior collapse and how to prevent it"),
 ]
 for path, title, icon, what in NEXT:

@@ -1,0 +1,190 @@
+"""Posterior-collapse lab: compare β-VAE, free bits and KL warm-up runs on the rate–distortion plane."""
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import streamlit as st
+
+from vae_core import pictures, plots, store
+from vae_core.data import BUILTIN
+from vae_core.jobs import format_duration
+from vae_core.lab_plots import run_label
+from vae_core.sweep import MANIFEST, SweepError, SweepSpec, parse_values, submit_sweep
+from vae_core.ui import cache, jobs, state, widgets
+from vae_core.ui.text import plain
+
+SHOWN = "lab_sweep"
+FORM = ("lab_dataset", "lab_latent", "lab_arch", "lab_epochs", "lab_betas", "lab_lams", "lab_warmups", "lab_ar",
+        "lab_ntrain", "lab_name")
+
+widgets.page_header(
+    "Posterior-collapse lab",
+    "Each run trains the same VAE with another objective. Rate R is how many nats the code carries about an "
+    "image (the KL), distortion D how badly the image is reconstructed; their sum is the −ELBO. When the "
+    "KL of a latent dimension falls to 0 its posterior equals the prior: the dimension has collapsed and "
+    "carries nothing. β > 1 pushes towards collapse; free bits (a floor λ on each dimension's batch-mean KL) and "
+    "warm-up resist it.",
+    r"-\mathrm{ELBO}=\underbrace{\mathbb E\,[-\log p(x|z)]}_{D}+\underbrace{\mathbb E\,\mathrm{KL}(q(z|x)\,\|\,p(z))}_{R}"
+    r"\qquad \mathcal L_{\beta,\lambda}=D+\beta\sum_j \max\big(\lambda,\ \overline{\mathrm{KL}_j}\big)",
+)
+state.restore_form("lab", FORM)
+state.restore_form("lab-shown", (SHOWN,))
+ws = store.Workspace()
+svc = jobs.service()
+me = state.browser_id()
+
+
+def sweep_options() -> dict[str, str]:
+    """{folder: label}: the sweeps shipped with the app and those run by users of this server."""
+    options = {str(p): f"shipped · {p.name}" for p in store.shipped_sweeps()}
+    options.update({str(p): f"saved · {p.name}" for p in ws.list_sweeps()})
+    return options
+
+
+# ---------------------------------------------------------------- run a new sweep
+with st.expander("Run a new sweep", expanded=not sweep_options()):
+    c1, c2, c3, c4 = st.columns(4)
+    avail = cache.builtin_available()
+    dataset = c1.selectbox("Dataset", [b for b in BUILTIN if avail.get(b)], key="lab_dataset",
+                           format_func=state.DATASET_LABELS.get)
+    latent = c2.number_input("Latent size d", 1, 64, 16, key="lab_latent")
+    arch = c3.selectbox("Encoder", ["mlp", "conv"], key="lab_arch", format_func=str.upper)
+    epochs = c4.number_input("Epochs per run", 1, 200, 20, key="lab_epochs")
+    c5, c6, c7 = st.columns(3)
+    betas = c5.text_input("β values", "0.5, 1, 4", key="lab_betas", help="Comma-separated; every combination runs.")
+    lams = c6.text_input("Free bits λ (nats per dimension)", "0, 0.5", key="lab_lams",
+                         help="A floor on each latent dimension's batch-mean KL (Kingma et al. 2016).")
+    warmups = c7.text_input("Warm-up lengths (epochs)", "0", key="lab_warmups",
+                            help="The KL weight grows linearly from 0 to β over this many epochs.")
+    c8, c9, c10 = st.columns(3)
+    autoregressive = c8.checkbox("Autoregressive decoder (PixelCNN)", key="lab_ar",
+                                 help="A decoder strong enough to model images without z: the classic setting in "
+                                      "which the KL collapses even at β = 1. Slow on a CPU: use a subset.")
+    n_train = c9.number_input("Training images (0 = all)", 0, 100_000, 0, step=1000, key="lab_ntrain")
+    name = c10.text_input("Sweep name", "my-sweep", key="lab_name")
+    state.remember_form("lab", FORM)
+    new = None
+    with widgets.guard("prepare the sweep"):
+        new = SweepSpec(dataset=dataset, latent_dim=int(latent), architecture=arch, epochs=int(epochs),
+                        betas=parse_values(betas, "β"), free_bits=parse_values(lams, "free bits", high=100),
+                        warmups=parse_values(warmups, "warm-up", high=10_000), autoregressive=autoregressive,
+                        n_train=int(n_train), n_test=2000 if autoregressive else 0, iwae_k=50)
+        new_folder = ws.sweep_path(name)
+        image_shape = cache.dataset(new.data_ref()).image_shape
+        one = cache.run_estimate(new.run_specs(image_shape)[0][1])
+        n_runs = len(new.settings())
+        st.caption(f"{n_runs} runs of about {format_duration(one.seconds)} each: about "
+                   f"**{format_duration(n_runs * one.seconds)}** in all on this machine ({one.probe_note}, plus the "
+                   f"end-of-run evaluation with IWAE k = {new.iwae_k}). Runs already in a folder of this name with "
+                   "the same settings are reused.")
+    if st.button("Run sweep", type="primary", key="lab_run", disabled=new is None) and new is not None:
+        with widgets.guard("start the sweep"):
+            queued = submit_sweep(svc, new, new_folder, image_shape, owner=me)
+            st.session_state[SHOWN] = str(new_folder)
+            if not queued:
+                st.success(f"Every run of this sweep is already in {plain(new_folder.name)}: nothing to train.")
+
+# ---------------------------------------------------------------- sweeps in progress
+going: dict[str, list] = {}
+for run in svc.runs(owner=me):
+    if run.group is not None:
+        going.setdefault(run.group, []).append(run)
+for group, runs in going.items():
+    if not all(r.done for r in runs):
+        jobs.watch_sweep(Path(group).name, runs[::-1], svc)
+
+# ---------------------------------------------------------------- pick a sweep
+folders = sweep_options()
+if not folders:
+    st.info("No sweep yet: run one above (the estimate says how long it takes here).")
+    st.stop()
+if st.session_state.get(SHOWN) not in folders:
+    st.session_state[SHOWN] = next(iter(folders))
+chosen = st.selectbox("Sweep", list(folders), key=SHOWN, format_func=folders.get)
+state.remember_form("lab-shown", (SHOWN,))
+try:
+    manifest_mtime = (Path(chosen) / MANIFEST).stat().st_mtime_ns
+    spec, runs = cache.sweep(chosen, manifest_mtime)
+except (SweepError, OSError) as err:
+    st.error(f"This sweep cannot be read: {plain(err)}. Run it again or pick another one.")
+    st.stop()
+if not runs:
+    st.warning("This sweep has no finished run yet: they appear here one by one as they finish.")
+    st.stop()
+evals = [r.evaluation for r in runs]
+rd_figure, heat_figure = cache.sweep_figures(chosen, manifest_mtime, evals)
+st.caption(f"{plain(spec.dataset)} · d = {spec.latent_dim} · {spec.architecture.upper()} encoder · "
+           f"{'PixelCNN' if spec.autoregressive else spec.architecture.upper()} decoder · {spec.epochs} epochs · "
+           f"{len(runs)} of {len(spec.settings())} runs finished"
+           + (f" · first {spec.n_train:,} training images" if spec.n_train else ""))
+
+# ---------------------------------------------------------------- rate–distortion plane and the table
+left, right = st.columns([3, 2])
+with left:
+    st.subheader("Rate–distortion plane")
+    st.plotly_chart(rd_figure, width="stretch", key="lab_rd")
+    st.caption("Dotted diagonals: equal −ELBO = R + D (Alemi et al. 2018). Points at R ≈ 0 have collapsed: "
+               "the decoder ignores z.")
+with right:
+    st.subheader("Runs")
+    table = pd.DataFrame([{
+        "β": e["beta"], "λ": e["free_bits"], "warm-up": e["warmup"], "rate R": e["rate"],
+        "distortion D": e["distortion"], "−ELBO": e["test_elbo"], "active units": e["active_units"],
+        "I(x;z)": e["mutual_info"], f"IWAE NLL (k={e.get('iwae_k', '?')})": e["iwae_nll"]} for e in evals])
+    st.dataframe(table, hide_index=True, width="stretch",
+                 column_config={c: st.column_config.NumberColumn(format="%.2f")
+                                for c in table.columns if c not in ("active units",)})
+    n_test = runs[0].checkpoint.dataset.get("n_test") or 0
+    st.caption(f"Nats per test image. Active units: Cov_x(E_q[z_u|x]) > 0.01 (Burda et al. 2015). "
+               f"I(x;z): mutual information under q (He et al. 2019), at most log N = {np.log(max(n_test, 1)):.2f}. "
+               "IWAE NLL: the tighter importance-weighted bound on −log p(x).")
+    st.download_button("Download the table (CSV)", table.to_csv(index=False).encode(), "sweep.csv", "text/csv",
+                       on_click="ignore", key="lab_csv")
+
+# ---------------------------------------------------------------- KL per dimension
+st.subheader("KL per latent dimension")
+h1, h2 = st.columns(2)
+with h1:
+    st.plotly_chart(heat_figure, width="stretch", key="lab_heat")
+    st.caption("One row per run, one column per latent dimension: dark cells are collapsed dimensions.")
+with h2:
+    pick = st.selectbox("Run", list(range(len(runs))), key="lab_timeline_run",
+                        format_func=lambda i: run_label(evals[i]))
+    hist = runs[pick].checkpoint.history
+    if hist:
+        st.plotly_chart(cache.kl_timeline(str(runs[pick].path), manifest_mtime, hist, evals[pick]["free_bits"]),
+                        width="stretch", key="lab_time")
+        st.caption("Each dimension's test KL after every epoch: collapse as it happens.")
+
+# ---------------------------------------------------------------- side by side
+st.subheader("Side by side")
+try:
+    data = cache.dataset(store.DataRef(spec.dataset, spec.dataset_hash, n_test=spec.n_test))
+except Exception as err:  # noqa: BLE001
+    st.warning(f"The test images of {plain(spec.dataset)} are not available ({plain(err)}).")
+    st.stop()
+n_show = 8
+st.caption(f"For each run: {n_show} test images (top) over their reconstructions (bottom), and {n_show} samples "
+           "from the prior decoded. A collapsed model reconstructs every image as the same blur.")
+scale = pictures.display_scale(data.image_shape[1], 28)
+for run in runs:
+    mtime = run.path.stat().st_mtime_ns if run.path.exists() else 0
+    recon, samples = cache.run_pictures(str(run.path), mtime, run.checkpoint.model, data.x_test, n_show, scale)
+    c_lab, c_rec, c_smp = st.columns([1, 2, 2])
+    ev = run.evaluation
+    c_lab.markdown(f"**{run_label(ev)}**  \nR = {ev['rate']:.2f}, AU = {ev['active_units']}")
+    with c_rec:
+        widgets.image(recon)
+    with c_smp:
+        widgets.image(samples)
+
+if spec.latent_dim == 2:
+    st.subheader("Latent space of each run")
+    cols = st.columns(min(3, len(runs)))
+    y = None if data.y_test is None else data.y_test.cpu().numpy()
+    for i, run in enumerate(runs):
+        mtime = run.path.stat().st_mtime_ns if run.path.exists() else 0
+        mu = cache.run_means(str(run.path), mtime, run.checkpoint.model, data.x_test)
+        fig = plots.latent_scatter(mu, np.arange(len(mu)), color=y, categorical=y is not None, labels=y,
+                                   class_names=data.class_names, title=run_label(run.evaluation), height=360)
+        cols[i % len(cols)].plotly_chart(fig, width="stretch", key=f"lab_scatter_{i}")

@@ -1,0 +1,137 @@
+"""Helpers for the AppTest suites: opening pages and the shell, reading what the user sees, and following work
+that runs in the background (runs and jobs) until the page shows its end — by polling the app's own state."""
+from __future__ import annotations
+
+import io
+import json
+import re
+import time
+from pathlib import Path
+
+import numpy as np
+from streamlit.testing.v1 import AppTest
+
+from vae_core.runs import default_service
+from vae_core.ui import state
+
+ROOT = Path(__file__).resolve().parent.parent
+SHIPPED_DIGITS = ROOT / "checkpoints" / "digits-2d.safetensors"
+DIGITS = "shipped:digits-2d"
+TIMEOUT = 120
+N_TEST = 359  # digits test images (20 % of 1,797)
+
+
+def shell(**query) -> AppTest:
+    """The whole app (navigation and sidebar), opened at an address with these query parameters."""
+    at = AppTest.from_file(str(ROOT / "streamlit_app.py"), default_timeout=TIMEOUT)
+    for k, v in query.items():
+        at.query_params[k] = v
+    return at
+
+
+def page(name: str, model: str | None = DIGITS) -> AppTest:
+    """One page run alone (as AppTest does), with `model` active."""
+    at = AppTest.from_file(str(ROOT / name), default_timeout=TIMEOUT)
+    if model:
+        at.session_state[state.SELECT_KEY] = model
+    return at
+
+
+def unescape(text: str) -> str:
+    """What a user reads: the Markdown text with the backslash escapes of ui.text.plain removed."""
+    return re.sub(r"\\(.)", r"\1", text)
+
+
+def messages(at, kinds=("error", "warning", "info", "success")) -> list[str]:
+    return [unescape(str(e.value)) for kind in kinds for e in getattr(at, kind)]
+
+
+def texts(at) -> str:
+    parts = [e.value for e in at.markdown] + [e.value for e in at.caption] + messages(at)
+    return "\n".join(unescape(str(p)) for p in parts)
+
+
+def scatter_points(at_or_chart) -> int:
+    chart = at_or_chart.get("plotly_chart")[0] if hasattr(at_or_chart, "get") else at_or_chart
+    spec = json.loads(chart.proto.spec)
+    traces = [t for t in spec["data"] if t["type"] == "scattergl"]
+    assert len(traces) == 1 and traces[0]["hovertemplate"].startswith("index %{customdata}")
+    return len(traces[0]["text"])
+
+
+def progress_texts(at) -> list[str]:
+    return [p.proto.text for p in at.get("progress")]
+
+
+def settle(at, timeout: float = TIMEOUT) -> AppTest:
+    """Rerun the page until no progress bar is left on it: every run or job it shows has ended and the page
+    shows the outcome. Polls the app's state (what the page renders), never sleeps a fixed time blindly."""
+    deadline = time.monotonic() + timeout
+    while True:
+        at.run()
+        if at.exception or not at.get("progress"):
+            return at
+        if time.monotonic() > deadline:
+            raise AssertionError(f"still working after {timeout} s: {progress_texts(at)}")
+        time.sleep(0.1)
+
+
+def rerun_until(at, condition, timeout: float = TIMEOUT) -> AppTest:
+    """Rerun the page until `condition(at)` holds (the app reached a state), polling every 0.1 s."""
+    deadline = time.monotonic() + timeout
+    while not condition(at.run()):
+        if time.monotonic() > deadline:
+            raise AssertionError(f"the app did not reach the expected state within {timeout} s")
+        time.sleep(0.1)
+    return at
+
+
+def current_run(at):
+    """The run the Train page shows."""
+    return default_service().get(at.session_state["tr_run"])
+
+
+def train_quick(at, epochs: int = 1, seed: int = 0, lr: float | None = None, wait: bool = True) -> AppTest:
+    """On the Train page: the quick recipe (MLP 64, d = 2), `epochs` epochs, press Train (and wait for the end)."""
+    at.selectbox(key="tr_recipe").set_value("quick").run()
+    at.number_input(key="tr_epochs").set_value(epochs)
+    at.number_input(key="tr_seed").set_value(seed)
+    if lr is not None:
+        at.number_input(key="tr_lr").set_value(lr)
+    at.button(key="tr_train").click().run()
+    return settle(at) if wait else at
+
+
+def save_as(at, name: str, overwrite: bool = False) -> AppTest:
+    next(t for t in at.text_input if t.label == "Name").set_value(name)
+    at.checkbox(key="tr_save_overwrite").set_value(overwrite)
+    return at.button(key="tr_save").click().run()
+
+
+def model_options(at) -> list[str]:
+    """The sidebar's model list as the user sees it (labels such as 'shipped · digits-2d')."""
+    box = at.sidebar.selectbox(key=state.SELECT_KEY)
+    return [unescape(o) for o in box.options]
+
+
+def npz_bytes(**arrays) -> bytes:
+    buf = io.BytesIO()
+    np.savez_compressed(buf, **arrays)
+    return buf.getvalue()
+
+
+def npy_bytes(array) -> bytes:
+    buf = io.BytesIO()
+    np.save(buf, array)
+    return buf.getvalue()
+
+
+def good_npz(n: int = 40, side: int = 8, seed: int = 0) -> bytes:
+    rng = np.random.default_rng(seed)
+    return npz_bytes(x=rng.integers(0, 256, (n, side, side), dtype=np.uint8), y=np.arange(n) % 3)
+
+
+def upload_data(at, name: str, blob: bytes) -> AppTest:
+    """Choose 'upload a file' on the Train page and upload `blob` as `name`."""
+    at.selectbox(key="tr_dataset").set_value("upload").run()
+    return at.file_uploader(key="tr_upload").set_value((name, blob, "application/octet-stream")).run()

@@ -1,0 +1,152 @@
+"""Observing background work from a page. Work never runs in a page's script: training runs go to the run
+service (`runs.default_service()`), slow evaluations (t-SNE, IWAE) to a job board with its own small pool.
+A page shows a job through `follow`: finished → its result; still going → a progress bar with the elapsed time,
+the time left and a Cancel button, redrawn every second by a fragment that reruns the page once the job ends.
+"""
+from __future__ import annotations
+
+import numpy as np
+import streamlit as st
+
+from .. import pictures, plots
+from ..executors import LocalExecutor
+from ..jobs import CANCELLED, FAILED, QUEUED, Job, JobBoard, format_duration, progress_text
+from ..metrics import iwae_nll
+from ..projection import subsample, tsne
+from ..runs import Run, RunService, default_service
+
+POLL_SECONDS = 1.0
+
+
+def service() -> RunService:
+    return default_service()
+
+
+@st.cache_resource(show_spinner=False)
+def board() -> JobBoard:
+    """Keyed evaluation jobs (t-SNE maps, IWAE scores) for the whole server, one at a time, the 32 most
+    recently used results kept."""
+    return JobBoard(LocalExecutor(1, name="vae-eval"), keep=32)
+
+
+def _bar(job: Job, label: str) -> None:
+    if job.status == QUEUED:
+        st.progress(0.0, text=f"{label} — {progress_text(job)}")
+    else:
+        detail = f" · {job.message}" if job.message else ""
+        st.progress(job.fraction, text=f"{label}{detail} — {progress_text(job)}")
+
+
+@st.fragment(run_every=POLL_SECONDS)
+def _watch(job: Job, label: str, cancel_label: str) -> None:
+    if job.done:
+        st.rerun()
+    c1, c2 = st.columns([6, 1], vertical_alignment="bottom")
+    with c1:
+        _bar(job, label)
+    c2.button(cancel_label, key=f"cancel_{job.id}", on_click=job.cancel, icon=":material/close:")
+
+
+def follow(job: Job, label: str, cancel_label: str = "Cancel"):
+    """The job's result once it is done; until then a live progress bar with a Cancel button, and None.
+    A failed job shows its error and a cancelled one says so (None); asking again starts it afresh."""
+    if job.status == FAILED:
+        st.error(f"{label} failed: {job.error}")
+        return None
+    if job.status == CANCELLED:
+        st.info(f"{label} was cancelled.")
+        return None
+    if job.done:
+        return job.result
+    _watch(job, label, cancel_label)
+    return None
+
+
+def tsne_job(model_key: str, mu: np.ndarray, max_points: int, perplexity: float, seed: int = 0) -> Job:
+    """The t-SNE map of at most `max_points` seeded rows of `mu`: a job whose result is (row ids, coords)."""
+    ids = subsample(len(mu), max_points, seed)
+
+    def work(job: Job):
+        return ids, tsne(mu[ids], perplexity=perplexity, seed=seed, progress=job.report)
+
+    return board().submit(("tsne", model_key, max_points, perplexity, seed), work, f"t-SNE of {len(ids):,} points")
+
+
+def iwae_job(model_key: str, am, k: int, expected_seconds: float | None = None) -> Job:
+    """Per-image IWAE NLL of the active model's test set with k importance samples, as a job."""
+    def work(job: Job):
+        return iwae_nll(am.model, am.data.x_test, am.labels_for_model, k=k, batch_size=100, progress=job.report)
+
+    return board().submit(("iwae", model_key, k), work, f"IWAE NLL with k = {k} on {len(am.data.x_test):,} test images",
+                          expected_seconds=expected_seconds)
+
+
+def iwae_started(model_key: str, k: int) -> Job | None:
+    """The IWAE job for this model and k if one was asked for (running or kept), else None."""
+    return board().get(("iwae", model_key, k))
+
+
+# ---------------------------------------------------------------- a training run, live
+
+def _run_status(run: Run, svc: RunService) -> None:
+    if run.status == QUEUED:
+        place = svc.position(run)
+        running, queued = svc.load()
+        where = "starting" if place is None else "next in line" if place == 1 else f"number {place} in line"
+        st.progress(0.0, text=f"queued: {where} ({running} running, {queued} waiting) — it starts when a worker "
+                              "is free")
+        return
+    _bar(run, "training" if run.fraction < 0.9 or not run.spec.lab_metrics else "evaluating")
+
+
+def run_live(run: Run, svc: RunService, show_preview: bool = True) -> None:
+    """The body of a run's panel: progress while it goes, the latest curves and the decoder preview."""
+    if not run.done:
+        _run_status(run, svc)
+    hist = run.history
+    if hist:
+        left, right = st.columns([3, 2])
+        with left:
+            st.plotly_chart(plots.loss_curves(hist), key=f"run_curves_{run.id}")
+        preview = run.preview
+        if show_preview and preview is not None:
+            scale = pictures.display_scale(preview.shape[-1], 28)
+            right.image(pictures.to_uint8(pictures.tile(preview), scale), output_format="PNG",
+                        caption=f"decoder over z0, z1 after epoch {hist[-1]['epoch']} (prior quantiles)")
+
+
+@st.fragment(run_every=POLL_SECONDS)
+def watch_run(run: Run, svc: RunService, stop_label: str = "Stop (keep the last complete epoch)") -> None:
+    """A live panel of `run` that redraws every second and reruns the page once the run has ended."""
+    if run.done:
+        st.rerun()
+    st.button(stop_label, key=f"stop_{run.id}", on_click=svc.stop, args=(run,), icon=":material/stop:")
+    run_live(run, svc)
+
+
+@st.fragment(run_every=POLL_SECONDS)
+def watch_sweep(name: str, runs: list[Run], svc: RunService) -> None:
+    """A live panel of a sweep's queued runs: how many are done, the current one, the time left for all of them
+    (the current run's own estimate plus the measured mean run time for those still waiting), and Stop."""
+    if all(r.done for r in runs):
+        st.rerun()
+    done = [r for r in runs if r.done]
+    current = next((r for r in runs if r.status == "running"), None)
+    waiting = [r for r in runs if r.status == "queued"]
+    per_run = (sum(r.elapsed for r in done) / len(done)) if done else None
+    if current is not None and per_run is None and current.eta() is not None:
+        per_run = current.elapsed + current.eta()
+    left = None
+    if per_run is not None:
+        left = ((current.eta() or 0.0) if current else 0.0) + per_run * len(waiting)
+    fraction = (len(done) + (current.fraction if current else 0.0)) / len(runs)
+    elapsed = sum(r.elapsed for r in runs)
+    text = f"sweep {name}: {len(done)} of {len(runs)} runs done · elapsed {format_duration(elapsed)}"
+    if left is not None:
+        text += f" · about {format_duration(left)} left"
+    c1, c2 = st.columns([6, 1], vertical_alignment="bottom")
+    c1.progress(fraction, text=text)
+    c2.button("Stop the sweep", key=f"stop_sweep_{name}", icon=":material/stop:",
+              on_click=lambda: [svc.stop(r) for r in runs if not r.done])
+    if current is not None:
+        _bar(current, f"now {current.label}")

@@ -1,0 +1,214 @@
+"""Shared pieces of the pages: the error guard, page headers, images, uploads, the sidebar with the active
+model (kept in step with the address's `?model=`), and the panel that asks for a model's missing data."""
+from __future__ import annotations
+
+import contextlib
+import hashlib
+from pathlib import Path
+
+import streamlit as st
+
+from .. import checkpoint as ckpt_io
+from .. import store
+from ..config import ConfigError
+from ..data import DataError, load_array_file
+from . import cache, state
+from .jobs import service
+from .text import plain
+
+MAX_PARAMETERS = 100_000_000  # weights of a model trained from the browser (400 MB, ×4 with gradients and Adam)
+
+
+@contextlib.contextmanager
+def guard(what: str):
+    """Turn any error inside the block into an st.error that says what failed and what to do. Streamlit's
+    own control flow (rerun/stop) derives from BaseException and passes through."""
+    try:
+        yield
+    except (DataError, ckpt_io.CheckpointError, ConfigError) as err:
+        st.error(f"Could not {what}: {plain(err)}")
+    except ValueError as err:
+        st.error(f"Could not {what}: {plain(err)}. Change the settings above and try again.")
+    except MemoryError:
+        st.error(f"Could not {what}: out of memory. Use fewer points, a smaller grid or a smaller model.")
+    except Exception as err:  # noqa: BLE001 — the page must never show a traceback
+        st.error(f"Could not {what} ({type(err).__name__}: {plain(err)}). Reload the page; if it happens again, "
+                 "pick another model in the sidebar or retrain it.")
+
+
+def page_header(title: str, caption: str, formula: str | None = None) -> None:
+    st.title(title)
+    st.caption(caption)
+    if formula:
+        st.latex(formula)
+
+
+def image(picture, caption: str | None = None, **kwargs):
+    """st.image as lossless PNG (JPEG smears small pixel images)."""
+    return st.image(picture, caption=caption, output_format="PNG", **kwargs)
+
+
+def file_upload(container, label: str, key: str, **kwargs):
+    """`container.file_uploader` without `type=`: with it, Streamlit re-checks the extension on the server and,
+    for a file that got past the browser's filter (a crafted request; AppTest), raises from inside its widget
+    machinery before any of our code runs — a traceback instead of a message. The label names the accepted
+    types; the library checks every file's name and content and says what is wrong."""
+    return container.file_uploader(label, key=key, **kwargs)
+
+
+# ---------------------------------------------------------------- the active model
+
+def require_model(need_data: bool = True) -> state.ActiveModel:
+    """The active model, or a message and st.stop() when there is none. With `need_data`, a model whose test
+    images are missing gets the missing-data panel (message and uploader) instead of the page."""
+    try:
+        am = state.active()
+    except ckpt_io.CheckpointError as err:
+        st.error(f"The selected model cannot be loaded: {plain(err)}. Pick another one in the sidebar.")
+        st.stop()
+    if am is None:
+        st.error("No model yet: train one on the **Train** page or upload a .safetensors file in the sidebar.")
+        st.stop()
+    if need_data and am.data is None:
+        missing_data_panel(am)
+        st.stop()
+    return am
+
+
+def missing_data_panel(am: state.ActiveModel) -> None:
+    """Why this model's test images are not here, and (for a user's file) an uploader that attaches them: the
+    upload is checked against the content hash the model recorded, then stored in the workspace."""
+    miss = am.missing
+    st.warning(miss.message, icon=":material/image_not_supported:")
+    if not miss.can_attach:
+        return
+    up = file_upload(st, f"Upload {miss.file_name} (.npz, .npy or .csv)", f"attach_{am.key}")
+    if up is None:
+        return
+    try:
+        arrays = load_array_file(up.getvalue(), up.name)
+        digest = store.content_hash(arrays)
+        if miss.hash is not None and digest != miss.hash:
+            st.error(f"{plain(up.name)} holds other images than the ones this model was trained on (content hash "
+                     f"{digest[:12]}…, the model expects {miss.hash[:12]}…). Upload the original file.")
+            return
+        store.Workspace().put_dataset(arrays, miss.file_name if miss.hash else up.name)
+    except DataError as err:
+        st.error(f"{plain(up.name)} cannot be used: {plain(err)}")
+        return
+    if miss.hash is None:  # a checkpoint from before the workspace: remember the match for this session
+        st.session_state.setdefault(state.LEGACY_DATA_KEY, {})[am.key] = digest
+    st.rerun()
+
+
+# ---------------------------------------------------------------- the sidebar
+
+def _fmt(v) -> str:
+    try:
+        return f"{float(v):.2f}"
+    except (TypeError, ValueError):
+        return "—"
+
+
+UPLOAD_KEY = "vae_model_upload"
+UPLOAD_ERROR_KEY = "vae_upload_error"
+
+
+def _handle_upload() -> None:
+    file = st.session_state.get(UPLOAD_KEY)
+    if file is None:
+        return
+    if Path(file.name).suffix.lower() != ckpt_io.SUFFIX:
+        st.session_state[UPLOAD_ERROR_KEY] = (f"{file.name} cannot be used: only {ckpt_io.SUFFIX} checkpoints are "
+                                              "read (never pickles such as .pt, .pth or .ckpt).")
+        return
+    blob = file.getvalue()
+    digest = hashlib.sha256(blob).hexdigest()[:16]
+    mid = f"uploaded:{digest}"
+    if mid not in state.uploaded_models():
+        try:
+            ckpt = ckpt_io.from_bytes(blob, file.name, device=cache.device())
+        except ckpt_io.CheckpointError as err:
+            st.session_state[UPLOAD_ERROR_KEY] = f"{file.name} cannot be used: {err}."
+            return
+        state.uploaded_models()[mid] = state.UploadedModel(label=Path(file.name).stem, ckpt=ckpt, digest=digest)
+    st.session_state.pop(UPLOAD_ERROR_KEY, None)
+    st.session_state[state.SELECT_KEY] = mid  # the upload callback runs before the selectbox is drawn
+
+
+def _on_select() -> None:
+    st.session_state.pop(state.URL_ERROR_KEY, None)
+
+
+def sidebar() -> state.ActiveModel | None:
+    """The shell's sidebar: model selector (and the address naming it), upload, the active model's facts,
+    this browser's runs, device, download."""
+    state.apply_url()
+    pending = st.session_state.pop(state.PENDING_KEY, None)
+    options = state.model_options()
+    if pending in options:
+        st.session_state[state.SELECT_KEY] = pending
+    if st.session_state.get(state.SELECT_KEY) not in options:
+        st.session_state[state.SELECT_KEY] = state.default_model_id()
+    sb = st.sidebar
+    sb.markdown("### Active model")
+    if st.session_state.get(state.URL_ERROR_KEY):
+        sb.warning(st.session_state[state.URL_ERROR_KEY])
+    if options:
+        sb.selectbox("Model", list(options), format_func=lambda m: options.get(m, m), key=state.SELECT_KEY,
+                     on_change=_on_select,
+                     help="shipped: comes with the app · saved: saved by a user of this server (everyone sees them) "
+                          "· run: trained from this browser · uploaded: from your computer, this session only.")
+    file_upload(sb, "Upload a model (.safetensors)", UPLOAD_KEY, on_change=_handle_upload,
+                help="A checkpoint saved by this app or `python -m vae_core train`. Only weights and JSON are "
+                     "read (no pickle).")
+    if st.session_state.get(UPLOAD_ERROR_KEY):
+        sb.error(plain(st.session_state[UPLOAD_ERROR_KEY]) + " Upload a .safetensors file written by this app.")
+    try:
+        am = state.active()
+    except ckpt_io.CheckpointError as err:
+        sb.error(f"This model cannot be loaded: {plain(err)}. Pick another one.")
+        return None
+    state.write_url(am.id if am else None)
+    if am is None:
+        sb.info("No model yet: train one on the Train page or upload one.")
+        sb.caption(f"Device: `{cache.device()}`")
+        return None
+    _model_facts(sb, am)
+    _my_runs(sb)
+    sb.caption(f"Device: `{cache.device()}`")
+    try:
+        blob = cache.checkpoint_bytes(am.key, am.ckpt)
+        name = ckpt_io.safe_name(am.name or am.label)
+        sb.download_button("Download this model", blob, file_name=f"{name}{ckpt_io.SUFFIX}", icon=":material/download:",
+                           mime="application/octet-stream", on_click="ignore", key="vae_download_model")
+    except ckpt_io.CheckpointError as err:
+        sb.caption(f"Download unavailable: {plain(err)}")
+    return am
+
+
+def _model_facts(sb, am: state.ActiveModel) -> None:
+    cfg = am.config
+    data_note = "" if am.data is not None else " (test images not attached)"
+    sb.markdown(f"**Dataset:** {plain(am.dataset_name)}{data_note}  \n"
+                f"**Latent size:** {cfg.latent_dim} · {cfg.architecture.upper()} · {cfg.likelihood}"
+                + (f" · CVAE ({cfg.n_classes} classes)" if cfg.n_classes else ""))
+    if am.ckpt.history:
+        last = am.ckpt.history[-1]
+        sb.markdown(f"**Test set after epoch {last.get('epoch', '?')}** (nats per image)\n\n"
+                    f"| −ELBO | reconstruction | KL |\n|---:|---:|---:|\n"
+                    f"| {_fmt(last.get('test_elbo'))} | {_fmt(last.get('test_recon'))} | {_fmt(last.get('test_kl'))} |")
+        if "active_units" in last:
+            sb.caption(f"Active latent units: {last['active_units']} of {cfg.latent_dim}")
+    else:
+        sb.caption("No training history recorded.")
+    if am.name:
+        sb.caption(f"Link to this view: the address ends in `?model={plain(am.name)}`, which opens this model on "
+                   "any page, in any browser that reaches this server.")
+
+
+def _my_runs(sb) -> None:
+    going = [r for r in service().runs(owner=state.browser_id()) if not r.done]
+    if going:
+        sb.caption(f"Your runs: {sum(r.status == 'running' for r in going)} training, "
+                   f"{sum(r.status == 'queued' for r in going)} queued — follow them on the Train page.")

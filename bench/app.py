@@ -19,20 +19,20 @@ from pathlib import Path
 
 from streamlit.testing.v1 import AppTest
 
-from vae_core import ui
+from vae_core.ui import state
 
 from .common import emit, log, parser
 
 ROOT = Path(__file__).resolve().parent.parent
-PAGES = {"shell (overview)": "streamlit_app.py", "overview": "pages/0_Overview.py", "train": "pages/1_Train.py",
-         "latent space": "pages/2_Latent_space.py", "decoder grid": "pages/3_Decoder_grid.py",
-         "anomalies": "pages/4_Anomalies.py", "collapse lab": "pages/5_Collapse_lab.py"}
-MODEL = "file:fashion-mnist-2d.safetensors"
+PAGES = {"shell (overview)": "streamlit_app.py", "overview": "app_pages/0_Overview.py", "train": "app_pages/1_Train.py",
+         "latent space": "app_pages/2_Latent_space.py", "decoder grid": "app_pages/3_Decoder_grid.py",
+         "anomalies": "app_pages/4_Anomalies.py", "collapse lab": "app_pages/5_Collapse_lab.py"}
+MODEL = "shipped:fashion-mnist-2d"
 
 
-def timed_runs(path: str, state: dict, reruns: int = 10) -> dict:
+def timed_runs(path: str, session: dict, reruns: int = 10) -> dict:
     at = AppTest.from_file(str(ROOT / path), default_timeout=300)
-    for k, v in state.items():
+    for k, v in session.items():
         at.session_state[k] = v
     t0 = time.perf_counter()
     at.run()
@@ -123,7 +123,7 @@ def main() -> None:
     p = parser(__doc__)
     p.add_argument("--no-browser", action="store_true")
     args = p.parse_args()
-    state = {ui.SELECT_KEY: MODEL}
+    session = {state.SELECT_KEY: MODEL}
     log("cold start: loading the model and Fashion-MNIST, encoding 10,000 test images …")
     t0 = time.perf_counter()
     AppTest.from_file(str(ROOT / "streamlit_app.py"), default_timeout=300).run()
@@ -131,11 +131,11 @@ def main() -> None:
     pages = {}
     for name, path in PAGES.items():
         log(f"page {name} …")
-        pages[name] = timed_runs(path, state)
+        pages[name] = timed_runs(path, session)
     latent = {}
     for n in (1000, 5000, 10000):
         log(f"latent page with {n} points …")
-        latent[str(n)] = timed_runs(PAGES["latent space"], {**state, "ls_points": n})
+        latent[str(n)] = timed_runs(PAGES["latent space"], {**session, "ls_points": n})
     out = {"model": MODEL, "cold_start_s": round(cold, 3), "pages": pages, "latent_points": latent,
            "worst_rerun_median_s": max(v["rerun_median_s"] for v in pages.values())}
     if not args.no_browser:

@@ -3,12 +3,14 @@
     python -m bench.train_speed [--json] [--quick] [--rounds N]
 
 The machine is shared and its matmul rate moves by ±15 % within minutes, so the measurements are interleaved:
-each round times the 2048² matmul peak, then one epoch of each loop. A ratio is taken within its round, and
+each round times the 2048² matmul peak, then one epoch of each loop (ours also as a run of the run service, in
+a worker thread, as the app trains: `run_service_vs_inline`). A ratio is taken within its round, and
 the printed figure is the median over rounds. `ratio_to_best_floor` is the stricter figure: the median epoch
 against the floor of the highest peak seen in any round.
 """
 from __future__ import annotations
 
+import tempfile
 from statistics import median
 from typing import Callable
 
@@ -16,7 +18,10 @@ import torch
 
 from vae_core.config import ModelConfig, ObjectiveConfig, TrainConfig, tutorial_preset
 from vae_core.data import Dataset, load_dataset
+from vae_core.executors import LocalExecutor
 from vae_core.model import VAE
+from vae_core.runs import RunService, RunSpec
+from vae_core.store import DataRef, Workspace
 from vae_core.train import fit
 
 from .common import emit, gemm_gflops, log, matmul_peak, parser, train_flops_per_image
@@ -30,6 +35,18 @@ def our_epoch(cfg: ModelConfig, data: Dataset, train: TrainConfig = TrainConfig(
     model = VAE(cfg)
     one = TrainConfig(epochs=1, lr=train.lr, batch_size=train.batch_size)
     return lambda: fit(model, data, ObjectiveConfig(), one).history[0]["seconds"]
+
+
+def service_epoch(service: RunService) -> Callable[[], float]:
+    """One epoch of the default model as a run of the run service (a worker thread, as the app trains): returns
+    its training seconds, comparable with `our_epoch`."""
+    spec = RunSpec(data=DataRef("fashion-mnist"), model=ModelConfig(), train=TrainConfig(epochs=1))
+
+    def one() -> float:
+        run = service.submit(spec)
+        run.wait()
+        return run.history[0]["seconds"]
+    return one
 
 
 def tutorial_epoch() -> Callable[[], float]:
@@ -50,7 +67,10 @@ def main() -> None:
     tut = tutorial_preset()
     flops = train_flops_per_image(VAE(ModelConfig())) * n
     tut_flops = train_flops_per_image(VAE(tut.model)) * n
-    loops = {"ours": our_epoch(ModelConfig(), data), "tutorial_model_ours": our_epoch(tut.model, data),
+    workspace = tempfile.TemporaryDirectory(prefix="vae-bench-")
+    service = RunService(Workspace(workspace.name), LocalExecutor(1))
+    loops = {"ours": our_epoch(ModelConfig(), data), "ours_run_service": service_epoch(service),
+             "tutorial_model_ours": our_epoch(tut.model, data),
              "tutorial_model_ours_batch128": our_epoch(tut.model, data, tut.train), "tutorial_loop": tutorial_epoch()}
 
     log("warm-up: one epoch of each loop …")
@@ -91,7 +111,11 @@ def main() -> None:
         "speedup_vs_tutorial_loop": per_round(lambda row: row["tutorial_loop"] / row["tutorial_model_ours"]),
         "speedup_vs_tutorial_loop_batch128":
             per_round(lambda row: row["tutorial_loop"] / row["tutorial_model_ours_batch128"]),
+        "run_service_epoch_s": round(median(row["ours_run_service"] for row in rounds), 3),
+        "run_service_vs_inline": per_round(lambda row: row["ours_run_service"] / row["ours"]),
     }
+    service.executor.shutdown()
+    workspace.cleanup()
     if not args.quick:
         scaling = {}
         for size in (10_000, 30_000, 60_000):

@@ -8,7 +8,9 @@ from apphelp import (DIGITS, N_TEST, ROOT, current_run, good_npz, messages, mode
                      rerun_until, save_as, scatter_points, settle, shell, texts, train_quick, upload_data)
 from streamlit.testing.v1 import AppTest
 
+from vae_core import checkpoint as C
 from vae_core import store
+from vae_core.__main__ import main
 from vae_core.data import available_builtin
 from vae_core.runs import default_service
 from vae_core.ui import state
@@ -192,6 +194,17 @@ def test_train_page_trains_in_the_background_and_the_model_becomes_active(home):
     assert at.session_state[state.SELECT_KEY] == f"run:{run.id}"  # the trained model is now the active one
     assert [m.label for m in at.metric][:1] == ["test −ELBO (nats/image)"]
     assert f"{run.history[-1]['test_elbo']:.2f}" == at.metric[0].value
+
+
+def test_the_train_page_and_the_cli_give_the_same_history_for_the_same_settings(home, tmp_path):
+    """Both build the same run specification and hand it to the run service: the same seed, the same numbers."""
+    at = page("app_pages/1_Train.py", model=None).run()
+    train_quick(at, epochs=2, seed=5)
+    out = tmp_path / "cli.safetensors"
+    assert main(["train", "--dataset", "digits", "--latent-dim", "2", "--hidden", "64", "--lr", "1e-3",
+                 "--batch-size", "64", "--epochs", "2", "--seed", "5", "--out", str(out)]) == 0
+    strip = lambda h: [{k: v for k, v in r.items() if not k.endswith("seconds")} for r in h]  # noqa: E731
+    assert strip(current_run(at).history) == strip(C.load(out).history)
 
 
 def test_train_page_divergence_is_a_warning(home):

@@ -129,7 +129,7 @@ def from_arrays(name: str, arrays: "ArrayData", *, device="cpu", hash: str | Non
 
 def load_digits(device="cpu") -> Dataset:
     """scikit-learn's bundled 8×8 digits (1,797 images, grey levels 0…16), split 80/20 with seed 0."""
-    from sklearn.datasets import load_digits as sk_digits
+    from sklearn.datasets import load_digits as sk_digits  # imported on first use: keeps the app's start fast
 
     bunch = sk_digits()
     x = (bunch.images / 16.0).astype(np.float32)[:, None]  # (1797, 1, 8, 8)
@@ -197,7 +197,7 @@ def find_idx_files(name: str, data_dir=None) -> dict[str, Path] | None:
 
 def download_idx(name: str, timeout: float = DOWNLOAD_TIMEOUT_S) -> None:
     """Fetch MNIST / Fashion-MNIST into the cache through torchvision, each connection bounded by `timeout`."""
-    from torchvision import datasets
+    from torchvision import datasets  # imported on first use: only a download needs it
 
     cls = {"mnist": datasets.MNIST, "fashion-mnist": datasets.FashionMNIST}[name]
     previous = socket.getdefaulttimeout()
@@ -344,7 +344,7 @@ LABEL_COLUMNS = ("label", "labels", "y", "class", "target")
 
 
 def _read_csv(raw: bytes) -> tuple[np.ndarray, np.ndarray | None]:
-    import pandas as pd
+    import pandas as pd  # imported on first use: keeps the app's start fast
 
     try:
         text = raw.decode("utf-8-sig")

@@ -49,7 +49,7 @@ def tsne(x: np.ndarray, *, perplexity: float = 30.0, seed: int = 0,
     2019, FIt-SNE): exact neighbours, PCA initialisation, 250 early-exaggeration + 300 iterations on a coarser
     interpolation grid — about 2.5× faster than scikit-learn's default Barnes-Hut run at a KL within ~3 % of
     it (bench/tsne.py). Perplexity is clipped below N/3. `progress` gets the fraction done."""
-    from openTSNE import TSNE
+    from openTSNE import TSNE  # imported on first use: keeps the app's start fast
 
     x = np.asarray(x, dtype=np.float32)
     if len(x) < 5:

@@ -263,14 +263,15 @@ def test_collapse_lab_rd_plane_and_heatmap(browser, server):
 # ---------------------------------------------------------------- work outlives the page
 
 def start_training(pg, epochs: int) -> None:
-    """On the Train page: the quick recipe with `epochs` epochs, then Train; returns once it is under way."""
+    """On the Train page: the quick recipe with `epochs` epochs, then Train; returns once the page shows the run
+    (running, or already done: a short one can end before its first progress bar is drawn)."""
     choose(pg, "Recipe", "quick test")
     expect(pg.get_by_label("Epochs", exact=True)).to_have_value("2")
     set_number(pg, "Epochs", epochs)
     expect(pg.get_by_text("Estimated time on this machine").first).to_be_visible()
     settled(pg)
     pg.get_by_role("button", name="Train", exact=True).click()
-    expect(pg.locator('[data-testid="stProgress"]').filter(has_text="elapsed").first).to_be_visible()
+    expect(pg.get_by_text(re.compile(rf"warm-up = 0 · {epochs} epochs")).first).to_be_visible()
 
 
 def test_training_goes_on_while_the_user_visits_two_other_pages(browser, server):

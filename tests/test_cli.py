@@ -2,6 +2,7 @@ import json
 
 import pytest
 
+from bench.common import SAME_NUMBERS_RTOL, max_relative_difference
 from vae_core import checkpoint as C
 from vae_core.__main__ import main
 from vae_core.config import ModelConfig, TrainConfig
@@ -87,6 +88,16 @@ def test_same_seed_same_history_through_the_cli_and_the_run_service(tmp_path, di
     run.wait()
     strip = lambda h: [{k: v for k, v in r.items() if not k.endswith("seconds")} for r in h]  # noqa: E731
     assert strip(C.load(out).history) == strip(run.history)
+
+
+def test_a_sweep_on_two_worker_processes_gives_the_same_numbers(tmp_path, capsys):
+    argv = ["sweep", "--dataset", "digits", "--latent-dim", "3", "--hidden", "16", "--epochs", "2", "--betas", "1,4",
+            "--iwae-k", "5", "--json"]
+    assert main([*argv, "--workers", "2", "--out", str(tmp_path / "two")]) == 0
+    two = [json.loads(line) for line in capsys.readouterr().out.strip().splitlines()]
+    assert main([*argv, "--out", str(tmp_path / "one")]) == 0
+    one = [json.loads(line) for line in capsys.readouterr().out.strip().splitlines()]
+    assert len(two) == 2 and max_relative_difference(two, one) <= SAME_NUMBERS_RTOL
 
 
 @pytest.mark.parametrize("argv", [["--help"], ["train", "--help"], ["evaluate", "--help"]])

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -12,7 +13,7 @@ from . import store
 from .config import ConfigError, ModelConfig, ObjectiveConfig, TrainConfig, tutorial_preset
 from .data import BUILTIN, DataError, Dataset, load_array_file, load_dataset
 from .device import DEVICE_CHOICES, pick_device
-from .executors import LocalExecutor
+from .executors import ExecutorError, LocalExecutor, RayExecutor
 from .jobs import format_duration, progress_text
 from .metrics import evaluate_elbo, iwae_nll
 from .runs import Run, RunService, RunSpec
@@ -70,6 +71,15 @@ def output_path(out: str, folder_for_names: Path, suffix: str = "") -> Path:
     return folder_for_names / f"{ckpt_io.safe_name(out)}{suffix}"
 
 
+def make_service(args, workspace: store.Workspace) -> RunService:
+    """The run service on the executor the command asks for: `--executor local` (`--workers N`: N runs at once,
+    in worker processes when N > 1) or `--executor ray` (`--ray-address`, else a local Ray on 127.0.0.1)."""
+    os.environ["VAE_DEVICE"] = args.device  # where the runs put their tensors, in any worker
+    if args.executor == "ray":
+        return RunService(workspace, RayExecutor(args.ray_address))
+    return RunService(workspace, LocalExecutor(args.workers))
+
+
 def follow(runs: list[Run], service: RunService, what: str) -> None:
     """Draw one progress bar over `runs` until all have finished; Ctrl-C stops them (keeping what they have)."""
     bar = ProgressBar()
@@ -114,7 +124,7 @@ def cmd_train(args) -> int:
     if out.exists() and not args.overwrite:
         raise ckpt_io.CheckpointExistsError(f"{out} exists; pass --overwrite to replace it")
     spec = RunSpec(data=ref, model=model_cfg, objective=objective, train=train_cfg)
-    service = RunService(ws, LocalExecutor(1), device=device)
+    service = make_service(args, ws)
     print(f"training on {data.name} ({len(data.x_train)} train / {len(data.x_test)} test, {data.image_shape}) "
           f"on {device}", file=sys.stderr)
     run = service.submit(spec, label=out.stem, owner="cli", out=out, overwrite=args.overwrite)
@@ -188,7 +198,7 @@ def cmd_sweep(args) -> int:
                      warmups=parse_values(args.warmups, "warm-up"), n_train=args.n_train, n_test=args.n_test,
                      lr=args.lr, batch_size=args.batch_size, seed=args.seed, iwae_k=args.iwae_k)
     folder = output_path(args.out, ws.sweeps_dir)
-    service = RunService(ws, LocalExecutor(1), device=device)
+    service = make_service(args, ws)
     queued = submit_sweep(service, spec, folder, data.image_shape, owner="cli")
     n_runs = len(spec.settings())
     print(f"sweep {folder}: {n_runs} runs, {n_runs - len(queued)} already there", file=sys.stderr)
@@ -221,6 +231,13 @@ def build_parser() -> argparse.ArgumentParser:
         sp.add_argument("--timeout", type=float, default=30.0, help="download timeout per connection, s")
         sp.add_argument("--device", default="auto", choices=DEVICE_CHOICES)
 
+    def executor_args(sp, workers_help: str):
+        sp.add_argument("--executor", default="local", choices=["local", "ray"],
+                        help="where runs execute: this machine (local), or Ray tasks (needs the [ray] extra)")
+        sp.add_argument("--workers", type=int, default=1, help=workers_help)
+        sp.add_argument("--ray-address", default=None,
+                        help="a Ray cluster's address (HOST:PORT); default $RAY_ADDRESS, else a local Ray on 127.0.0.1")
+
     t = sub.add_parser("train", help="train a VAE and save a checkpoint")
     t.add_argument("--dataset", default="digits", choices=BUILTIN)
     data_args(t)
@@ -242,6 +259,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--out", required=True, help="a checkpoint path (e.g. out/NAME.safetensors), or a bare NAME: "
                    "saved as $VAE_HOME/models/NAME.safetensors, where the app lists it")
     t.add_argument("--overwrite", action="store_true")
+    executor_args(t, "local executor: runs at once (one here)")
     t.set_defaults(func=cmd_train)
 
     e = sub.add_parser("evaluate", help="test-set ELBO, IWAE NLL, active units of a checkpoint")
@@ -270,6 +288,8 @@ def build_parser() -> argparse.ArgumentParser:
     w.add_argument("--out", required=True, help="a sweep folder path, or a bare NAME: $VAE_HOME/sweeps/NAME, where "
                    "the app's collapse lab lists it")
     w.add_argument("--json", action="store_true", help="one JSON object per run, one per line")
+    executor_args(w, "local executor: runs at once, each in its own worker process when more than one "
+                     "(default 1: one after another, with all the cores)")
     w.set_defaults(func=cmd_sweep)
     return p
 
@@ -278,7 +298,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except (DataError, ConfigError, ckpt_io.CheckpointError, ValueError) as err:
+    except (DataError, ConfigError, ckpt_io.CheckpointError, ExecutorError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -3,8 +3,9 @@
 A run is (data, model config, objective, train config) → a recorded run: status, per-epoch history, timings,
 the checkpoint, and an end-of-run evaluation when asked for. The CLI's `train` and `sweep`, the app's Train
 page, the collapse lab's sweeps and the held-out-class experiment all submit a `RunSpec` here; the run executes
-on the service's executor (a bounded pool of worker threads in this process), never in a page's script, so
-leaving a page, reloading it or closing the tab does not stop it. Pages and the CLI only observe a `Run`: its
+on the service's executor (`executors.py`: a bounded queue in this process, running `execute` in its own thread,
+in worker processes or as Ray tasks), never in a page's script, so leaving a page, reloading it or closing the
+tab does not stop it. Pages and the CLI only observe a `Run`: its
 status, progress, elapsed time and time left (from the measured epoch times), live history and a small decoder
 preview after every epoch; `stop` ends it keeping the weights of the last complete epoch.
 
@@ -15,6 +16,7 @@ are never removed). This module never imports streamlit.
 """
 from __future__ import annotations
 
+import heapq
 import json
 import logging
 import os
@@ -24,10 +26,9 @@ import threading
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Protocol
 
 import numpy as np
-import torch
 
 from . import anomaly
 from . import checkpoint as ckpt_io
@@ -35,8 +36,8 @@ from . import store
 from .config import ConfigError, ModelConfig, ObjectiveConfig, TrainConfig, check_int
 from .decoding import decode_lattice, lattice_axis
 from .device import default_device
-from .executors import LocalExecutor
-from .files import write_json
+from .executors import LocalExecutor, from_environment
+from .files import atomic_write, write_json
 from .jobs import CANCELLED, DONE, FAILED, FINAL, QUEUED, Cancelled, Job
 from .metrics import collapse_metrics
 from .model import VAE, init_weights
@@ -45,6 +46,7 @@ from .train import StepProgress, fit
 log = logging.getLogger(__name__)
 
 KEEP_RUNS = 50  # finished runs kept in the workspace (and in memory) by default
+ENV_PER_OWNER = "VAE_RUNS_PER_SESSION"  # trainings one user may have queued or running at once (default 1)
 STOPPED, DIVERGED, INTERRUPTED = "stopped", "diverged", "interrupted"
 RECORD = "run.json"
 PREVIEW_SIDE = 8  # the decoder preview after every epoch: an 8×8 lattice over z0, z1
@@ -85,6 +87,14 @@ def build_model(cfg: ModelConfig, seed: int) -> VAE:
     return init_weights(VAE(cfg), seed)
 
 
+class RunLimitError(ValueError):
+    """A user already has as many trainings queued or running as the server allows."""
+
+
+def runs_per_owner() -> int:
+    return max(1, int(os.environ.get(ENV_PER_OWNER, 1)))
+
+
 class Run(Job):
     """One recorded run. Besides a job's fields: the spec, the live history (a record per epoch), the latest
     decoder preview, the end-of-run evaluation, and where its checkpoint was saved (None: nothing to keep)."""
@@ -100,11 +110,18 @@ class Run(Job):
         self.stop_reason: str | None = None
         self.saved: Path | None = None
         self.outcome = DONE  # how a run that returned ended: done, stopped or diverged
+        self.limited = False  # counts towards its owner's limit of trainings at once
         self._on_final: list[Callable[["Run"], None]] = []
 
     def stop(self) -> None:
         """End the run at its next step, keeping the weights of the last complete epoch (what its history reports)."""
         self.cancel()
+
+    def epoch(self, record: dict, preview: np.ndarray | None) -> None:
+        """A finished epoch, reported by `execute` (here, in a worker process, or on a Ray worker)."""
+        self.history = [*self.history, record]  # a new list: observers never see one half-appended
+        if preview is not None:
+            self.preview = preview
 
     @property
     def reason(self) -> str | None:
@@ -163,13 +180,43 @@ def _held_out_summary(ev: dict) -> dict:
     return {k: ev[k] for k in ("held_out", "n_out", "n_train", "test_elbo", "auroc")}
 
 
-def execute(run: Run, workspace: store.Workspace, device: torch.device | None = None) -> dict | None:
-    """Train and evaluate `run.spec` (seed → build → fit → evaluate → checkpoint), updating `run` as it goes.
-    Returns the full end-of-run evaluation (None without one). Raises on bad data or settings."""
-    spec = run.spec
-    device = device or default_device()
-    run.update(0.0, "loading the data")
-    data = store.load(spec.data, device, workspace)
+class Reporter(Protocol):
+    """What `execute` reports to, and asks, as it goes: a `Run` when it executes in the run's own thread, or a relay
+    (`executors.Relay`) that forwards to the `Run` from a worker process or a Ray worker."""
+
+    def update(self, fraction: float, message: str | None = None, eta: float | None = None) -> None: ...
+
+    def report(self, fraction: float, message: str | None = None) -> None: ...
+
+    def epoch(self, record: dict, preview: np.ndarray | None) -> None: ...
+
+    @property
+    def cancel_requested(self) -> bool: ...
+
+
+@dataclass
+class Outcome:
+    """What `execute` hands back: how training ended, its history, the end-of-run evaluation (a JSON summary and
+    the full result, e.g. ROC curves), and the trained model as checkpoint bytes (None: no epoch completed)."""
+
+    status: str  # done | stopped | diverged
+    history: list[dict]
+    stop_reason: str | None = None
+    evaluation: dict | None = None
+    result: dict | None = None
+    checkpoint: bytes | None = None
+
+
+def execute(spec_dict: dict, run_id: str, reporter: Reporter, *, workspace_root: str | None = None,
+            arrays: tuple | None = None) -> Outcome:
+    """Train and evaluate one run (seed → build → fit → evaluate → checkpoint bytes), reporting as it goes.
+    Plain values in, plain values out, so it executes anywhere: in the run's thread, a worker process or a Ray
+    worker. The data comes from the workspace at `workspace_root`, or (`arrays`: (ArrayData, file name), shipped
+    by a remote executor) from memory. Raises on bad data or settings."""
+    spec = RunSpec.from_dict(spec_dict)
+    device = default_device()
+    reporter.update(0.0, "loading the data")
+    data = store.load(spec.data, device, store.Workspace(workspace_root) if workspace_root else None, arrays=arrays)
     if tuple(data.image_shape) != tuple(spec.model.image_shape):
         raise ConfigError(f"the model expects images of {spec.model.image_shape}; {data.name} has {data.image_shape}")
     if spec.model.n_classes and data.y_train is None:
@@ -178,72 +225,68 @@ def execute(run: Run, workspace: store.Workspace, device: torch.device | None = 
     ends_with_evaluation = spec.lab_metrics or spec.data.exclude_class is not None
     train_share = 0.9 if ends_with_evaluation else 1.0
     axis = lattice_axis(PREVIEW_SIDE, "quantile")
+    epoch_seconds: list[float] = []
 
     def on_step(p: StepProgress) -> None:
-        if run.history:  # measured: training plus test evaluation, per epoch so far
-            per_epoch = statistics.fmean(r["seconds"] + r["eval_seconds"] for r in run.history)
-            left = (p.epochs - p.epoch - (p.step + 1) / p.steps) * per_epoch
+        if epoch_seconds:  # measured: training plus test evaluation, per epoch so far
+            left = (p.epochs - p.epoch - (p.step + 1) / p.steps) * statistics.fmean(epoch_seconds)
         else:  # first epoch: the step rate
             left = p.elapsed / (p.step + 1) * (p.epochs * p.steps - p.epoch * p.steps - p.step - 1)
-        run.update(train_share * p.fraction, f"epoch {p.epoch + 1} of {p.epochs} · step {p.step + 1} of {p.steps} · "
-                   f"loss {float(p.loss.total.detach()):.2f}", eta=left)
+        reporter.update(train_share * p.fraction, f"epoch {p.epoch + 1} of {p.epochs} · step {p.step + 1} of "
+                        f"{p.steps} · loss {float(p.loss.total.detach()):.2f}", eta=left)
 
     def on_epoch(record: dict, m: VAE) -> None:
-        run.history = [*run.history, record]  # a new list: observers never see one half-appended
+        epoch_seconds.append(record["seconds"] + record["eval_seconds"])
+        preview = None
         if not spec.model.autoregressive:  # decoding an autoregressive model pixel by pixel is too slow here
-            run.preview = decode_lattice(m, axis, axis, label=0 if spec.model.n_classes else None)
+            preview = decode_lattice(m, axis, axis, label=0 if spec.model.n_classes else None)
+        reporter.epoch(record, preview)
 
-    result = fit(model, data, spec.objective, spec.train, on_step=on_step, on_epoch=on_epoch,
-                 should_stop=lambda: run.cancel_requested)
-    run.history = list(result.history)
-    run.stop_reason = result.stop_reason
-    run.outcome = DIVERGED if result.diverged else STOPPED if result.stop_reason else DONE
-    evaluation = None
-    if result.history and run.outcome == DONE and ends_with_evaluation:
-        evaluation = _evaluate(run, model.eval(), data, train_share)
-    if result.history and (run.outcome == DONE or run.keep_partial):
-        extra = {"run": {"id": run.id, "spec": spec.to_dict()}}
-        if run.evaluation is not None:
-            extra["evaluation"] = run.evaluation
-        if run.stop_reason:
-            extra["stop_reason"] = run.stop_reason
-        ckpt = ckpt_io.Checkpoint(model=model.eval(), objective=spec.objective, train=spec.train,
-                                  dataset=data.info(), history=run.history, extra=extra)
-        run.saved = ckpt_io.save(run.out, ckpt, overwrite=run.overwrite)
-    return evaluation
+    fit_result = fit(model, data, spec.objective, spec.train, on_step=on_step, on_epoch=on_epoch,
+                     should_stop=lambda: reporter.cancel_requested)
+    outcome = Outcome(status=DIVERGED if fit_result.diverged else STOPPED if fit_result.stop_reason else DONE,
+                      history=list(fit_result.history), stop_reason=fit_result.stop_reason)
+    if not outcome.history:
+        return outcome
+    if outcome.status == DONE and ends_with_evaluation:
+        _evaluate(outcome, spec, reporter, model.eval(), data, train_share)
+    extra = {"run": {"id": run_id, "spec": spec.to_dict()}}
+    if outcome.evaluation is not None:
+        extra["evaluation"] = outcome.evaluation
+    if outcome.stop_reason:
+        extra["stop_reason"] = outcome.stop_reason
+    outcome.checkpoint = ckpt_io.to_bytes(ckpt_io.Checkpoint(
+        model=model.eval(), objective=spec.objective, train=spec.train, dataset=data.info(), history=outcome.history,
+        extra=extra))
+    return outcome
 
 
-def _evaluate(run: Run, model: VAE, data, start: float) -> dict | None:
+def _evaluate(outcome: Outcome, spec: RunSpec, reporter: Reporter, model: VAE, data, start: float) -> None:
     """The end-of-run evaluation, with its own progress; Stop during it keeps the trained model without one."""
-    spec = run.spec
     try:
         if spec.data.exclude_class is not None:
-            run.report(start, f"scoring {len(data.x_test):,} test images")
-            full = anomaly.held_out_evaluation(model, data, spec.data.exclude_class)
-            run.evaluation = _held_out_summary(full)
-            return full
-        run.report(start, f"evaluating on {len(data.x_test):,} test images" +
-                   (f" (IWAE NLL, k = {spec.iwae_k})" if spec.iwae_k else ""))
+            reporter.report(start, f"scoring {len(data.x_test):,} test images")
+            outcome.result = anomaly.held_out_evaluation(model, data, spec.data.exclude_class)
+            outcome.evaluation = _held_out_summary(outcome.result)
+            return
+        reporter.report(start, f"evaluating on {len(data.x_test):,} test images" +
+                        (f" (IWAE NLL, k = {spec.iwae_k})" if spec.iwae_k else ""))
         y = data.y_test if spec.model.n_classes else None
-        run.evaluation = collapse_metrics(model, data.x_test, y, iwae_k=spec.iwae_k,
-                                          progress=lambda f: run.report(start + (1 - start) * f))
-        return run.evaluation
+        outcome.evaluation = outcome.result = collapse_metrics(
+            model, data.x_test, y, iwae_k=spec.iwae_k, progress=lambda f: reporter.report(start + (1 - start) * f))
     except Cancelled:
-        run.outcome = STOPPED
-        run.stop_reason = "stopped during the end-of-run evaluation; the trained model was kept without it"
-        return None
+        outcome.status = STOPPED
+        outcome.stop_reason = "stopped during the end-of-run evaluation; the trained model was kept without it"
 
 
 class RunService:
     """Submits runs to an executor, keeps their records (in memory and in the workspace), and answers for them.
     Thread-safe: pages of many sessions and the executor's workers use it at once."""
 
-    def __init__(self, workspace: store.Workspace | None = None, executor=None, *, keep: int = KEEP_RUNS,
-                 device: torch.device | None = None):
+    def __init__(self, workspace: store.Workspace | None = None, executor=None, *, keep: int = KEEP_RUNS):
         self.workspace = workspace or store.Workspace()
         self.executor = executor or LocalExecutor(name="vae-run")
         self.keep = keep
-        self.device = device
         self._runs: OrderedDict[str, Run] = OrderedDict()  # oldest first
         self._lock = threading.Lock()
         self._load_records()
@@ -252,23 +295,47 @@ class RunService:
 
     def submit(self, spec: RunSpec, *, label: str = "", owner: str | None = None, group: str | None = None,
                out: str | Path | None = None, overwrite: bool = False, keep_partial: bool = True,
-               on_finish: Callable[[Run], None] | None = None) -> Run:
+               on_finish: Callable[[Run], None] | None = None, expected_seconds: float | None = None,
+               limited: bool = False) -> Run:
         """Queue a run. Its checkpoint goes to `out`, else to its folder in the workspace; without `keep_partial`
-        a stopped run keeps no checkpoint (a sweep caches only complete runs)."""
+        a stopped run keeps no checkpoint (a sweep caches only complete runs). `expected_seconds` (a probe's
+        estimate) lets others see when a queue will move. `limited`: refuse (RunLimitError) when `owner` already
+        has `$VAE_RUNS_PER_SESSION` limited runs queued or running — a class sharing a server takes turns."""
         run = Run(spec, label=label, owner=owner, group=group, overwrite=overwrite, keep_partial=keep_partial)
+        run.expected_seconds, run.limited = expected_seconds, limited
         run.out = Path(out) if out is not None else self.workspace.runs_dir / run.id / "model.safetensors"
         run._on_final.append(self._finished)
         if on_finish is not None:
             run._on_final.append(on_finish)
-        self._persist(run)
         with self._lock:
+            if limited:
+                going = [r for r in self._runs.values() if r.owner == owner and r.limited and not r.done]
+                if len(going) >= runs_per_owner():
+                    raise RunLimitError(f"you already have {len(going)} training(s) queued or running "
+                                        f"({going[0].label}); this server allows {runs_per_owner()} at a time per "
+                                        "user: wait for it to finish, or stop it")
             self._runs[run.id] = run
+        self._persist(run)
         self.executor.submit(run, self._execute)
         return run
 
     def _execute(self, run: Run):
+        """In one of the executor's threads: run `execute` where the executor runs work, then keep its outcome."""
         self._persist(run)  # now running
-        return execute(run, self.workspace, self.device)
+        ref = run.spec.data
+        arrays = None
+        if self.executor.remote and not ref.builtin:  # a remote worker may not see this workspace: ship the data
+            arrays = self.executor.share(("dataset", ref.hash), lambda: self.workspace.load_arrays(ref.hash))
+        outcome = self.executor.call(execute, (run.spec.to_dict(), run.id), run,
+                                     workspace_root=str(self.workspace.root), arrays=arrays)
+        run.history, run.stop_reason, run.evaluation = outcome.history, outcome.stop_reason, outcome.evaluation
+        run.outcome = outcome.status
+        if outcome.checkpoint is not None and (outcome.status == DONE or run.keep_partial):
+            try:
+                run.saved = atomic_write(run.out, outcome.checkpoint, overwrite=run.overwrite)
+            except FileExistsError:
+                raise ckpt_io.CheckpointExistsError(f"{run.out.name} already exists; choose another name") from None
+        return outcome.result
 
     def get(self, run_id: str) -> Run | None:
         with self._lock:
@@ -291,6 +358,32 @@ class RunService:
         """A queued run's place in the queue (1 = next)."""
         return self.executor.position(run)
 
+    def expected_start(self, run: Run) -> float | None:
+        """Seconds until a queued run starts: the workers free up as the running runs end (their own time left)
+        and then take the runs ahead of it in order (their probe estimates). None when a time is unknown."""
+        ahead = []
+        for job in self.executor.queued():
+            if job is run:
+                break
+            ahead.append(job)
+        else:
+            return None if run.status == QUEUED else 0.0
+        running = [r for r in self.runs() if r.status == "running"]
+        free = [0.0] * max(0, self.executor.max_workers - len(running))
+        for r in running:
+            left = r.eta()
+            if left is None and r.expected_seconds is not None:
+                left = max(0.0, r.expected_seconds - r.elapsed)
+            if left is None:
+                return None
+            free.append(left)
+        heapq.heapify(free)
+        for job in ahead:  # each takes the first worker to be free
+            if getattr(job, "expected_seconds", None) is None:
+                return None
+            heapq.heappush(free, heapq.heappop(free) + job.expected_seconds)
+        return min(free) if free else None
+
     def load(self) -> tuple[int, int]:
         """(running, queued) runs."""
         return self.executor.load()
@@ -298,7 +391,7 @@ class RunService:
     def checkpoint(self, run: Run, device=None) -> ckpt_io.Checkpoint:
         if run.saved is None:
             raise ckpt_io.CheckpointError(f"run {run.label} kept no model ({run.reason or run.status})")
-        return ckpt_io.load(run.saved, device=device or self.device or default_device())
+        return ckpt_io.load(run.saved, device=device or default_device())
 
     # ------------------------------------------------------------ records
 
@@ -361,11 +454,12 @@ _SERVICES_LOCK = threading.Lock()
 
 
 def default_service() -> RunService:
-    """The process's run service for the current workspace (`$VAE_HOME`), made on first use."""
+    """The process's run service for the current workspace (`$VAE_HOME`), made on first use, on the executor
+    `$VAE_EXECUTOR` names (`executors.from_environment`)."""
     root = store.home().resolve()
     with _SERVICES_LOCK:
         service = _SERVICES.get(root)
         if service is None:
-            service = _SERVICES[root] = RunService(store.Workspace(root))
+            service = _SERVICES[root] = RunService(store.Workspace(root), from_environment())
         return service
 

@@ -300,13 +300,16 @@ _LOADED_MAX = 4
 _LOAD_LOCK = threading.Lock()
 
 
-def load(ref: DataRef, device, workspace: Workspace | None = None, *, download: bool = False) -> Dataset:
+def load(ref: DataRef, device, workspace: Workspace | None = None, *, download: bool = False,
+         arrays: tuple[ArrayData, str] | None = None) -> Dataset:
     """The dataset `ref` points to, on `device`: built-in ones by name (never downloading unless asked), user
-    ones from the workspace by hash. The whole dataset is cached for the process (the few most recently used),
-    so the app's pages and every run share one copy; the subset and held-out class are views of it."""
+    ones by hash from the workspace, or from `arrays` ((images, file name), shipped to a remote worker). The whole
+    dataset is cached for the process (the few most recently used), so the app's pages and every run share one
+    copy; the subset and held-out class are views of it."""
     device = torch.device(device)
     ws = workspace or Workspace()
-    key = (ref.name if ref.builtin else ref.hash, str(device), str(ws.root) if not ref.builtin else "")
+    source = "" if ref.builtin else "shipped" if arrays is not None else str(ws.root)  # each workspace its own
+    key = (ref.name if ref.builtin else ref.hash, str(device), source)
     with _LOAD_LOCK:
         data = _LOADED.get(key)
         if data is not None:
@@ -315,8 +318,8 @@ def load(ref: DataRef, device, workspace: Workspace | None = None, *, download: 
             if ref.builtin:
                 data = load_dataset(ref.name, device, download=download, timeout=30)
             else:
-                arrays, file_name = ws.load_arrays(ref.hash)
-                data = from_arrays(file_name, arrays, device=device, hash=ref.hash)
+                images, file_name = arrays if arrays is not None else ws.load_arrays(ref.hash)
+                data = from_arrays(file_name, images, device=device, hash=ref.hash)
             _LOADED[key] = data
             while len(_LOADED) > _LOADED_MAX:
                 _LOADED.popitem(last=False)

@@ -9,7 +9,7 @@ from vae_core import store
 from vae_core.config import ModelConfig, ObjectiveConfig, TrainConfig, tutorial_preset
 from vae_core.data import BUILTIN, DataError, load_array_file
 from vae_core.jobs import format_duration
-from vae_core.runs import DIVERGED, STOPPED, RunSpec, default_label
+from vae_core.runs import DIVERGED, STOPPED, RunLimitError, RunSpec, default_label, runs_per_owner
 from vae_core.ui import cache, jobs, state, widgets
 from vae_core.ui.text import plain
 
@@ -168,16 +168,27 @@ if data is not None:
     except ValueError as err:  # ConfigError, or a width that is not a number
         spec_error = str(err)
 
+busy = [r for r in svc.runs(owner=me) if r.limited and not r.done]
+at_limit = len(busy) >= runs_per_owner()
 b1, b2 = st.columns([1, 4], vertical_alignment="center")
-pressed = b1.button("Train", type="primary", icon=":material/play_arrow:", key="tr_train", disabled=spec is None)
+pressed = b1.button("Train", type="primary", icon=":material/play_arrow:", key="tr_train",
+                    disabled=spec is None or at_limit)
+est = None
 with b2:
-    if spec_error:
+    if at_limit:
+        st.info(f"Your run **{plain(busy[0].label)}** is {busy[0].status}. This server trains "
+                f"{runs_per_owner()} model(s) at a time per user (`$VAE_RUNS_PER_SESSION`), so everyone gets a turn: "
+                "wait for it below, or stop it.")
+    elif spec_error:
         st.error(f"Invalid settings: {plain(spec_error)}. Fix the field, then press Train.")
     elif spec is not None:
         with widgets.guard("estimate the training time"):
             est = cache.run_estimate(spec)
             running, queued = svc.load()
-            ahead = f" It would wait behind {running + queued} run(s) already on the server." if running + queued else ""
+            workers = svc.executor.max_workers
+            ahead = (f" The server trains {workers} model(s) at a time and is busy ({running} training, {queued} "
+                     "waiting): yours would wait its turn, and the page says when it should start."
+                     if running >= workers else "")
             st.caption(f"Estimated time on this machine: about **{format_duration(est.seconds)}** "
                        f"({spec.train.epochs} epochs × {format_duration(est.epoch_seconds)}: {est.steps_per_epoch} "
                        f"steps of {spec.train.batch_size} images and a test evaluation each; {est.probe_note})."
@@ -185,8 +196,13 @@ with b2:
     else:
         st.caption("Choose a dataset above to train.")
 if pressed and spec is not None:
-    run = svc.submit(spec, owner=me, label=f"{default_label(spec)}-{time.strftime('%H%M%S')}")
-    st.session_state[RUN_KEY] = run.id
+    try:
+        run = svc.submit(spec, owner=me, label=f"{default_label(spec)}-{time.strftime('%H%M%S')}", limited=True,
+                         expected_seconds=est.seconds if est else None)
+        st.session_state[RUN_KEY] = run.id
+        st.rerun()  # redraw with the Train button reflecting the run in progress
+    except RunLimitError as err:
+        st.warning(plain(err))
 
 # ---------------------------------------------------------------- 3 · training
 st.subheader("3 · Training")

@@ -7,7 +7,7 @@ from vae_core.anomaly import threshold_flags, top_k
 from vae_core.config import ModelConfig, TrainConfig
 from vae_core.export import latents_table
 from vae_core.jobs import CANCELLED, FAILED, format_duration
-from vae_core.runs import DONE, RunSpec
+from vae_core.runs import DONE, RunLimitError, RunSpec
 from vae_core.store import DataRef
 from vae_core.ui import cache, jobs, state, widgets
 from vae_core.ui.text import plain
@@ -122,9 +122,13 @@ with widgets.guard("estimate the experiment's time"):
     est = cache.run_estimate(spec)
 if e4.button(f"Train and evaluate (about {format_duration(est.seconds)})", type="primary", key="an_run",
              disabled=run is not None and not run.done):
-    run = svc.submit(spec, owner=state.browser_id(), label=f"{state.url_name(am.id) or am.label}-without-{held}")
-    experiments[exp_key] = run.id
-    st.rerun()  # redraw with the button disabled while the experiment runs
+    try:
+        run = svc.submit(spec, owner=state.browser_id(), label=f"{state.url_name(am.id) or am.label}-without-{held}",
+                         limited=True, expected_seconds=est.seconds)
+        experiments[exp_key] = run.id
+        st.rerun()  # redraw with the button disabled while the experiment runs
+    except RunLimitError as err:
+        st.warning(plain(err))
 if run is None:
     st.info(f"Choose a class and press **Train and evaluate**: about {format_duration(est.seconds)} here "
             f"({int(epochs)} epochs × {format_duration(est.epoch_seconds)}, {est.probe_note}).")

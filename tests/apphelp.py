@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 from streamlit.testing.v1 import AppTest
 
+from bench.common import apptests_in_threads  # noqa: F401 — many AppTest sessions at once, for the tests too
 from vae_core.runs import default_service
 from vae_core.ui import state
 

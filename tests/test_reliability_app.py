@@ -10,7 +10,6 @@ extension reach the app, as a crafted request's would.
 """
 from __future__ import annotations
 
-import contextlib
 import io
 import os
 import pickle
@@ -25,10 +24,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from apphelp import (DIGITS, N_TEST, ROOT, SHIPPED_DIGITS, current_run, good_npz, messages, model_options,
-                     npy_bytes, npz_bytes, save_as, scatter_points, settle, shell, train_quick, unescape, upload_data)
+from apphelp import (DIGITS, N_TEST, ROOT, SHIPPED_DIGITS, apptests_in_threads, current_run, good_npz, messages,
+                     model_options, npy_bytes, npz_bytes, save_as, scatter_points, settle, shell, train_quick, unescape,
+                     upload_data)
 from streamlit.testing.v1 import AppTest
-from streamlit.testing.v1.util import patch_config_options
 
 from test_checkpoint import BAD as BAD_CHECKPOINTS  # the 20 kinds of bad checkpoint of the library tests
 from test_data import BAD_FILES  # the 22 kinds of bad data file of the library tests
@@ -392,41 +391,6 @@ def test_racing_library_saves_to_one_name_exactly_one_wins(tmp_path):
         assert len(winners) == 1, results
         assert C.load(path).extra["writer"] == winners[0]
     assert sorted(p.name for p in tmp_path.iterdir()) == [f"race-{a}.safetensors" for a in range(5)]
-
-
-@contextlib.contextmanager
-def apptests_in_threads():
-    """AppTest is made for one run at a time: every run installs a mock Runtime and a patched config.get_option
-    and takes both away when it ends, pulling them from under runs still going in other threads (st.image and
-    download buttons then fail with "Runtime hasn't been created"); keep a runtime and the patch for the block.
-    Each run also compiles the scripts in its own ScriptCache, while a real server shares one, whose lock
-    serialises compiling: CPython 3.11's AST constructor is not thread-safe ("SystemError: AST constructor
-    recursion depth mismatch", python/cpython#106905), so compile under one lock here too."""
-    from unittest.mock import MagicMock, patch
-
-    from streamlit.runtime.scriptrunner.script_cache import ScriptCache
-
-    from streamlit.runtime import Runtime
-    from streamlit.runtime.caching.storage.dummy_cache_storage import MemoryCacheStorageManager
-    from streamlit.runtime.dataframe_source_manager import DataframeSourceManager
-    from streamlit.runtime.media_file_manager import MediaFileManager
-    from streamlit.runtime.memory_media_file_storage import MemoryMediaFileStorage
-
-    shared = MagicMock(spec=Runtime)
-    shared.media_file_mgr = MediaFileManager(MemoryMediaFileStorage("/mock/media"))
-    shared.dataframe_source_mgr = DataframeSourceManager()
-    shared.cache_storage_manager = MemoryCacheStorageManager()
-    compiling, real_get_bytecode = threading.Lock(), ScriptCache.get_bytecode
-
-    def get_bytecode(self, script_path):
-        with compiling:
-            return real_get_bytecode(self, script_path)
-
-    with patch.object(ScriptCache, "get_bytecode", get_bytecode), \
-            patch.object(Runtime, "instance", classmethod(lambda cls: cls._instance or shared)), \
-            patch.object(Runtime, "exists", classmethod(lambda cls: True)), \
-            patch_config_options({"global.appTest": True}):
-        yield
 
 
 def test_eight_sessions_at_once_train_browse_and_race_to_save(ckpt_dir):

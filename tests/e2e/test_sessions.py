@@ -5,11 +5,13 @@ element, no script). Uses the server fixture of test_browser.py (its own server 
 from __future__ import annotations
 
 import io
+import re
 
 import numpy as np
 import pytest
 
-from test_browser import CHROME_ARGS, CHROMIUM, _missing, choose, server, settled, start_training  # noqa: F401
+from test_browser import (CHROME_ARGS, CHROMIUM, _missing, choose, server, settled, shot,  # noqa: F401
+                          start_training)
 
 try:
     from playwright.sync_api import expect, sync_playwright
@@ -115,3 +117,27 @@ def test_an_uploaded_file_name_with_html_is_shown_as_text(browser, server):
         assert DIALOGS == []  # and no script ran
     finally:
         ctx.close()
+
+
+def test_a_second_user_waits_in_line_and_is_told_when_their_run_should_start(browser, server):
+    ctx_a, a = open_session(browser, server, "train?model=digits-2d")
+    ctx_b, b = open_session(browser, server, "train?model=digits-2d")
+    try:
+        start_training(a, 1000)  # the server trains one model at a time: this one takes the worker
+        expect(a.locator('[data-testid="stProgress"]').filter(has_text="left").first).to_be_visible()
+        start_training(b, 2)
+        queued = b.locator('[data-testid="stProgress"]').filter(has_text="next in line")
+        expect(queued.first).to_be_visible()
+        expect(queued.filter(has_text=re.compile(r"starts in about \d")).first).to_be_visible()
+        expect(b.locator('[data-testid="stSidebar"]').get_by_text("Server: 1 training, 1 waiting").first).to_be_visible()
+        # one training at a time per user: the second Train is refused with the reason
+        expect(b.get_by_role("button", name="Train", exact=True)).to_be_disabled()
+        expect(b.get_by_text("trains 1 model(s) at a time per user").first).to_be_visible()
+        shot(b, "train_queued")
+        a.get_by_role("button", name="Stop").click()  # the first user stops: the queue moves
+        expect(b.get_by_text("Training finished: 2 epochs").first).to_be_visible(timeout=120_000)
+        no_exception(a)
+        no_exception(b)
+    finally:
+        ctx_a.close()
+        ctx_b.close()

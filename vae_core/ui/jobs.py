@@ -93,8 +93,10 @@ def _run_status(run: Run, svc: RunService) -> None:
         place = svc.position(run)
         running, queued = svc.load()
         where = "starting" if place is None else "next in line" if place == 1 else f"number {place} in line"
-        st.progress(0.0, text=f"queued: {where} ({running} running, {queued} waiting) — it starts when a worker "
-                              "is free")
+        start = svc.expected_start(run)
+        when = "when a worker is free" if start is None else f"in about {format_duration(start)}"
+        st.progress(0.0, text=f"queued: {where} ({running} training, {queued} waiting on this server) — it starts "
+                              f"{when}")
         return
     _bar(run, "training" if run.fraction < 0.9 or not run.spec.lab_metrics else "evaluating")
 
@@ -120,7 +122,8 @@ def watch_run(run: Run, svc: RunService, stop_label: str = "Stop (keep the last 
     """A live panel of `run` that redraws every second and reruns the page once the run has ended."""
     if run.done:
         st.rerun()
-    st.button(stop_label, key=f"stop_{run.id}", on_click=svc.stop, args=(run,), icon=":material/stop:")
+    st.button("Leave the queue" if run.status == QUEUED else stop_label, key=f"stop_{run.id}", on_click=svc.stop,
+              args=(run,), icon=":material/stop:")
     run_live(run, svc)
 
 

@@ -12,6 +12,7 @@ from .. import checkpoint as ckpt_io
 from .. import store
 from ..config import ConfigError
 from ..data import DataError, load_array_file
+from ..executors import ExecutorError
 from . import cache, state
 from .jobs import service
 from .text import plain
@@ -25,7 +26,7 @@ def guard(what: str):
     own control flow (rerun/stop) derives from BaseException and passes through."""
     try:
         yield
-    except (DataError, ckpt_io.CheckpointError, ConfigError) as err:
+    except (DataError, ckpt_io.CheckpointError, ConfigError, ExecutorError) as err:
         st.error(f"Could not {what}: {plain(err)}")
     except ValueError as err:
         st.error(f"Could not {what}: {plain(err)}. Change the settings above and try again.")
@@ -208,7 +209,13 @@ def _model_facts(sb, am: state.ActiveModel) -> None:
 
 
 def _my_runs(sb) -> None:
-    going = [r for r in service().runs(owner=state.browser_id()) if not r.done]
+    """This browser's runs in progress, and the server's load when it is busy."""
+    svc = service()
+    going = [r for r in svc.runs(owner=state.browser_id()) if not r.done]
     if going:
         sb.caption(f"Your runs: {sum(r.status == 'running' for r in going)} training, "
                    f"{sum(r.status == 'queued' for r in going)} queued — follow them on the Train page.")
+    running, queued = svc.load()
+    if running or queued:
+        where = " on Ray" if svc.executor.remote else ""
+        sb.caption(f"Server: {running} training, {queued} waiting (at most {svc.executor.max_workers} at once{where}).")

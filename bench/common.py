@@ -1,17 +1,30 @@
-"""Shared helpers for the benchmarks: timing, the machine's matmul peak, FLOP counts, JSON output."""
+"""Shared helpers for the benchmarks: timing, the machine's matmul peak, FLOP counts, JSON output, and many AppTest
+sessions at once (also used by the tests)."""
 from __future__ import annotations
 
 import argparse
+import contextlib
 import gzip
 import json
 import platform
 import shutil
 import statistics
 import sys
+import threading
 import time
 from pathlib import Path
+from unittest.mock import MagicMock, patch
 
 import torch
+from streamlit.runtime import Runtime
+from streamlit.runtime.caching.storage.dummy_cache_storage import (
+    MemoryCacheStorageManager,
+)
+from streamlit.runtime.dataframe_source_manager import DataframeSourceManager
+from streamlit.runtime.media_file_manager import MediaFileManager
+from streamlit.runtime.memory_media_file_storage import MemoryMediaFileStorage
+from streamlit.runtime.scriptrunner.script_cache import ScriptCache
+from streamlit.testing.v1.util import patch_config_options
 from torch import nn
 
 from vae_core.data import DataError, cache_dir, find_idx_files
@@ -96,5 +109,48 @@ def torchvision_fashion_root() -> Path:
     return root
 
 
+def max_relative_difference(a, b) -> float:
+    """The largest |x − y| / max(|x|, |y|) over the numbers of two results of the same shape (dicts, lists,
+    numbers); inf when their shapes or other values differ. Runs that differ only in how many threads torch uses
+    can differ in the last bits: the order of a sum inside a matrix product depends on it."""
+    if isinstance(a, dict) and isinstance(b, dict) and a.keys() == b.keys():
+        return max((max_relative_difference(a[k], b[k]) for k in a), default=0.0)
+    if isinstance(a, (list, tuple)) and isinstance(b, (list, tuple)) and len(a) == len(b):
+        return max((max_relative_difference(x, y) for x, y in zip(a, b)), default=0.0)
+    if isinstance(a, (int, float)) and isinstance(b, (int, float)) and not isinstance(a, bool):
+        scale = max(abs(a), abs(b))
+        return 0.0 if scale == 0 else abs(a - b) / scale
+    return 0.0 if a == b else float("inf")
+
+
+SAME_NUMBERS_RTOL = 1e-6  # what "the same numbers" means across executors (float32 rounding, not a different result)
+
+
 def log(msg: str) -> None:
     print(msg, file=sys.stderr, flush=True)
+
+
+@contextlib.contextmanager
+def apptests_in_threads():
+    """AppTest is made for one run at a time: every run installs a mock Runtime and a patched config.get_option
+    and takes both away when it ends, pulling them from under runs still going in other threads (st.image and
+    download buttons then fail with "Runtime hasn't been created"); keep a runtime and the patch for the block.
+    Each run also compiles the scripts in its own ScriptCache, while a real server shares one, whose lock
+    serialises compiling: CPython 3.11's AST constructor is not thread-safe ("SystemError: AST constructor
+    recursion depth mismatch", python/cpython#106905), so compile under one lock here too."""
+
+    shared = MagicMock(spec=Runtime)
+    shared.media_file_mgr = MediaFileManager(MemoryMediaFileStorage("/mock/media"))
+    shared.dataframe_source_mgr = DataframeSourceManager()
+    shared.cache_storage_manager = MemoryCacheStorageManager()
+    compiling, real_get_bytecode = threading.Lock(), ScriptCache.get_bytecode
+
+    def get_bytecode(self, script_path):
+        with compiling:
+            return real_get_bytecode(self, script_path)
+
+    with patch.object(ScriptCache, "get_bytecode", get_bytecode), \
+            patch.object(Runtime, "instance", classmethod(lambda cls: cls._instance or shared)), \
+            patch.object(Runtime, "exists", classmethod(lambda cls: True)), \
+            patch_config_options({"global.appTest": True}):
+        yield

@@ -166,6 +166,11 @@ def _set_torch_threads(threads: int) -> None:
     torch.set_num_threads(threads)
 
 
+def _ready() -> bool:
+    """A no-op for a worker process: once it returns, the worker has started and imported torch."""
+    return True
+
+
 class _ProcessPool:
     """Worker processes for one executor: a stdlib process pool, one queue that all workers send on (a dispatcher
     thread hands each message to the driver thread it is for), and one Stop flag per driver thread."""
@@ -177,6 +182,8 @@ class _ProcessPool:
         self.inboxes = [queue.Queue() for _ in range(workers)]
         self.pool = ProcessPoolExecutor(workers, mp_context=context, initializer=_init_worker,
                                         initargs=(threads, self.messages, self.stops))
+        for _ in range(workers):  # start every worker now (in the background), not when the first run waits
+            self.pool.submit(_ready)
         threading.Thread(target=self._dispatch, name="vae-relay", daemon=True).start()
 
     def _dispatch(self) -> None:
@@ -335,6 +342,11 @@ class LocalExecutor:
     def share(self, key, make: Callable[[], Any]) -> Any:
         """A value the workers need (a dataset): local workers read it themselves, so this just makes it."""
         return make()
+
+    def warm(self) -> None:
+        """Start the worker processes now, in the background, so that the first run does not wait for them."""
+        if self.processes:
+            self._process_pool()
 
     def _process_pool(self) -> _ProcessPool:
         with self._cond:

@@ -257,7 +257,7 @@ def active() -> ActiveModel | None:
     apply_url()
     options = model_options()
     mid = st.session_state.get(PENDING_KEY) or st.session_state.get(SELECT_KEY)
-    if mid not in options:
+    if mid not in options or (mid.startswith("run:") and service().get(mid[4:]) is None):  # (pruned meanwhile)
         mid = default_model_id()
     if mid is None:
         return None

@@ -1,4 +1,5 @@
 """Train: configure a run, follow it live while it trains in the background, reopen and save its model."""
+import dataclasses
 import time
 
 import pandas as pd
@@ -6,7 +7,7 @@ import streamlit as st
 
 from vae_core import checkpoint as ckpt_io
 from vae_core import store
-from vae_core.config import ModelConfig, ObjectiveConfig, TrainConfig, tutorial_preset
+from vae_core.config import ModelConfig, ObjectiveConfig, TrainConfig, recommended_training, tutorial_preset
 from vae_core.data import BUILTIN, DataError, load_array_file
 from vae_core.jobs import format_duration
 from vae_core.runs import DIVERGED, STOPPED, RunLimitError, RunSpec, default_label, runs_per_owner
@@ -25,8 +26,10 @@ widgets.page_header(
     r"+\beta\sum_{j=1}^{d}\max\Big(\lambda,\ \tfrac1B\textstyle\sum_b\mathrm{KL}\big(q(z_j|x_b)\,\|\,p(z_j)\big)\Big)",
 )
 
+LIMIT_KEY = "tr_limit_message"
+SIZED_KEY = "tr_sized_for"  # the dataset whose size set the epochs and batch size
 FORM = ("tr_dataset", "tr_download", "tr_recipe", "tr_latent", "tr_arch", "tr_hidden", "tr_lik", "tr_beta",
-        "tr_free_bits", "tr_warmup", "tr_cvae", "tr_epochs", "tr_lr", "tr_batch", "tr_seed", "tr_save_overwrite")
+        "tr_free_bits", "tr_warmup", "tr_cvae", "tr_epochs", "tr_lr", "tr_batch", "tr_seed", "tr_save_overwrite", SIZED_KEY)
 RUN_KEY = "tr_run"  # the id of the run this page shows
 ACTIVATED_KEY = "tr_activated"  # runs whose model this session has already made active
 SAVED_KEY = "tr_saved"  # {run id: name it was saved under}
@@ -119,6 +122,9 @@ with d2:
                     "or pick digits.")
     if data is not None:
         info = data.info()
+        if st.session_state.get(SIZED_KEY) != choice:  # a new dataset: epochs and batch to fit its size
+            fit = recommended_training(info["n_train"])
+            st.session_state.update({SIZED_KEY: choice, "tr_epochs": fit.epochs, "tr_batch": fit.batch_size})
         st.success(f"**{plain(data.name)}**: {info['n_train']:,} training and {info['n_test']:,} test images of "
                    f"{'×'.join(map(str, data.image_shape))} (C×H×W), {info['n_classes'] or 'no'} classes.")
 
@@ -145,9 +151,11 @@ warmup = g3.number_input("KL warm-up (epochs)", 0.0, 1000.0, 0.0, 1.0, key="tr_w
 cvae = g4.checkbox("Conditional (CVAE)", key="tr_cvae", help="Encoder and decoder also see the one-hot label.",
                    disabled=data is not None and data.y_train is None)
 h1, h2, h3, h4 = st.columns(4)
-epochs = h1.number_input("Epochs", 1, 1000, 10, key="tr_epochs")
+SIZED_HELP = ("Set from the dataset's size when you choose it: about 20 or more batches per epoch and at least 700 "
+              "optimiser steps, so that a first run does not end before the encoder has learnt anything.")
+epochs = h1.number_input("Epochs", 1, 1000, 10, key="tr_epochs", help=SIZED_HELP)
 lr = h2.number_input("Learning rate", 1e-6, 100.0, TrainConfig.lr, format="%g", key="tr_lr")
-batch = h3.number_input("Batch size", 1, 8192, TrainConfig.batch_size, key="tr_batch")
+batch = h3.number_input("Batch size", 1, 8192, TrainConfig.batch_size, key="tr_batch", help=SIZED_HELP)
 seed = h4.number_input("Random seed", 0, 2**31 - 1, 0, key="tr_seed")
 state.remember_form("train", FORM)
 
@@ -195,14 +203,64 @@ with b2:
                        + ahead)
     else:
         st.caption("Choose a dataset above to train.")
-if pressed and spec is not None:
+
+
+def submit(run_spec: RunSpec, expected_seconds: float | None = None) -> bool:
+    """Submit a training for this browser and make it the one shown; False (and a message) at the user's limit."""
     try:
-        run = svc.submit(spec, owner=me, label=f"{default_label(spec)}-{time.strftime('%H%M%S')}", limited=True,
-                         expected_seconds=est.seconds if est else None)
-        st.session_state[RUN_KEY] = run.id
-        st.rerun()  # redraw with the Train button reflecting the run in progress
+        started = svc.submit(run_spec, owner=me, label=f"{default_label(run_spec)}-{time.strftime('%H%M%S')}",
+                             limited=True, expected_seconds=expected_seconds)
     except RunLimitError as err:
-        st.warning(plain(err))
+        st.session_state[LIMIT_KEY] = str(err)
+        return False
+    st.session_state[RUN_KEY] = started.id
+    return True
+
+
+def retrain(run_spec: RunSpec, **changes) -> None:
+    """A button's callback: the same run with the objective or training `changes`, put into the form too, and
+    started (one click)."""
+    objective = dataclasses.replace(run_spec.objective, **{k: v for k, v in changes.items()
+                                                          if k in ("free_bits", "warmup_epochs")})
+    train = dataclasses.replace(run_spec.train, **{k: v for k, v in changes.items() if k == "epochs"})
+    st.session_state.update({"tr_free_bits": objective.free_bits, "tr_warmup": objective.warmup_epochs,
+                             "tr_epochs": train.epochs, "tr_recipe": "custom"})
+    submit(dataclasses.replace(run_spec, objective=objective, train=train))
+
+
+if pressed and spec is not None and submit(spec, est.seconds if est else None):
+    st.rerun()  # redraw with the Train button reflecting the run in progress
+if st.session_state.get(LIMIT_KEY):
+    st.warning(plain(st.session_state.pop(LIMIT_KEY)))
+
+def collapse_notice(run) -> None:
+    """Say so when a plain run (β ≤ 1, no free bits) ended with collapsed latent dimensions, why, and the fixes."""
+    spec_, last = run.spec, run.history[-1]
+    d, active = spec_.model.latent_dim, last["active_units"]
+    if active >= d or spec_.objective.beta > 1 or spec_.objective.free_bits > 0 or run.status not in ("done", STOPPED):
+        return
+    with st.container(border=True):
+        st.warning(
+            f"**{d - active} of {d} latent dimensions collapsed.** Their posterior is the prior for every image "
+            f"(KL ≈ 0), so the decoder ignores them{' and this model is no better than the mean image' if not active else ''}."
+            " This is common early in training: the decoder learns faster than the encoder, and while the codes "
+            "still carry little information the cheapest way to lower the loss is to switch them off (the encoder "
+            "lags the decoder; He et al. 2019). It is not a property of your data. Each button below trains again "
+            "with one fix.", icon=":material/compress:")
+        longer = min(1000, max(3 * spec_.train.epochs, spec_.train.epochs + 20))
+        c1, c2, c3, c4 = st.columns(4)
+        c1.button(f"Train longer ({longer} epochs)", key="tr_fix_longer", disabled=at_limit, on_click=retrain,
+                  args=(spec_,), kwargs={"epochs": longer})
+        c2.button("Free bits λ = 0.5", key="tr_fix_free_bits", disabled=at_limit, on_click=retrain, args=(spec_,),
+                  kwargs={"free_bits": 0.5},
+                  help="Each dimension's KL counts as at least 0.5 nats, so switching it off gains nothing.")
+        warm = float(max(1, round(spec_.train.epochs / 3)))
+        c3.button(f"KL warm-up ({warm:g} epochs)", key="tr_fix_warmup", disabled=at_limit, on_click=retrain,
+                  args=(spec_,), kwargs={"warmup_epochs": warm},
+                  help="The KL weight starts at 0, so the encoder learns to use the codes before they cost.")
+        c4.page_link("app_pages/5_Collapse_lab.py", label="Compare the cures in the Collapse lab",
+                     icon=":material/compress:")
+
 
 # ---------------------------------------------------------------- 3 · training
 st.subheader("3 · Training")
@@ -239,6 +297,7 @@ if hist:
     m2.metric("reconstruction", f"{last['test_recon']:.2f}")
     m3.metric("KL", f"{last['test_kl']:.2f}")
     m4.metric("active units", f"{last['active_units']} / {run.spec.model.latent_dim}")
+    collapse_notice(run)
     jobs.run_live(run, svc)
 if run.saved is not None and run.id not in st.session_state.setdefault(ACTIVATED_KEY, set()):
     st.session_state[ACTIVATED_KEY].add(run.id)

@@ -11,6 +11,7 @@ from streamlit.testing.v1 import AppTest
 from vae_core import checkpoint as C
 from vae_core import store
 from vae_core.__main__ import main
+from vae_core.config import recommended_training
 from vae_core.data import available_builtin
 from vae_core.runs import default_service
 from vae_core.ui import state
@@ -194,6 +195,38 @@ def test_train_page_trains_in_the_background_and_the_model_becomes_active(home):
     assert at.session_state[state.SELECT_KEY] == f"run:{run.id}"  # the trained model is now the active one
     assert [m.label for m in at.metric][:1] == ["test −ELBO (nats/image)"]
     assert f"{run.history[-1]['test_elbo']:.2f}" == at.metric[0].value
+
+
+def test_the_train_form_fits_epochs_and_batch_to_the_dataset(home):
+    at = page("app_pages/1_Train.py", model=None).run()
+    fit = recommended_training(1438)  # digits: 1,438 training images
+    assert (at.number_input(key="tr_epochs").value, at.number_input(key="tr_batch").value) == (fit.epochs, 64)
+    upload_data(at, "mine.npz", good_npz(n=60))  # another dataset: its own size
+    small = recommended_training(48)
+    assert (at.number_input(key="tr_epochs").value, at.number_input(key="tr_batch").value) == (small.epochs,
+                                                                                             small.batch_size)
+
+
+def test_a_collapsed_run_says_so_and_each_fix_is_one_click(home):
+    at = page("app_pages/1_Train.py", model=None).run()
+    at.number_input(key="tr_epochs").set_value(10)
+    at.number_input(key="tr_batch").set_value(384)  # the old fixed defaults: 40 steps on the digits
+    at.button(key="tr_train").click().run()
+    settle(at)
+    first = current_run(at)
+    assert first.history[-1]["active_units"] == 0
+    (notice,) = [w for w in messages(at, ("warning",)) if "latent dimensions collapsed" in w]
+    assert "2 of 2 latent dimensions collapsed" in notice and "He et al. 2019" in notice
+    assert [b.label for b in at.button if b.key and b.key.startswith("tr_fix_")] == [
+        "Train longer (30 epochs)", "Free bits λ = 0.5", "KL warm-up (3 epochs)"]
+    at.button(key="tr_fix_free_bits").click().run()  # one click: the same run with free bits, started
+    second = current_run(at)
+    assert second.id != first.id and second.spec.objective.free_bits == 0.5
+    assert second.spec.train == first.spec.train and second.spec.model == first.spec.model
+    assert at.number_input(key="tr_free_bits").value == 0.5  # the form shows what runs
+    settle(at)
+    assert not at.exception and not at.error
+    assert not any("collapsed" in w for w in messages(at, ("warning",)))  # free bits: no notice
 
 
 def test_the_train_page_and_the_cli_give_the_same_history_for_the_same_settings(home, tmp_path):

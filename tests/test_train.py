@@ -3,9 +3,10 @@ import threading
 import pytest
 import torch
 
-from vae_core.config import ModelConfig, ObjectiveConfig, TrainConfig
+from vae_core.config import FIRST_RUN_STEPS, ModelConfig, ObjectiveConfig, TrainConfig, recommended_training
 from vae_core.metrics import evaluate_elbo
 from vae_core.model import VAE, init_weights
+from vae_core.runs import build_model
 from vae_core.train import fit
 
 
@@ -150,3 +151,25 @@ def test_initial_weights_depend_on_the_seed_only(digits):
     assert not all(torch.equal(a[k], c[k]) for k in a)
     w = a["encoder.head.weight"]  # PyTorch's default scheme: U(−1/√fan_in, 1/√fan_in) for a = √5
     assert w.abs().max() <= 1 / w.shape[1] ** 0.5 and w.std() > 0.5 / (3 * w.shape[1]) ** 0.5
+
+
+def test_recommended_training_gives_every_dataset_enough_steps_and_batches():
+    for n in (10, 100, 1438, 5000, 60000):
+        cfg = recommended_training(n)
+        steps_per_epoch = -(-n // cfg.batch_size)
+        assert 10 <= cfg.epochs <= 100 and cfg.batch_size <= n
+        assert steps_per_epoch * cfg.epochs >= min(FIRST_RUN_STEPS, 100 * steps_per_epoch)
+        assert steps_per_epoch >= 20 or cfg.batch_size == min(32, n)
+    assert (recommended_training(1438).batch_size, recommended_training(60000).batch_size) == (64, 384)
+
+
+def test_the_defaults_fitted_to_the_digits_keep_both_latent_units_where_fixed_defaults_collapse(digits):
+    """The 'first run that works': d = 2 on the 8×8 digits with the page's old fixed defaults (batch 384, 10 epochs:
+    40 steps) ends with the posterior collapsed; the size-fitted defaults keep both units active."""
+    model_cfg = ModelConfig(image_shape=digits.image_shape, latent_dim=2)
+    fixed = build_model(model_cfg, 0)
+    old = fit(fixed, digits, ObjectiveConfig(), TrainConfig(epochs=10, batch_size=384)).history[-1]
+    fitted = build_model(model_cfg, 0)
+    new = fit(fitted, digits, ObjectiveConfig(), recommended_training(len(digits.x_train))).history[-1]
+    assert old["active_units"] == 0 and old["test_kl"] < 0.05
+    assert new["active_units"] == 2 and new["test_elbo"] < old["test_elbo"] - 2

@@ -142,6 +142,27 @@ class TrainConfig:
         return dataclass_from_dict(cls, data)
 
 
+FIRST_RUN_STEPS = 700  # optimiser steps a first run gets at least (see recommended_training)
+BATCH_CHOICES = (32, 64, 128, 256, 384)
+
+
+def recommended_training(n_train: int) -> TrainConfig:
+    """Batch size and epochs that fit a dataset's size: about 20 or more batches per epoch (the largest batch
+    in BATCH_CHOICES up to n_train / 20) and at least FIRST_RUN_STEPS optimiser steps (10–100 epochs).
+
+    A fixed batch and epoch count does not: on the 8×8 digits (1,438 training images) batch 384 for 10 epochs
+    is 40 steps and ends with the posterior collapsed (test KL 0.00, 0 of 2 active units, −ELBO 27.1 for
+    seeds 0–2), while batch 64 for 30 epochs (690 steps, ≈ 2 s) keeps both units active at −ELBO 24.4–24.8.
+    The encoder lags the decoder early in training, and a short run ends before it catches up (He et al. 2019)."""
+    n_train = max(1, int(n_train))
+    batch = max([b for b in BATCH_CHOICES if b <= n_train / 20] or [BATCH_CHOICES[0]])
+    batch = min(batch, n_train)
+    steps_per_epoch = -(-n_train // batch)
+    epochs = min(100, max(10, -(-FIRST_RUN_STEPS // steps_per_epoch)))
+    epochs = min(100, -(-epochs // 5) * 5)  # a round number
+    return TrainConfig(epochs=epochs, batch_size=batch)
+
+
 @dataclass(frozen=True)
 class Preset:
     model: ModelConfig

@@ -2,11 +2,16 @@
 
 Run with `make run` (or `streamlit run streamlit_app.py`). Each page in pages/ also runs on its own.
 """
+from pathlib import Path
+
 import streamlit as st
 
 from vae_core.ui import widgets
 
-st.set_page_config(page_title="VAE latent-space explorer", page_icon=":material/blur_on:", layout="wide")
+ASSETS = Path(__file__).resolve().parent / "assets"
+# A local favicon: an emoji or icon name would make the browser fetch one from the internet
+st.set_page_config(page_title="VAE latent-space explorer", page_icon=str(ASSETS / "favicon.png"), layout="wide")
+st.html(ASSETS / "app.css")  # static style rules (wide formulas scroll on narrow screens); no user text
 
 pages = [
     st.Page("app_pages/0_Overview.py", title="Overview", icon=":material/home:", url_path="overview", default=True),

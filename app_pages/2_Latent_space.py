@@ -57,8 +57,13 @@ if view == "raw":
         st.caption(f"Only whole numbers from 0 to {n - 1} are used; showing {len(ellipse_ids)} ellipse(s).")
 color = labels if colour_by == "label" else scores[colour_by]
 point_choices = [c for c in (1000, 2000, 5000, 10000, 20000, 50000) if c < n] + [n]
-max_points = st.select_slider("Points shown (seeded subsample of the test set)", point_choices, value=min(n, 10000),
-                              key="ls_points", format_func=lambda c: f"{c:,}" + (" (all)" if c == n else ""))
+if len(point_choices) > 1:
+    max_points = st.select_slider("Points shown (seeded subsample of the test set)", point_choices,
+                                  value=min(n, 10000), key="ls_points",
+                                  format_func=lambda c: f"{c:,}" + (" (all)" if c == n else ""))
+else:  # a small test set: nothing to choose
+    max_points = n
+    st.caption(f"All {n:,} test images are shown.")
 shown_ids = subsample(n, max_points)
 lab_shown = None if labels is None else labels[shown_ids]
 

@@ -11,7 +11,7 @@ from vae_core.jobs import format_duration
 from vae_core.lab_plots import run_label
 from vae_core.sweep import MANIFEST, SweepError, SweepSpec, parse_values, submit_sweep
 from vae_core.ui import cache, jobs, state, widgets
-from vae_core.ui.text import plain
+from vae_core.ui.text import plain, sentence
 
 SHOWN = "lab_sweep"
 FORM = ("lab_dataset", "lab_latent", "lab_arch", "lab_epochs", "lab_betas", "lab_lams", "lab_warmups", "lab_ar",
@@ -106,7 +106,7 @@ try:
     manifest_mtime = (Path(chosen) / MANIFEST).stat().st_mtime_ns
     spec, runs = cache.sweep(chosen, manifest_mtime)
 except (SweepError, OSError) as err:
-    st.error(f"This sweep cannot be read: {plain(err)}. Run it again or pick another one.")
+    st.error(f"This sweep cannot be read: {plain(sentence(err))} Run it again or pick another one.")
     st.stop()
 if not runs:
     st.warning("This sweep has no finished run yet: they appear here one by one as they finish.")

@@ -74,6 +74,7 @@ def test_latent_space_scatter_has_every_test_point_and_colour_options():
     at = page("app_pages/2_Latent_space.py").run()
     assert not at.exception and not at.error
     assert scatter_points(at.get("plotly_chart")[0]) == N_TEST
+    assert not at.get("select_slider") and "All 359 test images are shown." in texts(at)  # nothing to choose
     spec = json.loads(at.get("plotly_chart")[0].proto.spec)
     assert any("prior" in (t.get("name") or "") for t in spec["data"])
     at.selectbox(key="ls_colour").set_value("neg_elbo").run()
@@ -424,7 +425,9 @@ def test_sidebar_model_upload_good_and_bad():
     at.file_uploader(key="vae_model_upload").set_value(("bad.safetensors", b"not a checkpoint", "application/octet-stream"))
     at.run()
     assert not at.exception
-    assert any("bad.safetensors cannot be used" in e.value for e in at.sidebar.error)
+    (error,) = messages(at, ("error", "warning"))  # one message, in the sidebar, in whole sentences
+    assert error in messages(at.sidebar, ("error",)) and error.startswith("bad.safetensors cannot be used")
+    assert "truncated. Upload a .safetensors file" in error
     blob = (ROOT / "checkpoints" / "digits-2d.safetensors").read_bytes()
     at.file_uploader(key="vae_model_upload").set_value(("mine.safetensors", blob, "application/octet-stream")).run()
     assert not at.exception and not at.sidebar.error

@@ -30,6 +30,7 @@ def test_latent_scatter_is_one_webgl_trace_with_row_ids():
 def test_latent_scatter_continuous_colour_has_a_colorbar():
     fig = plots.latent_scatter(np.zeros((5, 2)), np.arange(5), color=np.arange(5.0), color_name="−ELBO")
     assert fig.data[0].marker.colorbar.title.text == "−ELBO"
+    assert fig.data[0].marker.colorbar.title.side == "right"  # beside the bar: the toolbar sits above it
 
 
 def test_loss_curves_have_train_and_test_parts():
@@ -56,6 +57,7 @@ def test_histogram_and_roc_figures():
     r = roc(s, s > 80)
     fig = plots.roc_figure({"−ELBO": r})
     assert "AUROC 1.000" in fig.data[0].name
+    assert fig.layout.legend.orientation == "h" and fig.layout.legend.y < 0  # below the axes, off the curves
 
 
 def test_ellipse_and_prior_mass():

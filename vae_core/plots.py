@@ -42,7 +42,16 @@ def layout(fig: go.Figure, title: str | None = None, height: int = 450, top: int
     discrete colours. `top` is the margin above the plot when there is no title (room for a legend)."""
     fig.update_layout(title=title, height=height, margin=dict(l=10, r=10, t=40 if title else top, b=10),
                       template="plotly_white", colorway=PALETTE)
+    fig.for_each_trace(_colour_bar_title_beside)
     return fig
+
+
+def _colour_bar_title_beside(trace) -> None:
+    """A colour bar's title runs along the bar's right side, not above it, where Plotly's toolbar would cover it."""
+    bar = trace.marker.colorbar if "marker" in trace and "colorbar" in trace.marker else \
+        trace.colorbar if "colorbar" in trace else None
+    if bar is not None and bar.title.text:
+        bar.title.side = "right"
 
 
 def _discrete_scale(n: int) -> list:
@@ -184,5 +193,5 @@ def roc_figure(curves: dict[str, dict], height: int = 420) -> go.Figure:
                              name="chance (0.5)"))
     fig.update_xaxes(title="false positive rate", range=[0, 1])
     fig.update_yaxes(title="true positive rate", range=[0, 1.02], scaleanchor="x")
-    fig.update_layout(legend=dict(x=0.35, y=0.05))
+    fig.update_layout(legend=dict(orientation="h", x=0, y=-0.18, yanchor="top"))  # below: never over a curve
     return layout(fig, None, height)

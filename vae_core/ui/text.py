@@ -15,3 +15,10 @@ def plain(text) -> str:
     spaces."""
     text = _MARKDOWN_INLINE.sub(r"\\\1", " ".join(str(text).split()))
     return _MARKDOWN_BLOCK.sub(lambda m: m.group(1) + m.group(2)[:-1] + "\\" + m.group(2)[-1], text)
+
+
+def sentence(text) -> str:
+    """`text` as a sentence that another can follow: stripped, with a full stop unless it already ends one
+    (so "… it is truncated" + " Upload …" never runs together)."""
+    text = " ".join(str(text).split())
+    return text if not text or text[-1] in ".!?…" or text.endswith((".)", ".”")) else text + "."

@@ -15,7 +15,7 @@ from ..data import DataError, load_array_file
 from ..executors import ExecutorError
 from . import cache, state
 from .jobs import service
-from .text import plain
+from .text import plain, sentence
 
 MAX_PARAMETERS = 100_000_000  # weights of a model trained from the browser (400 MB, ×4 with gradients and Adam)
 
@@ -29,7 +29,7 @@ def guard(what: str):
     except (DataError, ckpt_io.CheckpointError, ConfigError, ExecutorError) as err:
         st.error(f"Could not {what}: {plain(err)}")
     except ValueError as err:
-        st.error(f"Could not {what}: {plain(err)}. Change the settings above and try again.")
+        st.error(f"Could not {what}: {plain(sentence(err))} Change the settings above and try again.")
     except MemoryError:
         st.error(f"Could not {what}: out of memory. Use fewer points, a smaller grid or a smaller model.")
     except Exception as err:  # noqa: BLE001 — the page must never show a traceback
@@ -65,7 +65,8 @@ def require_model(need_data: bool = True) -> state.ActiveModel:
     try:
         am = state.active()
     except ckpt_io.CheckpointError as err:
-        st.error(f"The selected model cannot be loaded: {plain(err)}. Pick another one in the sidebar.")
+        st.info("This page needs a model, and the one selected cannot be loaded (the sidebar says why). "
+                "Pick another one there.")
         st.stop()
     if am is None:
         st.error("No model yet: train one on the **Train** page or upload a .safetensors file in the sidebar.")
@@ -130,7 +131,7 @@ def _handle_upload() -> None:
         try:
             ckpt = ckpt_io.from_bytes(blob, file.name, device=cache.device())
         except ckpt_io.CheckpointError as err:
-            st.session_state[UPLOAD_ERROR_KEY] = f"{file.name} cannot be used: {err}."
+            st.session_state[UPLOAD_ERROR_KEY] = f"{file.name} cannot be used: {sentence(err)}"
             return
         state.uploaded_models()[mid] = state.UploadedModel(label=Path(file.name).stem, ckpt=ckpt, digest=digest)
     st.session_state.pop(UPLOAD_ERROR_KEY, None)
@@ -164,11 +165,11 @@ def sidebar() -> state.ActiveModel | None:
                 help="A checkpoint saved by this app or `python -m vae_core train`. Only weights and JSON are "
                      "read (no pickle).")
     if st.session_state.get(UPLOAD_ERROR_KEY):
-        sb.error(plain(st.session_state[UPLOAD_ERROR_KEY]) + " Upload a .safetensors file written by this app.")
+        sb.error(plain(sentence(st.session_state[UPLOAD_ERROR_KEY])) + " Upload a .safetensors file written by this app.")
     try:
         am = state.active()
     except ckpt_io.CheckpointError as err:
-        sb.error(f"This model cannot be loaded: {plain(err)}. Pick another one.")
+        sb.error(f"This model cannot be loaded: {plain(sentence(err))} Pick another one.")
         return None
     state.write_url(am.id if am else None)
     if am is None:

@@ -45,10 +45,14 @@ def _ints(text: str) -> tuple[int, ...]:
 
 
 def data_ref(args, workspace: store.Workspace) -> store.DataRef:
-    """The dataset the command names. A --data-file is validated and stored in the workspace under its content
-    hash (once), so a model trained on it opens in the app with its data."""
+    """The dataset the command names. A --data-file (an array file, or a folder or .zip of images resized to
+    --image-size) is validated and stored in the workspace under its content hash (once), so a model trained on
+    it opens in the app with its data."""
     if getattr(args, "data_file", None):
-        stored = workspace.put_dataset(load_array_file(args.data_file), Path(args.data_file).name)
+        path = Path(os.path.abspath(args.data_file))  # a folder given as "." or "pets/" still has a name
+        if args.image_size is not None and not (path.is_dir() or path.suffix.lower() == ".zip"):
+            raise DataError(f"--image-size applies to a folder or .zip of images, not to {path.name}")
+        stored = workspace.put_dataset(load_array_file(path, image_size=args.image_size), path.name)
         print(f"dataset {stored.file_name}: {stored.n_images:,} images of {stored.image_shape}, stored in the "
               f"workspace as {stored.short}…", file=sys.stderr)
         return store.DataRef(stored.file_name, stored.hash)
@@ -224,8 +228,12 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True)
 
     def data_args(sp):
-        sp.add_argument("--data-file", help="a .npz/.npy/.csv of images instead of a built-in dataset (stored in "
-                        "the workspace, so models trained on it open in the app with their data)")
+        sp.add_argument("--data-file", help="a .npz/.npy/.csv of images, or a folder or .zip of PNG/JPEG images "
+                        "(each subfolder a class, named after it; no subfolders: no labels), instead of a built-in "
+                        "dataset (stored in the workspace, so models trained on it open in the app with their data)")
+        sp.add_argument("--image-size", type=int, default=None, metavar="N",
+                        help="for a folder or .zip of images: make every image N×N (scaled so its shorter side is "
+                        "N, then centre-cropped); default: the most common size, scaled down to fit 64×64")
         sp.add_argument("--data-dir", help="folder with MNIST/Fashion-MNIST IDX files (else $VAE_DATA_DIR)")
         sp.add_argument("--download", action="store_true", help="download MNIST/Fashion-MNIST if not found")
         sp.add_argument("--timeout", type=float, default=30.0, help="download timeout per connection, s")

@@ -1,6 +1,7 @@
 """Datasets as one float tensor in [0, 1] of shape (N, C, H, W) on the device, plus labels and a fixed
 train/test split. Built-in: scikit-learn's 8×8 digits (offline), MNIST and Fashion-MNIST (local IDX files
-first, then a download with a timeout). User files: .npz, .npy, .csv — never unpickled.
+first, then a download with a timeout). User files: .npz, .npy, .csv — never unpickled — and folders or .zip
+files of PNG/JPEG images (`image_folder.py`).
 """
 from __future__ import annotations
 
@@ -119,9 +120,12 @@ def check_image_count(name: str, n: int) -> None:
 
 
 def from_arrays(name: str, arrays: "ArrayData", *, device="cpu", hash: str | None = None) -> Dataset:
-    """A user's images as a Dataset with the fixed 80/20 split (seed 0); classes are named by their number."""
+    """A user's images as a Dataset with the fixed 80/20 split (seed 0); classes keep the names the arrays carry
+    (an image folder's class folders), else are named by their number."""
     check_image_count(name, len(arrays.x))
-    names = None if arrays.y is None else [str(i) for i in range(int(arrays.y.max()) + 1)]
+    names = arrays.class_names
+    if names is None and arrays.y is not None:
+        names = [str(i) for i in range(int(arrays.y.max()) + 1)]
     return split_arrays(name, arrays.x, arrays.y, device=device, class_names=names, hash=hash)
 
 
@@ -259,9 +263,11 @@ def available_builtin(data_dir=None) -> dict[str, bool]:
 class ArrayData:
     x: np.ndarray  # (N, C, H, W) float32 in [0, 1]
     y: np.ndarray | None  # (N,) int64
+    class_names: tuple[str, ...] | None = None  # the name of each label 0…K-1 (an image folder's class folders)
 
 
-def _read_source(source: str | os.PathLike | bytes | BinaryIO) -> tuple[bytes, str]:
+def read_source(source: str | os.PathLike | bytes | BinaryIO) -> tuple[bytes, str]:
+    """(the bytes, the file name if known) of a path (refused past MAX_ARRAY_BYTES), bytes or a binary file."""
     if isinstance(source, (bytes, bytearray)):
         return bytes(source), ""
     if hasattr(source, "read"):
@@ -276,19 +282,31 @@ def _read_source(source: str | os.PathLike | bytes | BinaryIO) -> tuple[bytes, s
     return path.read_bytes(), path.name
 
 
-def load_array_file(source, filename: str | None = None) -> ArrayData:
+def load_array_file(source, filename: str | None = None, *, image_size: int | None = None) -> ArrayData:
     """Read images (and optional labels) from .npz (`x`, optional `y`), .npy or .csv (one image per row,
-    optional label column named label/y/class or an extra first column).
+    optional label column named label/y/class or an extra first column), or PNG/JPEG images from a folder or a
+    .zip, class subfolders giving the labels (`image_folder.read_image_folder` / `read_image_zip`, which resize
+    to `image_size`; array files ignore it).
 
-    `source` is a path, bytes or a binary file object; `filename` gives the extension when it is not a path.
-    Raises `DataError` with a message a user can act on.
+    `source` is a path (a file or a folder), bytes or a binary file object; `filename` gives the extension when
+    it is not a path. Raises `DataError` with a message a user can act on.
     """
-    raw, name = _read_source(source)
+    is_path = isinstance(source, (str, os.PathLike))
+    if is_path and Path(source).is_dir():
+        from .image_folder import read_image_folder  # imported on first use: Pillow only for images
+
+        return read_image_folder(source, image_size=image_size)
+    given_name = filename or (source if is_path else getattr(source, "name", None)) or ""
+    if Path(str(given_name)).suffix.lower() == ".zip":
+        from .image_folder import read_image_zip
+
+        return read_image_zip(source, filename, image_size=image_size)
+    raw, name = read_source(source)
     name = filename or name
     ext = Path(name).suffix.lower()
     if not raw:
         raise DataError(f"{name or 'the file'} is empty")
-    if len(raw) > MAX_ARRAY_BYTES:  # bytes and uploads get the limit a path gets in _read_source
+    if len(raw) > MAX_ARRAY_BYTES:  # bytes and uploads get the limit a path gets in read_source
         raise DataError(f"{name or 'the file'} is {len(raw) / 2**20:.1f} MiB; the limit is {MAX_ARRAY_BYTES >> 20} MiB")
     if ext == ".npz":
         x, y = _read_npz(raw)
@@ -297,7 +315,8 @@ def load_array_file(source, filename: str | None = None) -> ArrayData:
     elif ext == ".csv":
         x, y = _read_csv(raw)
     else:
-        raise DataError(f"unsupported file type {ext or '(none)'!r}: use .npz, .npy or .csv")
+        raise DataError(f"unsupported file type {ext or '(none)'!r}: use .npz, .npy or .csv, or a folder or .zip "
+                        "of PNG/JPEG images")
     return ArrayData(x=to_unit_range(to_nchw(x)), y=None if y is None else check_labels(y, len(x)))
 
 
@@ -405,17 +424,22 @@ def to_nchw(x: np.ndarray) -> np.ndarray:
         x = x.transpose(0, 3, 1, 2)
     else:
         raise DataError(f"images have shape {x.shape}; expected N×H×W or N×H×W×C with C ≤ {MAX_CHANNELS}")
-    n, _, h, w = x.shape
+    check_array_shape(*x.shape)
+    return x
+
+
+def check_array_shape(n: int, c: int, h: int, w: int) -> None:
+    """The limits on a user's (N, C, H, W) images: their number, side lengths and pixel values in all (checked
+    before the pixels are made, where that is possible)."""
     if n == 0:
         raise DataError("the file holds no images")
     if n > MAX_IMAGES:
         raise DataError(f"{n} images is more than the limit of {MAX_IMAGES}")
     if h > MAX_SIDE or w > MAX_SIDE or h < 2 or w < 2:
         raise DataError(f"images are {h}×{w} pixels; the supported size is 2…{MAX_SIDE} per side")
-    if x.size > MAX_PIXELS:
-        raise DataError(f"{n:,} images of {x.shape[1]}×{h}×{w} are {x.size:,} pixel values; the limit is "
+    if n * c * h * w > MAX_PIXELS:
+        raise DataError(f"{n:,} images of {c}×{h}×{w} are {n * c * h * w:,} pixel values; the limit is "
                         f"{MAX_PIXELS:,} (use fewer or smaller images)")
-    return x
 
 
 def to_unit_range(x: np.ndarray) -> np.ndarray:

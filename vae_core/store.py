@@ -10,9 +10,11 @@ Linux, ~/Library/Application Support/vae-explorer on macOS, %LOCALAPPDATA%\\vae-
 read at call time. The shipped models and sweeps in the source tree's `checkpoints/` are read-only: nothing
 here writes there. Every write is atomic (`files.atomic_write`); nothing is ever unpickled.
 
-A dataset's content hash is the SHA-256 of its images as float32 in [0, 1] (N, C, H, W) and its labels, so
-the same images give the same hash whether they came as .npz, .npy or .csv; a checkpoint trained on them
-records the hash (`Dataset.info`), and any session or the CLI finds the data again through it.
+A dataset's content hash is the SHA-256 of its images as float32 in [0, 1] (N, C, H, W), its labels and its
+class names when it has them (an image folder's class folders), so the same images give the same hash whether
+they came as .npz, .npy, .csv, a folder or a .zip; a checkpoint trained on them records the hash
+(`Dataset.info`), and any session or the CLI finds the data again through it. Class names are kept in the stored
+file's header and come back with the images.
 """
 from __future__ import annotations
 
@@ -88,6 +90,7 @@ class StoredDataset:
     n_classes: int
     size_bytes: int
     created: str
+    class_names: tuple[str, ...] | None = None
 
     @property
     def short(self) -> str:
@@ -95,13 +98,16 @@ class StoredDataset:
 
 
 def content_hash(arrays: ArrayData) -> str:
-    """SHA-256 of the images as float32 (N, C, H, W) in [0, 1] and of the labels: the dataset's identity."""
+    """SHA-256 of the images as float32 (N, C, H, W) in [0, 1], of the labels and of the class names when there
+    are any (without them the hash is what it always was): the dataset's identity."""
     x = np.ascontiguousarray(arrays.x, dtype=np.float32)
     h = hashlib.sha256(b"vae_core dataset v1\n")
     h.update(json.dumps({"shape": list(x.shape), "labels": arrays.y is not None}).encode())
     h.update(memoryview(x).cast("B"))
     if arrays.y is not None:
         h.update(memoryview(np.ascontiguousarray(arrays.y, dtype=np.int64)).cast("B"))
+    if arrays.class_names is not None:
+        h.update(json.dumps({"class_names": list(arrays.class_names)}).encode())
     return h.hexdigest()
 
 
@@ -165,6 +171,8 @@ class Workspace:
                 "image_shape": [int(c), int(h), int(w)],
                 "n_classes": 0 if arrays.y is None else int(arrays.y.max()) + 1,
                 "created": time.strftime("%Y-%m-%dT%H:%M:%S")}
+        if arrays.class_names is not None:
+            meta["class_names"] = list(arrays.class_names)
         tensors = {"x": _as_stored_pixels(arrays.x)}
         if arrays.y is not None:
             tensors["y"] = np.ascontiguousarray(arrays.y, dtype=np.int64)
@@ -181,7 +189,7 @@ class Workspace:
             return StoredDataset(hash=meta["hash"], file_name=str(meta["file_name"]), n_images=int(meta["n_images"]),
                                  image_shape=tuple(int(v) for v in meta["image_shape"]),
                                  n_classes=int(meta["n_classes"]), size_bytes=path.stat().st_size,
-                                 created=str(meta.get("created", "")))
+                                 created=str(meta.get("created", "")), class_names=_class_names(meta))
         except (OSError, ValueError, KeyError, TypeError):
             return None
 
@@ -193,7 +201,7 @@ class Workspace:
         return [i for i in infos if i is not None]
 
     def load_arrays(self, digest: str) -> tuple[ArrayData, str]:
-        """(images and labels, original file name) of a stored dataset, checked against its hash.
+        """(images, labels and class names, original file name) of a stored dataset, checked against its hash.
         Raises DataError saying what to do when it is missing or damaged."""
         path = self.dataset_path(digest)
         if not path.is_file():
@@ -207,7 +215,7 @@ class Workspace:
             if x.dtype == np.uint8:
                 x = x.astype(np.float32)
                 np.divide(x, np.float32(255.0), out=x)  # the float32 values the hash was taken of
-            data = ArrayData(x=x, y=y)
+            data = ArrayData(x=x, y=y, class_names=_class_names(meta))
             if x.ndim != 4 or list(x.shape[1:]) != list(meta["image_shape"]) or content_hash(data) != digest:
                 raise ValueError("its content does not match its hash")
         except Exception as err:  # noqa: BLE001 — OSError, bad JSON, and safetensors' own errors alike
@@ -272,6 +280,12 @@ def _dataset_header(path: Path) -> dict:
     if meta.get("format_version") != DATASET_FORMAT:
         raise ValueError(f"unknown dataset format {meta.get('format_version')!r}")
     return meta
+
+
+def _class_names(meta: dict) -> tuple[str, ...] | None:
+    """The class names a stored dataset's record keeps (None: numbered classes, as in files stored before names)."""
+    names = meta.get("class_names")
+    return None if names is None else tuple(str(n) for n in names)
 
 
 def _checkpoint_files(folder: Path) -> list[Path]:

@@ -42,3 +42,51 @@ def test_tsne_keeps_clusters_apart_and_reports_progress():
     d = ((emb[:, None] - emb[None]) ** 2).sum(-1)
     np.fill_diagonal(d, np.inf)
     assert (labels[d.argmin(1)] == labels).mean() > 0.99
+
+
+# ---------------------------------------------------------------- UMAP (one fit shared: numba's first call JITs)
+
+def _blobs(n_per: int = 150, d: int = 8, seed: int = 0):
+    rng = np.random.default_rng(seed)
+    labels = np.repeat([0, 1], n_per)
+    centres = np.zeros((2, d))
+    centres[1, 0] = 20.0  # two unit Gaussians 20 standard deviations apart
+    return centres[labels] + rng.normal(size=(2 * n_per, d)), labels
+
+
+@pytest.fixture(scope="module")
+def umap_fit():
+    x, labels = _blobs()
+    seen = []
+    return x, labels, P.umap(x, seed=3, progress=seen.append), seen
+
+
+def test_umap_is_2d_float64_and_reports_progress(umap_fit):
+    x, _, emb, seen = umap_fit
+    assert emb.shape == (len(x), 2) and emb.dtype == np.float64 and np.isfinite(emb).all()
+    assert seen[0] == 0.0 and seen[-1] == 1.0 and seen == sorted(seen)
+    assert P.UMAP_GRAPH_SHARE in seen  # the hook after the neighbour graph fired
+
+
+def test_umap_is_reproducible_with_a_seed(umap_fit):
+    x, _, emb, _ = umap_fit
+    assert np.array_equal(P.umap(x, seed=3), emb)
+
+
+def test_umap_keeps_two_blobs_apart(umap_fit):
+    _, labels, emb, _ = umap_fit
+    d = ((emb[:, None] - emb[None]) ** 2).sum(-1)
+    np.fill_diagonal(d, np.inf)
+    assert (labels[d.argmin(1)] == labels).all()
+    between = np.linalg.norm(emb[labels == 0].mean(0) - emb[labels == 1].mean(0))
+    within = max(emb[labels == k].std(0).max() for k in (0, 1))
+    assert between > 3 * within
+
+
+def test_umap_small_inputs_one_dimension_and_errors():
+    x = np.random.default_rng(0).normal(size=(8, 1))
+    assert P.umap(x).shape == (8, 2)  # 1-D codes, n_neighbors 15 clipped to 7
+    with pytest.raises(ValueError, match="N ≥ 5"):
+        P.umap(np.zeros((4, 2)))
+    with pytest.raises(ValueError, match="finite"):
+        P.umap(np.full((10, 2), np.nan))

@@ -3,7 +3,7 @@ import numpy as np
 import streamlit as st
 
 from vae_core import pictures, plots
-from vae_core.decoding import decode_lattice, interpolate, lattice_axis
+from vae_core.decoding import decode_lattice, interpolate, lattice_axis, lattice_value
 from vae_core.ui import cache, widgets
 
 widgets.page_header(
@@ -75,21 +75,48 @@ with tab_grid:
         if overlay and has_data:
             density_u, density = cache.lattice_density(am.key, dims, tuple(axis.tolist()),
                                                        cache.test_scores(am.key, am)["mu"])
-        cols = st.columns(min(len(labels_to_draw), 2 if per_class else 1))
+        sub = max(1, min(4, 100 // size))  # click targets per cell and axis (at most 100 × 100 in all)
+        u = (np.arange(size * sub) + 0.5) / sub - 0.5  # fractional cell positions covering the whole picture
+        z_at = lattice_value(u, size, spacing, span, coverage)
+        grid_col, click_col = st.columns([3, 1]) if not per_class else (st.container(), st.container())
+        cols = grid_col.columns(min(len(labels_to_draw), 2 if per_class else 1))
+        clicked = None  # (latent point, class) of the last click on a lattice
         for k, label in enumerate(labels_to_draw):
             images = decode_lattice(am.model, axis, axis, dims=dims, reference=reference, label=label)
             picture = pictures.tile(images)
             fig = plots.lattice_figure(picture, axis, axis, cell=cfg.image_shape[1], density=density,
                                        density_u=density_u, dims=dims, scale=scale,
-                                       height=640 if not per_class else 460)
+                                       height=640 if not per_class else 460, targets=(u, z_at, z_at))
             with cols[k % len(cols)]:
                 if label is not None:
                     st.markdown(f"**class {class_names[label] if label < len(class_names) else label}**")
-                st.plotly_chart(fig, key=f"dg_lattice_{k}", config={"displayModeBar": False})
+                event = st.plotly_chart(fig, key=f"dg_lattice_{k}", on_select="rerun", selection_mode="points",
+                                        config={"displayModeBar": False})
+                points = [p for p in event.selection.points if p.get("curve_number") == len(fig.data) - 1]
+                if points:  # point i of the k×k targets sits at z_at[i % k], z_at[i // k]
+                    row, col = divmod(int(points[-1]["point_index"]), len(z_at))
+                    clicked = ((z_at[col], z_at[row]), label)
                 st.download_button(f"PNG ({size}×{size})", lambda pic=picture: pictures.png_bytes(pic, scale),
                                    file_name=f"{stem}-grid-{size}x{size}" + (f"-class{label}" if label is not None
                                                                             else "") + ".png",
                                    mime="image/png", on_click="ignore", icon=":material/download:", key=f"dg_png_{k}")
+
+        with click_col:
+            st.markdown("**Decode a point**")
+            if clicked is None:
+                st.caption("Click anywhere on the lattice to decode that exact latent point (hover to read it).")
+            else:
+                (zx, zy), label = clicked
+                z = np.zeros(d) if reference is None else np.array(reference, dtype=float)
+                z[dims[0]] = zx
+                if d > 1:
+                    z[dims[1]] = zy
+                decoded = cache.decode(am, z[None], label)[0]
+                widgets.image(pictures.to_uint8(pictures.tile(decoded[None, None]),
+                                                pictures.display_scale(cfg.image_shape[1], 160)),
+                              caption=f"E[x | z] at z{dims[0]} = {zx:.3f}, z{dims[1]} = {zy:.3f}"
+                                      + (" (other dimensions as above)" if d > 2 else "")
+                                      + (f", class {class_names[label]}" if label is not None else ""))
 
 with tab_interp:
     st.caption("The decoded path between the posterior means of two test images: straight (linear) and along "

@@ -1,5 +1,6 @@
 """The Streamlit app, page by page, with streamlit.testing (no browser). Pages run alone, as AppTest does; work that
 runs in the background (training, held-out experiment, IWAE, t-SNE) is followed until the page shows its end."""
+import base64
 import json
 
 import numpy as np
@@ -110,6 +111,11 @@ def test_decoder_grid_size_and_png():
     assert buttons
     spec = json.loads(at.get("plotly_chart")[0].proto.spec)
     assert spec["data"][0]["type"] == "image" and spec["data"][1]["type"] == "contour"
+    targets = spec["data"][-1]  # an invisible grid of points to hover and click, 3 per cell and axis at 30×30
+    n_targets = len(base64.b64decode(targets["x"]["bdata"])) // np.dtype(targets["x"]["dtype"]).itemsize
+    assert targets["type"] == "scattergl" and targets["marker"]["opacity"] == 0 and n_targets == 90 * 90
+    assert "click to decode" in targets["hovertemplate"]
+    assert "Click anywhere on the lattice" in texts(at)
     assert len(spec["layout"]["xaxis"]["tickvals"]) >= 2
     at.radio(key="dg_spacing").set_value("linear").run()
     assert not at.exception

@@ -5,7 +5,8 @@ from scipy.stats import norm
 
 from vae_core import decoding as D
 from vae_core.config import ModelConfig
-from vae_core.decoding import decode_lattice, lattice_axis
+from vae_core import plots
+from vae_core.decoding import decode_lattice, lattice_axis, lattice_value
 from vae_core.pictures import tile
 from vae_core.model import VAE
 
@@ -72,3 +73,26 @@ def test_density_integrates_to_about_one():
     dens = D.density_2d(pts, g, g)
     assert dens.shape == (101, 101)
     assert abs(dens.sum() * (g[1] - g[0]) ** 2 - 1) < 0.02
+
+
+@pytest.mark.parametrize("spacing", ["quantile", "linear"])
+def test_lattice_value_meets_the_axis_at_cell_centres_and_follows_the_spacing_between(spacing):
+    n = 7
+    axis = lattice_axis(n, spacing, 2.5, 0.9)
+    assert np.allclose(lattice_value(np.arange(n), n, spacing, 2.5, 0.9), axis)
+    between = lattice_value(np.array([2.5]), n, spacing, 2.5, 0.9)[0]
+    assert axis[2] < between < axis[3]
+    if spacing == "quantile":  # halfway in prior mass, not in z
+        p = [float(torch.special.ndtr(torch.tensor(v, dtype=torch.float64))) for v in (axis[2], axis[3], between)]
+        assert p[2] == pytest.approx((p[0] + p[1]) / 2)
+
+
+def test_lattice_click_targets_carry_the_latent_point_drawn_under_them():
+    n, cell = 5, 8
+    axis = lattice_axis(n)
+    picture = np.zeros((n * (cell + 1) - 1, n * (cell + 1) - 1))
+    fig = plots.lattice_figure(picture, axis, axis, cell=cell, targets=(np.arange(n), axis, axis))
+    t = fig.data[-1]
+    for x, y, (zx, zy) in zip(t.x, t.y, t.customdata):
+        col, row = round((x - cell / 2 + 0.5) / (cell + 1)), round((y - cell / 2 + 0.5) / (cell + 1))
+        assert zx == pytest.approx(axis[col]) and zy == pytest.approx(axis[n - 1 - row])  # row 0 is the top

@@ -25,6 +25,23 @@ def lattice_axis(n: int, spacing: str = "quantile", span: float = 3.0, coverage:
     raise ValueError(f"spacing must be 'quantile' or 'linear', got {spacing!r}")
 
 
+def lattice_value(u: np.ndarray, n: int, spacing: str = "quantile", span: float = 3.0,
+                  coverage: float = 0.95) -> np.ndarray:
+    """The latent value at fractional cell index `u` (cell k's centre is u = k) of the axis `lattice_axis(n, …)`
+    draws: between cell centres the spacing is followed (linear in the quantile p for prior quantiles), so a click
+    anywhere on a lattice picture decodes the point that lies there. `lattice_value(arange(n), n) == lattice_axis(n)`."""
+    u = np.asarray(u, dtype=np.float64)
+    if n == 1:
+        return np.full_like(u, lattice_axis(1, spacing, span, coverage)[0])
+    if spacing == "quantile":
+        tail = (1 - coverage) / 2
+        p = np.clip(tail + u * (1 - 2 * tail) / (n - 1), 1e-6, 1 - 1e-6)
+        return torch.special.ndtri(torch.as_tensor(p)).numpy()
+    if spacing == "linear":
+        return -span + u * 2 * span / (n - 1)
+    raise ValueError(f"spacing must be 'quantile' or 'linear', got {spacing!r}")
+
+
 @torch.no_grad()
 def decode_lattice(model: VAE, axis_x: np.ndarray, axis_y: np.ndarray, dims: tuple[int, int] = (0, 1),
                    reference: np.ndarray | None = None, label: int | None = None) -> np.ndarray:

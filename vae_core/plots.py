@@ -145,10 +145,15 @@ def image_data_uri(picture: np.ndarray, scale: int = 1) -> str:
 
 def lattice_figure(picture: np.ndarray, axis_x: np.ndarray, axis_y: np.ndarray, cell: int, pad: int = 1,
                    density: np.ndarray | None = None, density_u: np.ndarray | None = None,
-                   dims=(0, 1), scale: int = 1, height: int = 640) -> go.Figure:
+                   dims=(0, 1), scale: int = 1, height: int = 640,
+                   targets: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None) -> go.Figure:
     """The tiled lattice as a picture with latent-value ticks at cell centres; optionally a contour of the
     aggregate posterior's density, given on fractional cell coordinates `density_u` (both axes), so that
-    dense regions and holes can be compared with the decoded images."""
+    dense regions and holes can be compared with the decoded images.
+
+    `targets` = (u, z_x, z_y): fractional cell positions (k,) along both axes and the latent values there. They
+    become an invisible grid of k×k points (the last trace) carrying (z_x, z_y) in customdata: hovering shows the
+    latent point under the mouse, and a click selects it (to decode it)."""
     h, w = picture.shape[:2]
     fig = go.Figure(go.Image(source=image_data_uri(picture, scale), x0=0, y0=0, dx=1 / scale, dy=1 / scale,
                              hoverinfo="skip"))
@@ -170,6 +175,15 @@ def lattice_figure(picture: np.ndarray, axis_x: np.ndarray, axis_y: np.ndarray, 
                                  contours=dict(coloring="lines"), line=dict(width=1.5),
                                  colorscale=[[0, "rgba(255,140,0,0.3)"], [1, "rgba(220,20,60,1)"]],
                                  hoverinfo="skip", name="aggregate posterior density"))
+    if targets is not None:
+        u, z_x, z_y = (np.asarray(a, float) for a in targets)
+        gx, gy = np.meshgrid(u * step + cell / 2 - 0.5, (ny - 1 - u) * step + cell / 2 - 0.5)  # (k, k) pixels
+        zx, zy = np.meshgrid(z_x, z_y)  # row j holds z_y[j], drawn at picture row ny−1−u[j] (up is larger)
+        fig.add_trace(go.Scattergl(x=gx.ravel(), y=gy.ravel(), mode="markers", showlegend=False,
+                                   marker=dict(size=8, opacity=0),
+                                   customdata=np.stack([zx.ravel(), zy.ravel()], axis=1),
+                                   hovertemplate=f"z{dims[0]} %{{customdata[0]:.3f}}<br>z{dims[1]} "
+                                                 "%{customdata[1]:.3f}<br>click to decode<extra></extra>"))
     return layout(fig, None, height)
 
 

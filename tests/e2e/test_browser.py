@@ -220,6 +220,23 @@ def test_decoder_grid_slider(browser, server):
         thumb.press("ArrowRight")
     expect(pg.get_by_text("PNG (18×18)").first).to_be_visible()
     no_exception(pg)
+    # a click anywhere on the lattice decodes the latent point under the mouse (hover shows it first)
+    plot = pg.locator('[data-testid="stPlotlyChart"] .js-plotly-plot').first
+    expect(plot.locator(".nsewdrag").first).to_be_attached()
+    decoded = pg.get_by_text(re.compile(r"E\[x \| z\] at z0 = -?\d\.\d{3}, z1 = -?\d\.\d{3}"))
+    for attempt in range(3):  # Plotly may still be attaching its handlers right after the first paint
+        box = plot.locator(".nsewdrag").first.bounding_box()
+        pg.mouse.move(box["x"] + box["width"] * 0.8, box["y"] + box["height"] * 0.2)  # upper right: z0 > 0, z1 > 0
+        pg.mouse.click(box["x"] + box["width"] * 0.8, box["y"] + box["height"] * 0.2)
+        try:
+            expect(decoded.first).to_be_visible(timeout=10_000)
+            break
+        except AssertionError:
+            if attempt == 2:
+                raise
+    z0, z1 = map(float, re.findall(r"-?\d\.\d{3}", decoded.first.inner_text())[:2])
+    assert z0 > 0 and z1 > 0  # the point clicked, not the origin or a cell of the wrong corner
+    no_exception(pg)
     shot(pg, "decoder_grid")
     for tab, name in (("Interpolation", "decoder_interpolation"), ("Prior samples", "decoder_samples")):
         pg.get_by_role("tab", name=tab).click()

@@ -1,6 +1,5 @@
 """Overview: the active model in one picture (encoder map beside decoder map) and where each page goes next."""
 import streamlit as st
-from streamlit.errors import StreamlitPageNotFoundError
 
 from vae_core.ui import cache, widgets
 from vae_core.ui.text import plain
@@ -53,9 +52,5 @@ NEXT = [
 ]
 for path, title, icon, what in NEXT:
     left, right = st.columns([1, 4], vertical_alignment="center")
-    with left:
-        try:
-            st.page_link(path, label=title, icon=icon)
-        except StreamlitPageNotFoundError:  # this page runs on its own, without the app's navigation
-            st.markdown(f"**{title}**")
+    widgets.page_link(left, path, title, icon)
     right.caption(what)

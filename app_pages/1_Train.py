@@ -29,7 +29,7 @@ widgets.page_header(
 LIMIT_KEY = "tr_limit_message"
 SIZED_KEY = "tr_sized_for"  # the dataset whose size set the epochs and batch size
 FORM = ("tr_dataset", "tr_download", "tr_recipe", "tr_latent", "tr_arch", "tr_hidden", "tr_lik", "tr_beta",
-        "tr_free_bits", "tr_warmup", "tr_cvae", "tr_epochs", "tr_lr", "tr_batch", "tr_seed", "tr_save_overwrite", SIZED_KEY)
+        "tr_free_bits", "tr_warmup", "tr_cvae", "tr_epochs", "tr_lr", "tr_batch", "tr_seed", "tr_save_overwrite", "tr_image_size", SIZED_KEY)
 RUN_KEY = "tr_run"  # the id of the run this page shows
 ACTIVATED_KEY = "tr_activated"  # runs whose model this session has already made active
 SAVED_KEY = "tr_saved"  # {run id: name it was saved under}
@@ -50,7 +50,7 @@ def dataset_options() -> dict[str, str]:
     for d in ws.list_datasets():
         shape = "×".join(map(str, d.image_shape))
         options[f"file:{d.hash}"] = f"file · {d.file_name} ({d.n_images:,} images of {shape}, {d.short})"
-    options["upload"] = "upload a file (.npz / .npy / .csv)…"
+    options["upload"] = "upload a file (.zip of images, .npz, .npy or .csv)…"
     return options
 
 
@@ -59,8 +59,9 @@ def _store_upload() -> None:
     up = st.session_state.get("tr_upload")
     if up is None:
         return
+    size = int(st.session_state.get("tr_image_size") or 0) or None
     try:
-        stored = ws.put_dataset(load_array_file(up.getvalue(), up.name), up.name)
+        stored = ws.put_dataset(load_array_file(up.getvalue(), up.name, image_size=size), up.name)
     except DataError as err:
         st.session_state[UPLOAD_ERROR_KEY] = f"{up.name} cannot be used: {err}"
         return
@@ -99,8 +100,14 @@ choice = d1.selectbox("Dataset", list(options), format_func=options.get, key="tr
 data, ref = None, None
 with d2:
     if choice == "upload":
-        widgets.file_upload(st, "Images: .npz with arrays x (N×H×W or N×H×W×C) and optional labels y; .npy; or "
-                            ".csv with one image per row (optional label column)", "tr_upload", on_change=_store_upload)
+        u1, u2 = st.columns([3, 1])
+        u2.number_input("Image size for a .zip (px, 0 = most common)", 0, 256, 0, key="tr_image_size",
+                        on_change=_store_upload,
+                        help="Images in a .zip are scaled so that the shorter side fits, then cropped to a square of "
+                             "this size. 0 keeps the most common size in the file, scaled down to at most 64 px.")
+        widgets.file_upload(u1, "Images: a .zip of PNG/JPEG files (one subfolder per class gives the labels), "
+                            ".npz with arrays x (N×H×W or N×H×W×C) and optional labels y, .npy, or .csv with one "
+                            "image per row (optional label column)", "tr_upload", on_change=_store_upload)
         if st.session_state.get(UPLOAD_ERROR_KEY):
             st.error(plain(st.session_state[UPLOAD_ERROR_KEY]))
         else:
@@ -258,8 +265,8 @@ def collapse_notice(run) -> None:
         c3.button(f"KL warm-up ({warm:g} epochs)", key="tr_fix_warmup", disabled=at_limit, on_click=retrain,
                   args=(spec_,), kwargs={"warmup_epochs": warm},
                   help="The KL weight starts at 0, so the encoder learns to use the codes before they cost.")
-        c4.page_link("app_pages/5_Collapse_lab.py", label="Compare the cures in the Collapse lab",
-                     icon=":material/compress:")
+        widgets.page_link(c4, "app_pages/5_Collapse_lab.py", "Compare the cures in the Collapse lab",
+                          ":material/compress:")
 
 
 # ---------------------------------------------------------------- 3 · training

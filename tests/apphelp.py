@@ -136,3 +136,31 @@ def upload_data(at, name: str, blob: bytes) -> AppTest:
     """Choose 'upload a file' on the Train page and upload `blob` as `name`."""
     at.selectbox(key="tr_dataset").set_value("upload").run()
     return at.file_uploader(key="tr_upload").set_value((name, blob, "application/octet-stream")).run()
+
+
+def colour_shapes_zip(per_class: int = 40, side: int = 24, seed: int = 0) -> bytes:
+    """A .zip of colour PNGs in one folder per class, as a user would zip their images: red discs, green squares
+    and blue triangles of random size and place on a dark background (some JPEGs among them)."""
+    from PIL import Image, ImageDraw  # noqa: PLC0415 — only the tests that build images need it
+    import zipfile  # noqa: PLC0415
+
+    rng = np.random.default_rng(seed)
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as zf:
+        for name, colour in (("disc", (230, 40, 40)), ("square", (40, 200, 60)), ("triangle", (50, 80, 230))):
+            for i in range(per_class):
+                img = Image.new("RGB", (side, side), tuple(int(v) for v in rng.integers(0, 40, 3)))
+                r = int(rng.integers(side // 5, side // 3))
+                cx, cy = (int(v) for v in rng.integers(r, side - r, 2))
+                draw = ImageDraw.Draw(img)
+                if name == "disc":
+                    draw.ellipse([cx - r, cy - r, cx + r, cy + r], fill=colour)
+                elif name == "square":
+                    draw.rectangle([cx - r, cy - r, cx + r, cy + r], fill=colour)
+                else:
+                    draw.polygon([(cx, cy - r), (cx - r, cy + r), (cx + r, cy + r)], fill=colour)
+                out = io.BytesIO()
+                fmt = "JPEG" if i % 5 == 0 else "PNG"
+                img.save(out, fmt, quality=95)
+                zf.writestr(f"shapes/{name}/{i:03d}.{'jpg' if fmt == 'JPEG' else 'png'}", out.getvalue())
+    return buf.getvalue()

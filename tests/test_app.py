@@ -1,11 +1,13 @@
 """The Streamlit app, page by page, with streamlit.testing (no browser). Pages run alone, as AppTest does; work that
 runs in the background (training, held-out experiment, IWAE, t-SNE) is followed until the page shows its end."""
 import base64
+import io
 import json
 
 import numpy as np
 import pytest
-from apphelp import (DIGITS, N_TEST, ROOT, current_run, good_npz, messages, model_options, page, progress_texts,
+from PIL import Image
+from apphelp import (DIGITS, colour_shapes_zip, N_TEST, ROOT, current_run, good_npz, messages, model_options, page, progress_texts,
                      rerun_until, save_as, scatter_points, settle, shell, texts, train_quick, upload_data)
 from streamlit.testing.v1 import AppTest
 
@@ -234,6 +236,33 @@ def test_a_collapsed_run_says_so_and_each_fix_is_one_click(home):
     settle(at)
     assert not at.exception and not at.error
     assert not any("collapsed" in w for w in messages(at, ("warning",)))  # free bits: no notice
+
+
+def test_a_zip_of_colour_images_trains_with_the_conv_model_and_shows_in_colour_with_class_names(home):
+    at = shell().run().switch_page("app_pages/1_Train.py").run()
+    at.selectbox(key="tr_dataset").set_value("upload").run()
+    at.number_input(key="tr_image_size").set_value(16).run()
+    at.file_uploader(key="tr_upload").set_value(("shapes.zip", colour_shapes_zip(), "application/zip")).run()
+    assert not at.exception and not at.error
+    (stored,) = home.list_datasets()
+    assert stored.image_shape == (3, 16, 16) and stored.class_names == ("disc", "square", "triangle")
+    assert any("3×16×16" in s and "3 classes" in s for s in messages(at, ("success",)))
+    at.selectbox(key="tr_arch").set_value("conv")
+    at.number_input(key="tr_epochs").set_value(3)
+    at.button(key="tr_train").click().run()
+    settle(at)
+    assert not at.exception and not at.error and current_run(at).status == "done"
+    at.switch_page("app_pages/2_Latent_space.py").run()  # the same session, the new model active
+    assert not at.exception and not at.error
+    spec = json.loads(at.get("plotly_chart")[0].proto.spec)
+    assert {"disc", "square", "triangle"} <= set(spec["data"][0]["text"])  # labels by class name on hover
+    at.switch_page("app_pages/3_Decoder_grid.py").run()
+    assert not at.exception and not at.error
+    lattice = json.loads(at.get("plotly_chart")[0].proto.spec)["data"][0]["source"]
+    picture = np.asarray(Image.open(io.BytesIO(base64.b64decode(lattice.split(",", 1)[1]))))
+    assert picture.ndim == 3 and picture.shape[2] >= 3  # decoded in colour
+    channels = picture[..., :3].reshape(-1, 3).astype(int)
+    assert np.abs(channels[:, 0] - channels[:, 1]).max() > 40  # not grey: red and green differ somewhere
 
 
 def test_the_train_page_and_the_cli_give_the_same_history_for_the_same_settings(home, tmp_path):

@@ -7,6 +7,7 @@ import hashlib
 from pathlib import Path
 
 import streamlit as st
+from streamlit.errors import StreamlitPageNotFoundError
 
 from .. import checkpoint as ckpt_io
 from .. import store
@@ -49,6 +50,15 @@ def image(picture, caption: str | None = None, **kwargs):
     return st.image(picture, caption=caption, output_format="PNG", **kwargs)
 
 
+def page_link(container, path: str, label: str, icon: str | None = None) -> None:
+    """A link to another page of the app, or its name in bold when this page runs on its own (without the app's
+    navigation, e.g. `streamlit run app_pages/1_Train.py` or a test of one page)."""
+    try:
+        container.page_link(path, label=label, icon=icon)
+    except StreamlitPageNotFoundError:
+        container.markdown(f"**{label}**")
+
+
 def file_upload(container, label: str, key: str, **kwargs):
     """`container.file_uploader` without `type=`: with it, Streamlit re-checks the extension on the server and,
     for a file that got past the browser's filter (a crafted request; AppTest), raises from inside its widget
@@ -84,11 +94,12 @@ def missing_data_panel(am: state.ActiveModel) -> None:
     st.warning(miss.message, icon=":material/image_not_supported:")
     if not miss.can_attach:
         return
-    up = file_upload(st, f"Upload {miss.file_name} (.npz, .npy or .csv)", f"attach_{am.key}")
+    up = file_upload(st, f"Upload {miss.file_name} (.zip, .npz, .npy or .csv)", f"attach_{am.key}")
     if up is None:
         return
-    try:
-        arrays = load_array_file(up.getvalue(), up.name)
+    _, height, width = am.config.image_shape
+    try:  # a .zip is resized as for training: to the model's image size
+        arrays = load_array_file(up.getvalue(), up.name, image_size=height if height == width else None)
         digest = store.content_hash(arrays)
         if miss.hash is not None and digest != miss.hash:
             st.error(f"{plain(up.name)} holds other images than the ones this model was trained on (content hash "

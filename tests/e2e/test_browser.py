@@ -24,6 +24,7 @@ import numpy as np
 import pytest
 from sklearn.datasets import load_digits
 
+from apphelp import colour_shapes_zip  # (tests/ is on the path: it holds conftest.py)
 from vae_core import checkpoint as C
 from vae_core import store
 from vae_core.data import available_builtin, load_dataset
@@ -404,6 +405,36 @@ def test_a_model_trained_on_an_uploaded_file_opens_in_new_contexts_by_picker_lin
     expect(uploader.locator('[data-testid="stPlotlyChart"]').first).to_be_visible()
     no_exception(uploader)
     uploader.context.close()
+
+
+def test_a_zip_of_colour_images_is_trained_and_browsed(browser, server):
+    pg = visit(browser, server, "train?model=digits-2d", "Train a VAE")
+    choose(pg, "Dataset", "upload a file")
+    set_number(pg, "Image size for a .zip (px, 0 = most common)", 16)
+    settled(pg)
+    pg.locator('[data-testid="stMain"] [data-testid="stFileUploader"] input[type="file"]').set_input_files(
+        {"name": "shapes.zip", "mimeType": "application/zip", "buffer": colour_shapes_zip(per_class=100)})
+    expect(pg.get_by_text(re.compile(r"training and \d+ test images of 3×16×16")).first).to_be_visible()
+    choose(pg, "Architecture", "conv")
+    box = pg.get_by_label("Epochs", exact=True)
+    box.fill("60")
+    box.press("Enter")  # Enter in a field sets the value; only the button starts training
+    settled(pg)
+    expect(box).to_have_value("60")
+    assert pg.get_by_text(re.compile(r"warm-up = 0 · 60 epochs")).count() == 0
+    pg.get_by_role("button", name="Train", exact=True).click()
+    expect(pg.get_by_text("Training finished: 60 epochs").first).to_be_visible(timeout=180_000)
+    settled(pg)
+    no_exception(pg)
+    nav(pg, "Latent space")
+    expect(pg.locator('[data-testid="stPlotlyChart"]').first).to_be_visible()
+    no_exception(pg)
+    shot(pg, "zip_colour_latent")
+    nav(pg, "Decoder grid")
+    expect(pg.get_by_text("PNG (15×15)").first).to_be_visible()
+    no_exception(pg)
+    shot(pg, "zip_colour_decoder")
+    pg.context.close()
 
 
 @pytest.mark.skipif(not FASHION, reason="needs Fashion-MNIST (apt install dataset-fashion-mnist)")

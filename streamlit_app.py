@@ -21,6 +21,7 @@ pages = [
     st.Page("app_pages/4_Anomalies.py", title="Anomalies", icon=":material/report:", url_path="anomalies"),
     st.Page("app_pages/5_Collapse_lab.py", title="Collapse lab", icon=":material/compress:", url_path="collapse"),
 ]
+widgets.quiet_unknown_addresses()  # /overview, /nonexistent: the Overview at /, without a "Page not found" dialog
 page = st.navigation(pages)
 with widgets.guard("show the sidebar"):
     widgets.sidebar()

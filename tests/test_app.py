@@ -3,12 +3,14 @@ runs in the background (training, held-out experiment, IWAE, t-SNE) is followed 
 import base64
 import io
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
 from apphelp import (DIGITS, colour_shapes_zip, N_TEST, ROOT, current_run, good_npz, messages, model_options, page, progress_texts,
                      rerun_until, save_as, scatter_points, settle, shell, texts, train_quick, upload_data)
+from streamlit.commands import navigation as st_navigation
 from streamlit.testing.v1 import AppTest
 
 from vae_core import checkpoint as C
@@ -42,6 +44,16 @@ def test_shell_opens_on_a_shipped_model_with_the_sidebar():
     assert "| −ELBO | reconstruction | KL |" in sidebar
     assert any("Device" in c.value for c in at.sidebar.caption)
     assert at.title[0].value == "VAE latent-space explorer"  # the default page: the overview
+
+
+def test_unknown_addresses_get_no_page_not_found_dialog():
+    """The shell replaces Streamlit's "Page not found" sender (widgets.quiet_unknown_addresses): if a Streamlit
+    upgrade renames it, this fails instead of the dialog silently coming back over /overview and typos."""
+    assert callable(getattr(st_navigation, "send_page_not_found", None)), "Streamlit renamed send_page_not_found"
+    assert "send_page_not_found(ctx)" in Path(st_navigation.__file__).read_text()  # …and still calls it by name
+    at = shell().run()
+    assert not at.exception
+    assert st_navigation.send_page_not_found.__module__ == "vae_core.ui.widgets"
 
 
 def test_shell_switches_to_digits_and_back():

@@ -186,6 +186,31 @@ def test_overview_opens_with_its_picture_and_links_to_the_pages(browser, server)
     pg.context.close()
 
 
+@pytest.mark.parametrize("path", ["overview", "nonexistent", "overview?model=digits-2d"])
+def test_an_address_that_names_no_page_opens_the_overview_without_a_dialog(browser, server, path):
+    """/overview (Streamlit serves the default page at / only) and unknown names land on the Overview at /, with no
+    "Page not found" dialog over it (it would block every click until closed)."""
+    pg = visit(browser, server, path, "VAE latent-space explorer")
+    no_exception(pg)
+    assert pg.locator('[role="dialog"]').count() == 0 and pg.get_by_text("Page not found").count() == 0
+    assert pg.url.split("?")[0].rstrip("/") == server
+    if "model=" in path:
+        assert "model=digits-2d" in pg.url  # the link's model survives the landing
+    pg.locator('[data-testid="stSidebarNav"] a', has_text="Train").first.click()  # nothing blocks a click
+    expect(pg.locator("h1", has_text="Train a VAE").first).to_be_visible()
+    pg.context.close()
+
+
+@pytest.mark.parametrize("path, title", [("train", "Train a VAE"), ("latent", "Latent space"),
+                                         ("decoder", "Decoder grid"), ("anomalies", "Anomalies"),
+                                         ("collapse", "Posterior-collapse lab")])
+def test_every_declared_address_opens_its_page(browser, server, path, title):
+    pg = visit(browser, server, path, title)
+    no_exception(pg)
+    assert pg.locator('[role="dialog"]').count() == 0
+    pg.context.close()
+
+
 def test_latent_space_opens_with_a_scatter_and_box_selection(browser, server):
     pg = visit(browser, server, "latent", "Latent space")
     no_exception(pg)

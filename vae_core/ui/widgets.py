@@ -7,6 +7,7 @@ import hashlib
 from pathlib import Path
 
 import streamlit as st
+from streamlit.commands import navigation as st_navigation
 from streamlit.errors import StreamlitPageNotFoundError
 
 from .. import checkpoint as ckpt_io
@@ -65,6 +66,22 @@ def file_upload(container, label: str, key: str, **kwargs):
     machinery before any of our code runs — a traceback instead of a message. The label names the accepted
     types; the library checks every file's name and content and says what is wrong."""
     return container.file_uploader(label, key=key, **kwargs)
+
+
+# ---------------------------------------------------------------- navigation
+
+def _no_page_not_found(ctx) -> None:  # noqa: ARG001 — the signature of the function it replaces
+    """Send nothing: the app's main page (the Overview) runs, and the browser's address becomes /."""
+
+
+def quiet_unknown_addresses() -> None:
+    """An address that names no page (a typo, an old link, or /overview: Streamlit serves the default page at /
+    only, whatever its url_path) runs the Overview and shows it at /. Streamlit would also put a "Page not found"
+    dialog over it, which blocks every click until it is closed. Streamlit has no option for that, so its sender
+    (`streamlit.commands.navigation.send_page_not_found`, looked up by name on every call) is replaced;
+    tests/test_app.py checks that it still exists."""
+    if hasattr(st_navigation, "send_page_not_found"):
+        st_navigation.send_page_not_found = _no_page_not_found
 
 
 # ---------------------------------------------------------------- the active model

@@ -450,7 +450,7 @@ def test_overview_of_a_5d_cvae_shows_pca_and_prior_samples(cvae_5d):
 def test_latent_space_of_a_5d_cvae_uses_pca(cvae_5d):
     at = with_session_model("app_pages/2_Latent_space.py", cvae_5d).run()
     assert not at.exception and not at.error
-    assert [o for o in at.radio(key="ls_view").options] == ["PCA", "t-SNE"]
+    assert [o for o in at.radio(key="ls_view").options] == ["PCA", "t-SNE", "UMAP"]
     assert scatter_points(at.get("plotly_chart")[0]) == N_TEST and "PC1" in at.get("plotly_chart")[0].proto.spec
     at.text_input(key="ls_ztext").set_value("1, 2, x").run()
     assert any("Type exactly 5 finite numbers" in e.value for e in at.error)

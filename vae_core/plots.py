@@ -69,10 +69,15 @@ def latent_scatter(xy: np.ndarray, ids: np.ndarray, *, color: np.ndarray | None 
                    labels: np.ndarray | None = None, class_names=None, categorical: bool = False,
                    axis_titles=("z0", "z1"), title: str | None = None, prior: bool = False,
                    ellipses: list[tuple[int, np.ndarray, np.ndarray]] | None = None, equal_axes: bool = True,
-                   height: int = 560) -> go.Figure:
+                   height: int = 560, marks: list[dict] | None = None) -> go.Figure:
     """One WebGL scatter trace (trace 0) of the 2-D points with the global row id in customdata and the label
     name in text (both shown on hover); optional prior contours and posterior ellipses (index, μ, σ) on top.
-    Numeric customdata and a plain list of strings keep 10,000 points fast to build and serialise."""
+    Numeric customdata and a plain list of strings keep 10,000 points fast to build and serialise.
+
+    `marks`: more points drawn on top, one trace each (after the ellipses), given as dicts: "xy" (k, 2), "name"
+    (legend and hover), optional "text" (k,) written beside the points, "colour", "symbol", "size", "edge" and
+    "edge_width" (the marker's outline: a white edge keeps a mark visible among dense points), and "outline"
+    (m, 2), a line in the same colour (e.g. a ±2σ contour, any shape)."""
     xy = np.asarray(xy, float)
     ids = np.asarray(ids).astype(np.int64)
     n = len(xy)
@@ -114,6 +119,22 @@ def latent_scatter(xy: np.ndarray, ids: np.ndarray, *, color: np.ndarray | None 
         fig.add_trace(go.Scatter(x=[mu[0]], y=[mu[1]], mode="markers+text", text=[f"#{idx}"],
                                  textposition="top right", marker=dict(color="crimson", size=7, symbol="x"),
                                  hoverinfo="skip", showlegend=False))
+    for mark in marks or []:
+        colour = mark.get("colour", "black")
+        if mark.get("outline") is not None:
+            outline = np.asarray(mark["outline"], float)
+            fig.add_trace(go.Scatter(x=outline[:, 0], y=outline[:, 1], mode="lines", hoverinfo="skip",
+                                     line=dict(color=colour, width=2), name=f"{mark['name']} ±2σ", showlegend=True))
+        pts = np.atleast_2d(np.asarray(mark["xy"], float))
+        text = mark.get("text")
+        symbol = mark.get("symbol", "x")
+        fig.add_trace(go.Scatter(x=pts[:, 0], y=pts[:, 1], mode="markers+text" if text is not None else "markers",
+                                 text=None if text is None else list(text), textposition="top right",
+                                 textfont=dict(color=colour),
+                                 marker=dict(color=colour, size=mark.get("size", 11), symbol=symbol,
+                                             line=dict(color=mark.get("edge", colour),
+                                                       width=mark.get("edge_width", 2))),
+                                 name=mark["name"], hovertemplate=mark["name"] + "<extra></extra>", showlegend=True))
     fig.update_xaxes(title=axis_titles[0])
     fig.update_yaxes(title=axis_titles[1])
     if equal_axes:
@@ -209,3 +230,28 @@ def roc_figure(curves: dict[str, dict], height: int = 420) -> go.Figure:
     fig.update_yaxes(title="true positive rate", range=[0, 1.02], scaleanchor="x")
     fig.update_layout(legend=dict(orientation="h", x=0, y=-0.18, yanchor="top"))  # below: never over a curve
     return layout(fig, None, height)
+
+
+def overlaid_histograms(sets: dict[str, np.ndarray], name: str, bins: int = 60, height: int = 360) -> go.Figure:
+    """Histograms of several score sets {legend name: scores} on shared bins, overlaid and half transparent, each
+    normalised to the percentage of its own images (a set of 500 images beside one of 10,000 stays visible). The
+    legend sits below the axes, where it never hides a bar."""
+    arrays = {k: np.asarray(v, float) for k, v in sets.items()}
+    finite = np.concatenate([a[np.isfinite(a)] for a in arrays.values()]) if arrays else np.zeros(0)
+    lo, hi = (float(finite.min()), float(finite.max())) if len(finite) else (0.0, 1.0)
+    if hi <= lo:
+        hi = lo + 1.0
+    size = (hi - lo) / max(1, bins)
+    edges = dict(start=lo, end=hi + size / 2, size=size)  # the same bins for every set
+    fig = go.Figure()
+    for k, (label, values) in enumerate(arrays.items()):
+        fig.add_trace(go.Histogram(x=values, xbins=edges, histnorm="percent", opacity=0.6, name=label,
+                                   marker_color=PALETTE[k % len(PALETTE)],
+                                   hovertemplate="%{fullData.name}<br>%{x}: %{y:.1f} % of its images<extra></extra>"))
+    fig.update_layout(barmode="overlay", bargap=0.02,
+                      legend=dict(orientation="h", x=0, xanchor="left", y=0, yref="container", yanchor="bottom"))
+    fig.update_xaxes(title=name)
+    fig.update_yaxes(title="% of the set's images")
+    layout(fig, None, height)
+    fig.update_layout(margin=dict(b=50))  # room under the axis title for the legend
+    return fig

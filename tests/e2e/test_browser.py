@@ -482,3 +482,84 @@ def test_a_long_iwae_evaluation_can_be_cancelled(browser, server):
     no_exception(pg)
     assert pg.locator('[data-testid="stProgress"]').count() == 0
     pg.context.close()
+
+
+@pytest.mark.skipif(not FASHION, reason="needs Fashion-MNIST (apt install dataset-fashion-mnist)")
+def test_anomalies_new_data_scores_an_upload_against_the_test_set(browser, server):
+    """Score new data: 500 images of Fashion-MNIST's shape that are not clothes (sklearn's digits, enlarged from
+    8×8 to 28×28) uploaded on the Anomalies page of the Fashion-MNIST model, scored as a job."""
+    digits = load_digits()
+    x = np.kron(digits.images[:500], np.ones((4, 4)))[:, 2:30, 2:30] * (255 / 16)  # (500, 28, 28), centre of 32×32
+    buf = io.BytesIO()
+    np.savez_compressed(buf, x=x.round().astype(np.uint8))
+    pg = visit(browser, server, "anomalies?model=fashion-mnist-2d", "Anomalies")
+    option = pg.locator('[role="option"]', has_text="upload a file")
+    for attempt in range(3):  # the images above may still be shifting the layout right after the first paint
+        pg.get_by_role("combobox", name="Second dataset").click()
+        try:
+            expect(option.first).to_be_visible(timeout=10_000)
+            break
+        except AssertionError:
+            if attempt == 2:
+                raise
+    option.first.click()
+    uploader = pg.locator('[data-testid="stMain"] [data-testid="stFileUploader"]', has_text="Images of grey 28×28")
+    expect(uploader).to_be_visible()
+    uploader.locator('input[type="file"]').set_input_files(
+        {"name": "digits-28.npz", "mimeType": "application/octet-stream", "buffer": buf.getvalue()})
+    expect(pg.get_by_text("(the whole file): 500 images of grey 28×28").first).to_be_visible()
+    raw = pg.locator('[data-testid="stMetric"]', has_text="New vs. test AUROC · raw −ELBO")
+    start = pg.get_by_role("button", name="Score the new images")
+    expect(raw.or_(start).first).to_be_visible()  # started at once when quick, else after its estimate
+    if start.is_visible():
+        start.click()
+    expect(raw).to_be_visible(timeout=120_000)
+    corrected = pg.locator('[data-testid="stMetric"]', has_text="New vs. test AUROC · corrected −ELBO − L(x)")
+    expect(corrected).to_be_visible()
+    for metric in (raw, corrected):
+        assert 0.0 <= float(metric.locator('[data-testid="stMetricValue"]').inner_text()) <= 1.0
+    expect(pg.get_by_text("new images with the highest").first).to_be_visible()  # the gallery's caption
+    expect(pg.get_by_role("button", name="Scores of both sets (CSV)")).to_be_visible()
+    settled(pg)
+    no_exception(pg)
+    shot(pg, "anomalies_new_data")
+    pg.context.close()
+
+
+def test_latent_space_a_drawn_image_lands_on_the_map_and_the_umap_map(browser, server):
+    pg = visit(browser, server, "latent?model=digits-2d", "Latent space")
+    no_exception(pg)
+    pg.get_by_text("draw one").first.click()  # the canvas loads when asked for
+    settled(pg)
+    # the drawing component (Fabric.js) stacks two <canvas> elements; the upper one takes the mouse
+    canvas = pg.locator('[data-testid="stMain"] canvas.upper-canvas').first
+    expect(canvas).to_be_visible()
+    canvas.scroll_into_view_if_needed()
+    box = canvas.bounding_box()
+    pg.mouse.move(box["x"] + box["width"] * 0.5, box["y"] + box["height"] * 0.15)  # a "1": one stroke down the middle
+    pg.mouse.down()
+    pg.mouse.move(box["x"] + box["width"] * 0.5, box["y"] + box["height"] * 0.85, steps=20)
+    pg.mouse.up()
+    expect(pg.get_by_text("your image at 8×8").first).to_be_visible()
+    expect(pg.locator('[data-testid="stMetric"]', has_text="−ELBO (nats)").first).to_be_visible()
+    expect(pg.get_by_text("Black ×: your image's posterior mean").first).to_be_visible()
+    settled(pg)
+    no_exception(pg)
+    names = pg.locator('[data-testid="stPlotlyChart"] .js-plotly-plot').last.evaluate(
+        "gd => gd.data.map(t => t.name)")
+    assert "your image" in names and "your image ±2σ" in names  # the point and its posterior ellipse
+    shot(pg, "latent_drawn")
+    # UMAP: set up first, then a background job with its progress, then the map and what it preserves
+    pg.locator('[data-testid="stRadio"]', has_text="Map").get_by_text("UMAP", exact=True).click()
+    start = pg.get_by_role("button", name="Compute the UMAP map")
+    expect(start).to_be_enabled()
+    expect(pg.get_by_text(re.compile(r"UMAP of 359 points with n_neighbors = 15: about")).first).to_be_visible()
+    settled(pg)
+    start.click()
+    expect(pg.get_by_text("McInnes, Healy & Melville 2018").first).to_be_visible(timeout=120_000)
+    settled(pg)
+    no_exception(pg)
+    expect(pg.locator('[data-testid="stPlotlyChart"]').first).to_contain_text("UMAP 1")
+    expect(pg.get_by_text("The UMAP map places only the images it was computed on").first).to_be_visible()
+    shot(pg, "latent_umap")
+    pg.context.close()

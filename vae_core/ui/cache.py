@@ -164,3 +164,73 @@ def run_means(path: str, mtime_ns: int, _model: VAE, _x: torch.Tensor) -> np.nda
     with torch.no_grad():
         mu, _ = _model.eval().encode(_x)
     return mu.cpu().numpy()
+
+
+# ---------------------------------------------------------------- a second dataset to score (Anomalies page)
+
+@st.cache_resource(show_spinner="Loading the dataset…", max_entries=4)
+def stored_images(digest: str):
+    """(images and labels, original file name) of a user's dataset in the workspace, all of it (no split),
+    checked against its hash once per process."""
+    return store.Workspace().load_arrays(digest)
+
+
+@st.cache_resource(show_spinner="Timing the scoring on a few images…", max_entries=64)
+def new_data_estimate(model_key: str, dataset_id: str, _model: VAE, _x_new, _y_new, n_test: int,
+                      probe: int = 200) -> float:
+    """Seconds `anomaly.score_new_data` will take here for the images `_x_new` against `n_test` test images
+    whose model pass is already done: the model pass and the compression (L(x)) timed on up to `probe` of the new
+    images, after a warm-up, then scaled to the whole job. Cached per model and dataset."""
+    import time
+
+    from ..complexity import compressed_nats
+
+    n = len(_x_new)
+    m = max(1, min(probe, n))
+    x = torch.as_tensor(np.asarray(_x_new[:m]) if not isinstance(_x_new, torch.Tensor) else _x_new[:m],
+                        dtype=torch.float32).to(next(_model.parameters()).device)
+    y = None
+    if _model.config.n_classes and _y_new is not None:
+        y = torch.as_tensor(np.asarray(_y_new[:m]) if not isinstance(_y_new, torch.Tensor) else _y_new[:m]
+                            ).long().to(x.device)
+    per_sample_scores(_model, x[:min(m, 8)], None if y is None else y[:min(m, 8)])  # warm-up
+    t0 = time.perf_counter()
+    per_sample_scores(_model, x, y)
+    model_s = (time.perf_counter() - t0) / m
+    pixels = x.cpu().numpy()
+    t0 = time.perf_counter()
+    compressed_nats(pixels)
+    png_s = (time.perf_counter() - t0) / m
+    return model_s * n + png_s * (n + n_test)
+
+
+# ---------------------------------------------------------------- one image from outside the test set (Latent space)
+
+@st.cache_resource(show_spinner=False, max_entries=16)
+def pca_projector(model_key: str, _mu: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(mean (D,), W (D, 2)) such that (z − mean) @ W gives the coordinates `pca_of` shows for the test means:
+    places a new code on the same PCA map (W is recovered from those very coordinates by least squares)."""
+    coords, _ = pca_of(model_key, _mu)
+    mu = np.asarray(_mu, dtype=np.float64)
+    mean = mu.mean(axis=0)
+    w, *_ = np.linalg.lstsq(mu - mean, coords, rcond=None)  # (D, 2)
+    return mean, w
+
+
+@st.cache_resource(show_spinner=False, max_entries=16)
+def test_background(model_key: str, _am) -> float:
+    """The test images' background grey level (median of their border pixels, `single_image.background_level`):
+    below 0.5, bright objects on a dark background."""
+    from ..single_image import background_level
+
+    return background_level(_am.data.x_test.cpu().numpy())
+
+
+# ---------------------------------------------------------------- a second dataset to score: its export
+
+@st.cache_resource(show_spinner=False, max_entries=4)
+def new_data_csv(job_id: str, _result: dict) -> bytes:
+    """The CSV export (`export.new_data_scores_table`) of one finished scoring job, built once per job."""
+    from ..export import new_data_scores_table
+
+    return new_data_scores_table(_result).to_csv(index=False).encode()

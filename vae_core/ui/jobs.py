@@ -153,3 +153,122 @@ def watch_sweep(name: str, runs: list[Run], svc: RunService) -> None:
               on_click=lambda: [svc.stop(r) for r in runs if not r.done])
     if current is not None:
         _bar(current, f"now {current.label}")
+
+
+# ---------------------------------------------------------------- scoring a second dataset (Anomalies page)
+
+def new_data_job(model_key: str, am, dataset_id: str, x_new, y_new=None, test_scores: dict | None = None,
+                 expected_seconds: float | None = None) -> Job:
+    """`anomaly.score_new_data` of the active model's test set against the images `x_new` (labels `y_new`) as a
+    job keyed by (model, dataset id), whose result is that function's dict. `test_scores` (the page's cached
+    per-image scores of the test set, same seed) skips the test set's model pass."""
+    from ..anomaly import score_new_data
+    from ..complexity import COMPRESSOR
+
+    n_test, n_new = len(am.data.x_test), len(x_new)
+    total = (0 if test_scores is not None else n_test) + n_new + n_test + n_new  # score_new_data's progress units
+    model_part = (total - n_test - n_new) / total  # the model passes come first, then the compression
+
+    def work(job: Job):
+        def report(fraction: float) -> None:
+            job.report(fraction, "model pass" if fraction < model_part else f"measuring L(x) with {COMPRESSOR}")
+
+        return score_new_data(am.model, am.data.x_test, x_new, y_test=am.data.y_test, y_new=y_new,
+                              test_scores=test_scores, progress=report)
+
+    return board().submit(("new_data", model_key, dataset_id), work,
+                          f"Scoring {n_new:,} new and {n_test:,} test images", expected_seconds=expected_seconds)
+
+
+def new_data_started(model_key: str, dataset_id: str) -> Job | None:
+    """The scoring job of this model and second dataset if one was asked for (running or kept), else None."""
+    return board().get(("new_data", model_key, dataset_id))
+
+
+# ---------------------------------------------------------------- UMAP maps (Latent space page)
+
+UMAP_REF_SECONDS = 1.2e-3  # per point and 500 epochs at n_neighbors → 0, measured on a 2-core machine (fashion-mnist)
+UMAP_NEIGHBOUR_COST = 1 / 32  # each neighbour adds this share: 10,000 points took 18 s at 15, 31 s at 50 there
+UMAP_COMPILE_SECONDS = 10.0  # numba compiles umap-learn's code on its first use in a process
+
+
+@st.cache_resource(show_spinner=False)
+def _umap_timings() -> dict:
+    """This server's UMAP history: whether its code is compiled yet, and the last measured seconds per unit."""
+    return {"compiled": False, "rate": None}
+
+
+def _umap_units(n: int, n_neighbors: int) -> float:
+    epochs = 500 if n <= 10_000 else 200  # umap-learn's default
+    return n * (1 + n_neighbors * UMAP_NEIGHBOUR_COST) * epochs / 500
+
+
+def umap_seconds(n: int, n_neighbors: int) -> tuple[float, bool, bool]:
+    """(expected seconds of a UMAP of n points, whether that was measured here (else the reference machine's
+    rate), whether it includes the first run's compilation, UMAP_COMPILE_SECONDS)."""
+    t = _umap_timings()
+    rate = t["rate"] if t["rate"] is not None else UMAP_REF_SECONDS
+    first = not t["compiled"]
+    return rate * _umap_units(n, n_neighbors) + (UMAP_COMPILE_SECONDS if first else 0.0), t["rate"] is not None, first
+
+
+def _umap_key(model_key: str, n: int, max_points: int, n_neighbors: int, min_dist: float, seed: int):
+    return ("umap", model_key, min(n, max_points), int(n_neighbors), round(float(min_dist), 4), seed)
+
+
+def umap_job(model_key: str, mu: np.ndarray, max_points: int, n_neighbors: int, min_dist: float,
+             seed: int = 0) -> Job:
+    """The UMAP map of at most `max_points` seeded rows of `mu`: a job whose result is (row ids, coords), keyed by
+    (model, points, n_neighbors, min_dist, seed) so that asking again gives the same job, running or done.
+    It reports its stage, and its time left from the layout's measured epoch rate (the neighbour graph and, on
+    the server's first UMAP, numba's compilation come before any epoch)."""
+    import time
+
+    from ..jobs import Cancelled
+    from ..projection import UMAP_GRAPH_SHARE, UMAP_KNN_SHARE, umap
+
+    ids = subsample(len(mu), max_points, seed)
+    expected = umap_seconds(len(ids), n_neighbors)[0]
+
+    def work(job: Job):
+        timings = _umap_timings()
+        compiling = not timings["compiled"]
+        t0 = time.monotonic()
+        layout = []  # (time, fraction) of the first epoch report
+
+        def report(f: float) -> None:
+            now = time.monotonic()
+            eta = None
+            if f < UMAP_KNN_SHARE:
+                what = f"finding each point's {n_neighbors} nearest neighbours"
+            elif f < UMAP_GRAPH_SHARE:
+                what = "building the neighbour graph" + (" and compiling UMAP's code (the first UMAP on this "
+                                                         "server, ~10 s)" if compiling else "")
+            else:
+                what = "laying out the map"
+                if f > UMAP_GRAPH_SHARE and not layout:
+                    layout.append((now, f))
+                elif layout and f > layout[0][1] + 0.02:
+                    eta = (now - layout[0][0]) / (f - layout[0][1]) * (1 - f)
+            if eta is None:
+                eta = max(1.0, expected - (now - t0)) if f < 1 else 0.0
+            job.update(f, what, eta)
+            if job.cancel_requested:
+                raise Cancelled()
+
+        coords = umap(mu[ids], n_neighbors=n_neighbors, min_dist=min_dist, seed=seed, progress=report)
+        seconds = time.monotonic() - t0
+        if not compiling:  # a first run's time is mostly compilation: it says nothing about the rate
+            timings["rate"] = seconds / _umap_units(len(ids), n_neighbors)
+        timings["compiled"] = True
+        return ids, coords
+
+    label = f"UMAP of {len(ids):,} points (n_neighbors = {n_neighbors}, min_dist = {min_dist:g})"
+    return board().submit(_umap_key(model_key, len(mu), max_points, n_neighbors, min_dist, seed), work, label,
+                          expected_seconds=expected)
+
+
+def umap_started(model_key: str, n: int, max_points: int, n_neighbors: int, min_dist: float,
+                 seed: int = 0) -> Job | None:
+    """The UMAP job for these settings if one was asked for (running or kept), else None."""
+    return board().get(_umap_key(model_key, n, max_points, n_neighbors, min_dist, seed))

@@ -35,7 +35,7 @@ ACTIVATED_KEY = "tr_activated"  # runs whose model this session has already made
 SAVED_KEY = "tr_saved"  # {run id: name it was saved under}
 UPLOAD_ERROR_KEY = "tr_upload_error"
 state.restore_form("train", FORM)
-svc = jobs.service()
+svc = jobs.service(warm=True)
 ws = store.Workspace()
 me = state.browser_id()
 avail = cache.builtin_available()

@@ -401,7 +401,7 @@ spec = RunSpec(data=DataRef(ref.name, ref.hash, exclude_class=int(held)),
                train=TrainConfig(epochs=int(epochs), batch_size=128))
 exp_key = (am.key, spec)
 experiments = st.session_state.setdefault(HELD_OUT_KEY, {})
-svc = jobs.service()
+svc = jobs.service(warm=True)
 run = svc.get(experiments.get(exp_key, ""))
 with widgets.guard("estimate the experiment's time"):
     est = cache.run_estimate(spec)

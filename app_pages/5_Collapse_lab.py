@@ -30,7 +30,7 @@ widgets.page_header(
 state.restore_form("lab", FORM)
 state.restore_form("lab-shown", (SHOWN,))
 ws = store.Workspace()
-svc = jobs.service()
+svc = jobs.service(warm=True)
 me = state.browser_id()
 
 

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
-from sklearn.metrics import roc_auc_score
+from sklearn.metrics import roc_auc_score, roc_curve
 
 from vae_core import anomaly as A
 from vae_core import checkpoint as C
@@ -165,3 +165,14 @@ def test_auroc_in_words():
     assert " well" in good and "95%" in good and "the new images" in good
     with pytest.raises(ValueError):
         A.explain_auroc(1.5)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_roc_equals_scikit_learn_with_and_without_ties(seed):
+    rng = np.random.default_rng(seed)
+    y = rng.random(300) < 0.3
+    for scores in (rng.normal(size=300) + y, np.round(rng.normal(size=300) + y, 1)):  # continuous, many ties
+        ours = A.roc(scores, y)
+        assert ours["auroc"] == pytest.approx(roc_auc_score(y, scores), abs=1e-12)
+        fpr, tpr, _ = roc_curve(y, scores, drop_intermediate=False)
+        assert np.allclose(ours["fpr"], fpr) and np.allclose(ours["tpr"], tpr)

@@ -8,7 +8,6 @@ from typing import Callable
 
 import numpy as np
 import torch
-from sklearn.metrics import roc_auc_score, roc_curve
 
 from .complexity import COMPRESSOR, compressed_nats
 from .data import Dataset
@@ -17,14 +16,26 @@ from .model import VAE
 
 
 def roc(scores: np.ndarray, is_anomaly: np.ndarray) -> dict:
-    """ROC curve and AUROC of `scores` (higher = more anomalous) for binary labels. Needs both classes."""
+    """ROC curve and AUROC of `scores` (higher = more anomalous) for binary labels. Needs both classes.
+
+    One point per distinct score, from the highest down (tied scores move together, so the curve steps
+    diagonally through a tie); the AUROC is the trapezoid area under it, which equals the Mann–Whitney
+    probability that a random anomaly outscores a random normal example, ties counting one half (the same
+    number as scikit-learn's roc_auc_score; numpy keeps scikit-learn's 1.5 s import off the app's start)."""
     scores, y = np.asarray(scores, float), np.asarray(is_anomaly).astype(bool)
     if y.all() or not y.any():
         raise ValueError("the ROC needs both anomalies and normal examples in the test set")
     if not np.isfinite(scores).all():
         raise ValueError("some scores are NaN or infinite")
-    fpr, tpr, thresholds = roc_curve(y, scores)
-    return {"fpr": fpr, "tpr": tpr, "thresholds": thresholds, "auroc": float(roc_auc_score(y, scores))}
+    order = np.argsort(-scores, kind="stable")  # (N,) highest score first
+    ranked, hits = scores[order], y[order]
+    ends = np.r_[np.flatnonzero(np.diff(ranked)), len(ranked) - 1]  # last index of each run of equal scores
+    tps = np.cumsum(hits)[ends]  # anomalies flagged at each threshold
+    fps = ends + 1 - tps
+    tpr = np.r_[0.0, tps / tps[-1]]
+    fpr = np.r_[0.0, fps / fps[-1]]
+    auroc = float(np.sum(np.diff(fpr) * (tpr[1:] + tpr[:-1]) / 2))
+    return {"fpr": fpr, "tpr": tpr, "thresholds": np.r_[np.inf, ranked[ends]], "auroc": auroc}
 
 
 def threshold_flags(scores: np.ndarray, threshold: float) -> np.ndarray:

@@ -461,6 +461,5 @@ def default_service() -> RunService:
         service = _SERVICES.get(root)
         if service is None:
             service = _SERVICES[root] = RunService(store.Workspace(root), from_environment())
-            service.executor.warm()
         return service
 

@@ -18,8 +18,14 @@ from ..runs import Run, RunService, default_service
 POLL_SECONDS = 1.0
 
 
-def service() -> RunService:
-    return default_service()
+def service(warm: bool = False) -> RunService:
+    """The server's run service. `warm`: a page that starts runs also starts the worker processes now, in the
+    background, so that its first run does not wait for them — but the app's first page, which starts none,
+    does not pay for them (two workers importing torch would halve the CPU it has)."""
+    svc = default_service()
+    if warm:
+        svc.executor.warm()
+    return svc
 
 
 @st.cache_resource(show_spinner=False)

@@ -31,9 +31,7 @@ widgets.page_header(
     r"\;\ge\;-\log\tfrac1k\textstyle\sum_{i=1}^k\frac{p(x,z_i)}{q(z_i|x)}\;\ge\;-\log p(x)",
 )
 
-IWAE_AUTOSTART_S = 3.0  # an IWAE evaluation estimated shorter than this starts without asking
 HELD_OUT_KEY = "an_held_out_runs"  # {experiment key: run id}
-NEW_AUTOSTART_S = 3.0  # scoring a second dataset estimated shorter than this starts without asking
 NEW_CAP = 10_000  # new images scored at most: the first ones of the dataset
 NEW_SOURCE, NEW_UPLOAD, NEW_ERROR = "an_new_source", "an_new_upload", "an_new_upload_error"
 NEW_FORM = (NEW_SOURCE, "an_new_score", "an_new_top")  # kept when the user leaves the page and comes back
@@ -57,20 +55,10 @@ if which == "iwae":
     label = f"IWAE NLL with k = {k} on {n:,} test images"
     values = None
     with widgets.guard("compute the IWAE bound"):
-        job = jobs.iwae_started(am.key, k)
-        if job is not None:
-            values = jobs.follow(job, label)  # the result, live progress, or why it ended without one
-        if job is None or job.status in (FAILED, CANCELLED):
-            seconds = cache.iwae_estimate(am.key, am.model, am.data.x_test, am.labels_for_model, k)
-            if job is None and seconds < IWAE_AUTOSTART_S:
-                values = jobs.follow(jobs.iwae_job(am.key, am, k, seconds), label)
-            else:
-                st.caption(f"{label}: about **{format_duration(seconds)}** on this machine (timed on a few images); "
-                           "it runs on the server, with a Cancel button.")
-                if st.button(f"Compute the IWAE bound (about {format_duration(seconds)})", key="an_iwae_start",
-                             icon=":material/play_arrow:"):
-                    jobs.iwae_job(am.key, am, k, seconds)
-                    st.rerun()  # redraw without the button: the page now follows the job
+        values = jobs.follow_or_offer(
+            jobs.iwae_started(am.key, k),
+            lambda: cache.iwae_estimate(am.key, am.model, am.data.x_test, am.labels_for_model, k),
+            lambda seconds: jobs.iwae_job(am.key, am, k, seconds), label, "Compute the IWAE bound", "an_iwae_start")
 
 
 def test_set_section(values: np.ndarray) -> None:
@@ -243,7 +231,7 @@ def corrected_in_words(auroc: float, unseen: str, seen: str) -> str:
             "strange; the raw score is the better guide here.")
 
 
-def new_data_results(job_id: str, result: dict, x_new) -> None:
+def new_data_results(result_key: str, result: dict, x_new) -> None:
     """AUROCs of both scores side by side (and what they mean), the overlaid histograms, the ROC curves, the
     top-scored new images and the CSV of every score."""
     raw, corrected = result["auroc"][RAW_SCORE], result["auroc"][CORRECTED_SCORE]
@@ -290,7 +278,7 @@ def new_data_results(job_id: str, result: dict, x_new) -> None:
                                     pictures.display_scale(am.config.image_shape[1], 56)),
                   caption=f"new images with the highest {NEW_SCORES[chosen]}, highest first: "
                           + ", ".join(f"#{i} ({values[i]:.1f})" for i in idx))
-    st.download_button("Scores of both sets (CSV)", cache.new_data_csv(job_id, result),
+    st.download_button("Scores of both sets (CSV)", cache.new_data_csv(result_key, result),
                        file_name=f"{stem}-new-data-scores.csv", mime="text/csv", on_click="ignore",
                        icon=":material/download:", key="an_dl_new",
                        help="One row per image, test images first: source, index, label, neg_elbo, "
@@ -348,24 +336,14 @@ def new_data_section() -> None:
     label = f"Scoring {k:,} new images against {n:,} test images"
     result = None
     with widgets.guard("score the new images"):
-        job = jobs.new_data_started(am.key, choice)
-        if job is not None:
-            result = jobs.follow(job, label)  # the result, live progress, or why it ended without one
-        if job is None or job.status in (FAILED, CANCELLED):
-            seconds = cache.new_data_estimate(am.key, choice, am.model, x_new, y_new, n)
-            if job is None and seconds < NEW_AUTOSTART_S:
-                job = jobs.new_data_job(am.key, am, choice, x_new, y_new, scores, seconds)
-                result = jobs.follow(job, label)
-            else:
-                st.caption(f"{label}: about **{format_duration(seconds)}** on this machine (timed on a few images); "
-                           "it runs on the server, with a Cancel button.")
-                if st.button(f"Score the new images (about {format_duration(seconds)})", key="an_new_start",
-                             icon=":material/play_arrow:", type="primary"):
-                    jobs.new_data_job(am.key, am, choice, x_new, y_new, scores, seconds)
-                    st.rerun()  # redraw without the button: the page now follows the job
+        result = jobs.follow_or_offer(
+            jobs.new_data_started(am.key, choice),
+            lambda: cache.new_data_estimate(am.key, choice, am.model, x_new, y_new, n),
+            lambda seconds: jobs.new_data_job(am.key, am, choice, x_new, y_new, scores, seconds), label,
+            "Score the new images", "an_new_start")
     if result is not None:
         with widgets.guard("show the scores of the new images"):
-            new_data_results(job.id, result, x_new)
+            new_data_results(f"{am.key}|{choice}", result, x_new)
 
 
 st.divider()

@@ -417,22 +417,6 @@ def test_the_sidebar_lists_only_this_browsers_runs(home):
     assert [o for o in model_options(a) if o.startswith("run ·")] and not [o for o in model_options(b) if o.startswith("run ·")]
 
 
-@pytest.fixture(scope="module")
-def cvae_5d(digits):
-    """A tiny conditional VAE with a 5-D latent, trained for one epoch: exercises the d > 2 and CVAE paths."""
-    import torch
-
-    from vae_core.checkpoint import Checkpoint
-    from vae_core.config import ModelConfig, ObjectiveConfig, TrainConfig
-    from vae_core.model import VAE
-    from vae_core.train import fit
-
-    torch.manual_seed(0)
-    model = VAE(ModelConfig(image_shape=digits.image_shape, latent_dim=5, hidden=(32,), n_classes=10))
-    result = fit(model, digits, ObjectiveConfig(), TrainConfig(epochs=1, batch_size=64))
-    return Checkpoint(model=model.eval(), dataset=digits.info(), history=result.history)
-
-
 def with_session_model(name: str, ckpt) -> AppTest:
     at = AppTest.from_file(str(ROOT / name), default_timeout=120)
     at.session_state[state.UPLOADED_KEY] = {"uploaded:cvae4": state.UploadedModel(label="cvae4", ckpt=ckpt, digest="cvae4")}

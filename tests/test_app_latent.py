@@ -207,22 +207,6 @@ def test_a_file_that_is_not_an_image_gives_one_clear_message():
 
 # ---------------------------------------------------------------- a conditional model with a 5-D latent
 
-@pytest.fixture(scope="module")
-def cvae_5d(digits):
-    """A tiny conditional VAE with a 5-D latent, trained for one epoch: UMAP is offered, your image goes on PCA."""
-    import torch
-
-    from vae_core.checkpoint import Checkpoint
-    from vae_core.config import ModelConfig, ObjectiveConfig, TrainConfig
-    from vae_core.model import VAE
-    from vae_core.train import fit
-
-    torch.manual_seed(0)
-    model = VAE(ModelConfig(image_shape=digits.image_shape, latent_dim=5, hidden=(32,), n_classes=10))
-    result = fit(model, digits, ObjectiveConfig(), TrainConfig(epochs=1, batch_size=64))
-    return Checkpoint(model=model.eval(), dataset=digits.info(), history=result.history)
-
-
 def test_a_5d_cvae_offers_umap_and_places_an_upload_with_its_class_on_the_pca_map(cvae_5d):
     at = AppTest.from_file(str(ROOT / LATENT), default_timeout=120)
     at.session_state[state.UPLOADED_KEY] = {"uploaded:cvae5": state.UploadedModel(label="cvae5", ckpt=cvae_5d,

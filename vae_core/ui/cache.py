@@ -229,8 +229,9 @@ def test_background(model_key: str, _am) -> float:
 # ---------------------------------------------------------------- a second dataset to score: its export
 
 @st.cache_resource(show_spinner=False, max_entries=4)
-def new_data_csv(job_id: str, _result: dict) -> bytes:
-    """The CSV export (`export.new_data_scores_table`) of one finished scoring job, built once per job."""
-    from ..export import new_data_scores_table
+def new_data_csv(result_key: str, _result: dict) -> bytes:
+    """The CSV export (`export.new_data_scores_table`) of one model's scores of one second dataset (seeded, so
+    the same for the same key), built once."""
+    from ..export import new_data_scores_table  # (pandas is imported on first use: keeps the app's start fast)
 
     return new_data_scores_table(_result).to_csv(index=False).encode()

@@ -5,6 +5,8 @@ the time left and a Cancel button, redrawn every second by a fragment that rerun
 """
 from __future__ import annotations
 
+from typing import Callable
+
 import numpy as np
 import streamlit as st
 
@@ -65,6 +67,29 @@ def follow(job: Job, label: str, cancel_label: str = "Cancel"):
     if job.done:
         return job.result
     _watch(job, label, cancel_label)
+    return None
+
+
+AUTOSTART_S = 3.0  # work estimated shorter than this starts without asking
+
+
+def follow_or_offer(started: Job | None, estimate: Callable[[], float], start: Callable[[float], Job], label: str,
+                    button: str, key: str):
+    """The usual life of a slow evaluation on a page: follow the job already `started` for this input (its result,
+    or its live progress); else measure `estimate()` seconds and, when that is short, `start(seconds)` it at once,
+    or show the estimate and a button that starts it. Returns the result, or None while there is none."""
+    result = follow(started, label) if started is not None else None
+    if started is not None and started.status not in (FAILED, CANCELLED):
+        return result
+    seconds = estimate()
+    if started is None and seconds < AUTOSTART_S:
+        return follow(start(seconds), label)
+    st.caption(f"{label}: about **{format_duration(seconds)}** on this machine (timed on a few images); it runs on "
+               "the server, with a Cancel button.")
+    if st.button(f"{button} (about {format_duration(seconds)})", key=key, icon=":material/play_arrow:",
+                 type="primary"):
+        start(seconds)
+        st.rerun()  # redraw without the button: the page now follows the job
     return None
 
 

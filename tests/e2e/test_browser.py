@@ -167,6 +167,20 @@ def set_number(pg, label: str, value) -> None:
     box.press("Tab")
 
 
+def until(act, check, attempts: int = 3) -> None:
+    """`act()`, then `check()` (an expect with a short timeout); again if the check fails, up to `attempts` times.
+    Right after the first paint Plotly may still be attaching its handlers, or images still shifting the layout,
+    so a first click or drag can go nowhere."""
+    for attempt in range(attempts):
+        act()
+        try:
+            check()
+            return
+        except AssertionError:
+            if attempt == attempts - 1:
+                raise
+
+
 def no_missing_data(pg) -> None:
     assert pg.get_by_text("not in this workspace").count() == 0
 
@@ -217,19 +231,16 @@ def test_latent_space_opens_with_a_scatter_and_box_selection(browser, server):
     plot = pg.locator('[data-testid="stPlotlyChart"] .js-plotly-plot').first
     expect(plot.locator(".nsewdrag").first).to_be_attached()
     heading = pg.locator("h3", has_text="Selection:").first
-    for attempt in range(3):  # Plotly may still be attaching its handlers right after the first paint
+
+    def drag_a_box():
         box = plot.locator(".nsewdrag").first.bounding_box()
         pg.mouse.move(box["x"] + box["width"] * 0.40, box["y"] + box["height"] * 0.40)
         pg.mouse.down()
         pg.mouse.move(box["x"] + box["width"] * 0.50, box["y"] + box["height"] * 0.50, steps=10)
         pg.mouse.move(box["x"] + box["width"] * 0.60, box["y"] + box["height"] * 0.60, steps=10)
         pg.mouse.up()
-        try:
-            expect(heading).not_to_have_text("Selection: 0 images", timeout=10_000)
-            break
-        except AssertionError:
-            if attempt == 2:
-                raise
+
+    until(drag_a_box, lambda: expect(heading).not_to_have_text("Selection: 0 images", timeout=10_000))
     expect(pg.get_by_text("Inputs (upper rows)").first).to_be_visible()
     no_exception(pg)
     shot(pg, "latent_space")
@@ -250,16 +261,13 @@ def test_decoder_grid_slider(browser, server):
     plot = pg.locator('[data-testid="stPlotlyChart"] .js-plotly-plot').first
     expect(plot.locator(".nsewdrag").first).to_be_attached()
     decoded = pg.get_by_text(re.compile(r"E\[x \| z\] at z0 = -?\d\.\d{3}, z1 = -?\d\.\d{3}"))
-    for attempt in range(3):  # Plotly may still be attaching its handlers right after the first paint
+
+    def click_upper_right():  # z0 > 0, z1 > 0
         box = plot.locator(".nsewdrag").first.bounding_box()
-        pg.mouse.move(box["x"] + box["width"] * 0.8, box["y"] + box["height"] * 0.2)  # upper right: z0 > 0, z1 > 0
+        pg.mouse.move(box["x"] + box["width"] * 0.8, box["y"] + box["height"] * 0.2)
         pg.mouse.click(box["x"] + box["width"] * 0.8, box["y"] + box["height"] * 0.2)
-        try:
-            expect(decoded.first).to_be_visible(timeout=10_000)
-            break
-        except AssertionError:
-            if attempt == 2:
-                raise
+
+    until(click_upper_right, lambda: expect(decoded.first).to_be_visible(timeout=10_000))
     z0, z1 = map(float, re.findall(r"-?\d\.\d{3}", decoded.first.inner_text())[:2])
     assert z0 > 0 and z1 > 0  # the point clicked, not the origin or a cell of the wrong corner
     no_exception(pg)
@@ -494,14 +502,8 @@ def test_anomalies_new_data_scores_an_upload_against_the_test_set(browser, serve
     np.savez_compressed(buf, x=x.round().astype(np.uint8))
     pg = visit(browser, server, "anomalies?model=fashion-mnist-2d", "Anomalies")
     option = pg.locator('[role="option"]', has_text="upload a file")
-    for attempt in range(3):  # the images above may still be shifting the layout right after the first paint
-        pg.get_by_role("combobox", name="Second dataset").click()
-        try:
-            expect(option.first).to_be_visible(timeout=10_000)
-            break
-        except AssertionError:
-            if attempt == 2:
-                raise
+    until(lambda: pg.get_by_role("combobox", name="Second dataset").click(),
+          lambda: expect(option.first).to_be_visible(timeout=10_000))
     option.first.click()
     uploader = pg.locator('[data-testid="stMain"] [data-testid="stFileUploader"]', has_text="Images of grey 28×28")
     expect(uploader).to_be_visible()

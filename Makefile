@@ -18,7 +18,7 @@ $(DEVSTAMP): $(STAMP) requirements-dev.txt
 	touch $@
 
 run: $(STAMP)
-	$(BIN)/streamlit run streamlit_app.py --server.port $(PORT)
+	$(BIN)/streamlit run serve.py --server.port $(PORT)
 
 test: $(DEVSTAMP)
 	$(BIN)/python -m pytest -q

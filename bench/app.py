@@ -1,18 +1,20 @@
 """Page speed: AppTest first run and median of 10 reruns of every page with the shipped model cached, the latent
 page at 1k / 5k / 10k points, and in a real browser (Chromium) the first page (the overview, until its picture
 has loaded), the latent page opened by its URL and the latent page reached from the overview's sidebar link
-(until its scatter is drawn), each the median of 5 visits to a warm server; the first visit (cold: the server
-loads the model and data) is reported apart.
+(until its scatter is drawn), each the median of 5 visits to a warm server; and the overview and the latent
+page (by URL) as the first visit to a fresh server (cold: nothing imported or loaded), median of 3 servers each.
 
     python -m bench.app [--json] [--no-browser]
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.request
 from pathlib import Path
@@ -52,23 +54,18 @@ PICTURE_LOADED = ("() => { const i = document.querySelector('[data-testid=stImag
 SCATTER_DRAWN = "() => document.querySelector('[data-testid=stPlotlyChart] .js-plotly-plot .main-svg') !== null"
 
 
-def browser_times(visits: int = 5) -> dict | None:
-    """Seconds from navigation until the overview's picture has loaded, and until the latent page's scatter is
-    drawn (opened by its URL): the first visit to a fresh server, then the median of `visits` more."""
-    try:
-        from playwright.sync_api import sync_playwright
-    except ImportError:
-        return None
-    chromium = os.environ.get("VAE_CHROMIUM", "/usr/bin/chromium")
-    if not Path(chromium).exists():
-        return None
+@contextlib.contextmanager
+def fresh_server():
+    """A new `streamlit run` on a free loopback port with an empty workspace, stopped afterwards; yields its URL
+    once it answers its health check (nothing imported or loaded yet: the next visit is a cold one)."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    proc = subprocess.Popen([sys.executable, "-m", "streamlit", "run", "streamlit_app.py", "--server.headless", "true",
-                             "--server.fileWatcherType", "none", "--server.port", str(port),
-                             "--browser.gatherUsageStats", "false"], cwd=ROOT, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen([sys.executable, "-m", "streamlit", "run", "serve.py", "--server.headless", "true",
+                             "--server.address", "127.0.0.1", "--server.fileWatcherType", "none",
+                             "--server.port", str(port), "--browser.gatherUsageStats", "false"], cwd=ROOT,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            env=dict(os.environ, VAE_HOME=tempfile.mkdtemp(prefix="vae-bench-")))
     url = f"http://127.0.0.1:{port}"
     try:
         for _ in range(200):
@@ -77,46 +74,70 @@ def browser_times(visits: int = 5) -> dict | None:
                 break
             except OSError:
                 time.sleep(0.3)
-        with sync_playwright() as pw:
-            browser = pw.chromium.launch(executable_path=chromium, args=[
-                "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-                "--disable-sync", "--no-first-run"])
-
-            def visit(path: str, done: str) -> float:
-                page = browser.new_page(viewport={"width": 1400, "height": 1000})
-                t0 = time.perf_counter()
-                page.goto(f"{url}/{path}")
-                page.wait_for_function(done, timeout=120_000, polling=50)
-                elapsed = time.perf_counter() - t0
-                page.close()
-                return elapsed
-
-            def click_through() -> float:
-                """From the overview, the sidebar link to the latent page: the way a user gets there."""
-                page = browser.new_page(viewport={"width": 1400, "height": 1000})
-                page.goto(url)
-                page.wait_for_function(PICTURE_LOADED, timeout=120_000, polling=50)
-                t0 = time.perf_counter()
-                page.locator('[data-testid="stSidebarNav"] a', has_text="Latent space").first.click()
-                page.wait_for_function(SCATTER_DRAWN, timeout=120_000, polling=50)
-                elapsed = time.perf_counter() - t0
-                page.close()
-                return elapsed
-
-            cold = visit("", PICTURE_LOADED)
-            first = [visit("", PICTURE_LOADED) for _ in range(visits)]
-            latent = [visit("latent", SCATTER_DRAWN) for _ in range(visits)]
-            clicked = [click_through() for _ in range(visits)]
-            browser.close()
-        return {"browser_cold_first_page_s": round(cold, 2), "browser_first_page_s": round(statistics.median(first), 2),
-                "browser_first_page_runs_s": [round(t, 2) for t in first],
-                "browser_latent_page_s": round(statistics.median(latent), 2),
-                "browser_latent_page_runs_s": [round(t, 2) for t in latent],
-                "browser_overview_to_latent_s": round(statistics.median(clicked), 2),
-                "browser_overview_to_latent_runs_s": [round(t, 2) for t in clicked]}
+        yield url
     finally:
         proc.terminate()
         proc.wait(10)
+
+
+def browser_times(visits: int = 5, cold_starts: int = 3) -> dict | None:
+    """Seconds from navigation until the overview's picture has loaded, and until the latent page's scatter is
+    drawn (opened by its URL): the first visit to each of `cold_starts` fresh servers (cold: nothing imported or
+    loaded; median), then the median of `visits` more to a warm one."""
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        return None
+    chromium = os.environ.get("VAE_CHROMIUM", "/usr/bin/chromium")
+    if not Path(chromium).exists():
+        return None
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=chromium, args=[
+            "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+            "--disable-sync", "--no-first-run"])
+
+        def visit(url: str, path: str, done: str) -> float:
+            page = browser.new_page(viewport={"width": 1400, "height": 1000})
+            t0 = time.perf_counter()
+            page.goto(f"{url}/{path}")
+            page.wait_for_function(done, timeout=120_000, polling=50)
+            elapsed = time.perf_counter() - t0
+            page.close()
+            return elapsed
+
+        def click_through(url: str) -> float:
+            """From the overview, the sidebar link to the latent page: the way a user gets there."""
+            page = browser.new_page(viewport={"width": 1400, "height": 1000})
+            page.goto(url)
+            page.wait_for_function(PICTURE_LOADED, timeout=120_000, polling=50)
+            t0 = time.perf_counter()
+            page.locator('[data-testid="stSidebarNav"] a', has_text="Latent space").first.click()
+            page.wait_for_function(SCATTER_DRAWN, timeout=120_000, polling=50)
+            elapsed = time.perf_counter() - t0
+            page.close()
+            return elapsed
+
+        cold_first, cold_latent = [], []
+        for _ in range(cold_starts):
+            with fresh_server() as url:
+                cold_first.append(visit(url, "", PICTURE_LOADED))
+            with fresh_server() as url:
+                cold_latent.append(visit(url, "latent", SCATTER_DRAWN))
+        with fresh_server() as url:
+            visit(url, "", PICTURE_LOADED)  # warm it up
+            first = [visit(url, "", PICTURE_LOADED) for _ in range(visits)]
+            latent = [visit(url, "latent", SCATTER_DRAWN) for _ in range(visits)]
+            clicked = [click_through(url) for _ in range(visits)]
+        browser.close()
+    rounded = lambda ts: [round(t, 2) for t in ts]  # noqa: E731
+    return {"browser_cold_first_page_s": round(statistics.median(cold_first), 2),
+            "browser_cold_first_page_runs_s": rounded(cold_first),
+            "browser_cold_latent_page_s": round(statistics.median(cold_latent), 2),
+            "browser_cold_latent_page_runs_s": rounded(cold_latent),
+            "browser_first_page_s": round(statistics.median(first), 2), "browser_first_page_runs_s": rounded(first),
+            "browser_latent_page_s": round(statistics.median(latent), 2), "browser_latent_page_runs_s": rounded(latent),
+            "browser_overview_to_latent_s": round(statistics.median(clicked), 2),
+            "browser_overview_to_latent_runs_s": rounded(clicked)}
 
 
 def main() -> None:

@@ -465,3 +465,20 @@ def test_sidebar_model_upload_good_and_bad():
     assert at.session_state[state.SELECT_KEY].startswith("uploaded:")
     assert "model" not in at.query_params  # an upload has no name to share
     assert f"mine, {N_TEST:,} test images" in at.get("image")[0].proto.imgs[0].caption  # the overview of it
+
+
+def test_the_server_entry_serves_the_app_and_preloads_the_default_data_in_the_background():
+    """`streamlit run serve.py` (make run): an st.App over streamlit_app.py whose start imports the library and
+    loads the default model's dataset while the server waits for its first visitor (the browser tests run it)."""
+    import ast
+
+    tree = ast.parse((ROOT / "serve.py").read_text())
+    calls = [n for n in ast.walk(tree) if isinstance(n, ast.Call) and getattr(n.func, "attr", "") == "App"]
+    assert len(calls) == 1 and calls[0].args[0].value == "streamlit_app.py"
+    from vae_core import store
+    from vae_core.ui import preload
+
+    store._LOADED.clear()
+    preload.warm_up()
+    name = "fashion-mnist" if available_builtin()["fashion-mnist"] else "digits"
+    assert any(name in str(key) for key in store._LOADED)

@@ -144,3 +144,32 @@ def test_a_queued_run_knows_roughly_when_it_starts(tmp_path):
     for run in (running, a, b, unknown, after_unknown):
         service.stop(run)
     service.executor.shutdown()
+
+
+def test_worker_processes_end_when_their_server_is_killed():
+    """A server killed outright (no shutdown) must not leave its idle worker processes behind."""
+    import signal
+    import subprocess
+    import sys
+
+    import psutil
+
+    server = subprocess.Popen([sys.executable, "-c", (
+        "import time\n"
+        "from vae_core.executors import LocalExecutor\n"
+        "ex = LocalExecutor(2, processes=True)\n"
+        "ex.warm()\n"
+        "print('up', flush=True)\n"
+        "time.sleep(600)\n")], stdout=subprocess.PIPE, text=True)
+    try:
+        assert server.stdout.readline().strip() == "up"
+        deadline = time.monotonic() + 120
+        while len(psutil.Process(server.pid).children()) < 2:  # the two workers (spawned in the background)
+            assert time.monotonic() < deadline, "the worker processes did not start"
+            time.sleep(0.1)
+        workers = psutil.Process(server.pid).children()
+    finally:
+        server.send_signal(signal.SIGKILL)
+        server.wait()
+    gone, alive = psutil.wait_procs(workers, timeout=60)
+    assert not alive, f"worker processes left behind: {[p.pid for p in alive]}"

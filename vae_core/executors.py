@@ -145,9 +145,19 @@ def follow(wait: Callable[[float], bool], receive: Callable[[], list], request_s
 _WORKER: dict = {}  # in a worker process: the queue to the driver and the Stop flags, given when it starts
 
 
-def _init_worker(threads: int, messages, stops) -> None:
+def _init_worker(threads: int, messages, stops, server: int) -> None:
     _set_torch_threads(threads)
     _WORKER.update(messages=messages, stops=stops)
+    threading.Thread(target=_exit_with_parent, args=(server,), name="vae-orphan-check", daemon=True).start()
+
+
+def _exit_with_parent(parent: int) -> None:
+    """End this worker process once the server that started it is gone. A server that exits normally shuts its
+    pool down; one that is killed (SIGKILL, a crash) leaves its idle workers waiting on a queue nobody writes to,
+    each holding torch's memory — they would stay forever."""
+    while os.getppid() == parent:  # (`parent` is passed in: it may be gone before this worker got here)
+        time.sleep(ORPHAN_CHECK_S)
+    os._exit(0)
 
 
 def _in_worker_process(fn, args, kwargs, slot: int):
@@ -166,6 +176,9 @@ def _set_torch_threads(threads: int) -> None:
     torch.set_num_threads(threads)
 
 
+ORPHAN_CHECK_S = 1.0  # how often a worker process checks that its server is still there
+
+
 def _ready() -> bool:
     """A no-op for a worker process: once it returns, the worker has started and imported torch."""
     return True
@@ -181,7 +194,7 @@ class _ProcessPool:
         self.stops = context.Array("b", workers, lock=False)
         self.inboxes = [queue.Queue() for _ in range(workers)]
         self.pool = ProcessPoolExecutor(workers, mp_context=context, initializer=_init_worker,
-                                        initargs=(threads, self.messages, self.stops))
+                                        initargs=(threads, self.messages, self.stops, os.getpid()))
         for _ in range(workers):  # start every worker now (in the background), not when the first run waits
             self.pool.submit(_ready)
         threading.Thread(target=self._dispatch, name="vae-relay", daemon=True).start()

@@ -69,7 +69,7 @@ def server():
     SHOTS.mkdir(exist_ok=True)
     log = open(SHOTS / "streamlit-server.log", "wb")
     proc = subprocess.Popen(
-        [sys.executable, "-m", "streamlit", "run", "streamlit_app.py", "--server.headless", "true",
+        [sys.executable, "-m", "streamlit", "run", "serve.py", "--server.headless", "true",
          "--server.address", "127.0.0.1", "--server.fileWatcherType", "none", "--server.port", str(port),
          "--browser.gatherUsageStats", "false"],
         cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, env=dict(os.environ, VAE_MAX_RUNS="1"))  # one at a time
@@ -213,6 +213,20 @@ def test_an_address_that_names_no_page_opens_the_overview_without_a_dialog(brows
     pg.locator('[data-testid="stSidebarNav"] a', has_text="Train").first.click()  # nothing blocks a click
     expect(pg.locator("h1", has_text="Train a VAE").first).to_be_visible()
     pg.context.close()
+
+
+def test_on_a_narrow_screen_formulas_scroll_in_their_box_and_the_favicon_is_local(browser, server):
+    context = browser.new_context(viewport={"width": 420, "height": 900})
+    pg = visit(browser, server, "train", "Train a VAE", context=context)
+    no_exception(pg)
+    formula = pg.locator(".katex-display").first
+    expect(formula).to_be_visible()
+    box = formula.bounding_box()
+    assert box["x"] >= 0 and box["x"] + box["width"] <= 420  # the formula's box fits the screen …
+    assert pg.evaluate("e => e.scrollWidth > e.clientWidth", formula.element_handle())  # … and scrolls inside it
+    icons = pg.eval_on_selector_all("link[rel~='icon']", "ls => ls.map(l => l.href)")
+    assert icons and all(href.startswith(server) or href.startswith("data:") for href in icons), icons
+    context.close()
 
 
 @pytest.mark.parametrize("path, title", [("train", "Train a VAE"), ("latent", "Latent space"),
@@ -504,7 +518,8 @@ def test_anomalies_new_data_scores_an_upload_against_the_test_set(browser, serve
     option = pg.locator('[role="option"]', has_text="upload a file")
     until(lambda: pg.get_by_role("combobox", name="Second dataset").click(),
           lambda: expect(option.first).to_be_visible(timeout=10_000))
-    option.first.click()
+    pg.keyboard.type("upload a file")  # by keyboard: images still loading below may cover the option for a mouse
+    pg.keyboard.press("Enter")
     uploader = pg.locator('[data-testid="stMain"] [data-testid="stFileUploader"]', has_text="Images of grey 28×28")
     expect(uploader).to_be_visible()
     uploader.locator('input[type="file"]').set_input_files(

@@ -11,7 +11,7 @@ from vae_core.complexity import COMPRESSOR
 from vae_core.config import ModelConfig, TrainConfig
 from vae_core.data import BUILTIN, DataError, load_array_file
 from vae_core.export import latents_table
-from vae_core.jobs import CANCELLED, FAILED, format_duration
+from vae_core.jobs import format_duration
 from vae_core.runs import DONE, RunLimitError, RunSpec
 from vae_core.store import DataRef
 from vae_core.ui import cache, jobs, state, widgets

@@ -17,7 +17,7 @@ from sklearn.metrics import roc_auc_score
 from streamlit.testing.v1 import app_test
 from streamlit.runtime.memory_media_file_storage import MemoryMediaFileStorage
 
-from vae_core import anomaly, store
+from vae_core import store
 from vae_core import checkpoint as C
 from vae_core.anomaly import CORRECTED_SCORE, RAW_SCORE, score_new_data
 from vae_core.data import available_builtin, load_digits
@@ -261,7 +261,7 @@ def test_a_slow_scoring_shows_its_estimate_waits_for_the_button_and_can_be_cance
             time.sleep(0.1)
 
     monkeypatch.setattr(cache, "new_data_estimate", lambda *args, **kwargs: 120.0)
-    monkeypatch.setattr(anomaly, "score_new_data", slow)
+    monkeypatch.setattr(jobs, "score_new_data", slow)
     noise = np.random.default_rng(3).random((50, 8, 8))
     at = upload(page(PAGE).run(), "slow.npz", npz_bytes(x=noise))
     assert not at.exception and not at.error

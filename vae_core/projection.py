@@ -2,6 +2,8 @@
 out, with a progress callback for the slow ones; no Streamlit, no plotting."""
 from __future__ import annotations
 
+import re
+import warnings
 from typing import Callable
 
 import numpy as np
@@ -91,8 +93,6 @@ def umap(x: np.ndarray, *, n_neighbors: int = 15, min_dist: float = 0.1, seed: i
     reproducible. `progress` gets the fraction done: 0, UMAP_KNN_SHARE after the neighbours, UMAP_GRAPH_SHARE
     after the graph, then per epoch (read from umap-learn's tqdm bar through `tqdm_kwds`, which does not touch
     the computation), and 1."""
-    import re
-    import warnings
 
     # imported on first use: umap-learn loads numba and pynndescent, seconds the app's start must not wait for
     import umap as umap_learn

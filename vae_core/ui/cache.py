@@ -4,12 +4,15 @@ results keyed by a model key that changes whenever the weights can (encodings, p
 estimates), and the collapse lab's sweeps and their figures (keyed by the manifest's modification time)."""
 from __future__ import annotations
 
+import time
+
 import numpy as np
 import streamlit as st
 import torch
 
 from .. import checkpoint as ckpt_io
 from .. import lab_plots, pictures, store
+from ..complexity import compressed_nats
 from ..data import Dataset, available_builtin
 from ..decoding import cell_to_latent, density_2d, overview
 from ..device import default_device
@@ -18,6 +21,7 @@ from ..metrics import per_sample_scores
 from ..model import VAE
 from ..projection import pca
 from ..runs import RunSpec
+from ..single_image import background_level
 from ..sweep import load_sweep
 
 
@@ -181,10 +185,6 @@ def new_data_estimate(model_key: str, dataset_id: str, _model: VAE, _x_new, _y_n
     """Seconds `anomaly.score_new_data` will take here for the images `_x_new` against `n_test` test images
     whose model pass is already done: the model pass and the compression (L(x)) timed on up to `probe` of the new
     images, after a warm-up, then scaled to the whole job. Cached per model and dataset."""
-    import time
-
-    from ..complexity import compressed_nats
-
     n = len(_x_new)
     m = max(1, min(probe, n))
     x = torch.as_tensor(np.asarray(_x_new[:m]) if not isinstance(_x_new, torch.Tensor) else _x_new[:m],
@@ -221,8 +221,6 @@ def pca_projector(model_key: str, _mu: np.ndarray) -> tuple[np.ndarray, np.ndarr
 def test_background(model_key: str, _am) -> float:
     """The test images' background grey level (median of their border pixels, `single_image.background_level`):
     below 0.5, bright objects on a dark background."""
-    from ..single_image import background_level
-
     return background_level(_am.data.x_test.cpu().numpy())
 
 

@@ -5,16 +5,19 @@ the time left and a Cancel button, redrawn every second by a fragment that rerun
 """
 from __future__ import annotations
 
+import time
 from typing import Callable
 
 import numpy as np
 import streamlit as st
 
 from .. import pictures, plots
+from ..anomaly import score_new_data
+from ..complexity import COMPRESSOR
 from ..executors import LocalExecutor
-from ..jobs import CANCELLED, FAILED, QUEUED, Job, JobBoard, format_duration, progress_text
+from ..jobs import CANCELLED, FAILED, QUEUED, Cancelled, Job, JobBoard, format_duration, progress_text
 from ..metrics import iwae_nll
-from ..projection import subsample, tsne
+from ..projection import UMAP_GRAPH_SHARE, UMAP_KNN_SHARE, subsample, tsne, umap
 from ..runs import Run, RunService, default_service
 
 POLL_SECONDS = 1.0
@@ -193,8 +196,6 @@ def new_data_job(model_key: str, am, dataset_id: str, x_new, y_new=None, test_sc
     """`anomaly.score_new_data` of the active model's test set against the images `x_new` (labels `y_new`) as a
     job keyed by (model, dataset id), whose result is that function's dict. `test_scores` (the page's cached
     per-image scores of the test set, same seed) skips the test set's model pass."""
-    from ..anomaly import score_new_data
-    from ..complexity import COMPRESSOR
 
     n_test, n_new = len(am.data.x_test), len(x_new)
     total = (0 if test_scores is not None else n_test) + n_new + n_test + n_new  # score_new_data's progress units
@@ -253,10 +254,7 @@ def umap_job(model_key: str, mu: np.ndarray, max_points: int, n_neighbors: int, 
     (model, points, n_neighbors, min_dist, seed) so that asking again gives the same job, running or done.
     It reports its stage, and its time left from the layout's measured epoch rate (the neighbour graph and, on
     the server's first UMAP, numba's compilation come before any epoch)."""
-    import time
 
-    from ..jobs import Cancelled
-    from ..projection import UMAP_GRAPH_SHARE, UMAP_KNN_SHARE, umap
 
     ids = subsample(len(mu), max_points, seed)
     expected = umap_seconds(len(ids), n_neighbors)[0]

@@ -91,7 +91,7 @@ def require_model(need_data: bool = True) -> state.ActiveModel:
     images are missing gets the missing-data panel (message and uploader) instead of the page."""
     try:
         am = state.active()
-    except ckpt_io.CheckpointError as err:
+    except ckpt_io.CheckpointError:
         st.info("This page needs a model, and the one selected cannot be loaded (the sidebar says why). "
                 "Pick another one there.")
         st.stop()

@@ -11,7 +11,7 @@ from vae_core.config import ModelConfig, ObjectiveConfig, TrainConfig, recommend
 from vae_core.data import BUILTIN, DataError, load_array_file
 from vae_core.jobs import format_duration
 from vae_core.runs import DIVERGED, STOPPED, RunLimitError, RunSpec, default_label, runs_per_owner
-from vae_core.ui import cache, jobs, state, widgets
+from vae_core.ui import cache, cures, jobs, state, widgets
 from vae_core.ui.text import plain
 
 widgets.page_header(
@@ -29,7 +29,8 @@ widgets.page_header(
 LIMIT_KEY = "tr_limit_message"
 SIZED_KEY = "tr_sized_for"  # the dataset whose size set the epochs and batch size
 FORM = ("tr_dataset", "tr_download", "tr_recipe", "tr_latent", "tr_arch", "tr_hidden", "tr_lik", "tr_beta",
-        "tr_free_bits", "tr_warmup", "tr_cvae", "tr_epochs", "tr_lr", "tr_batch", "tr_seed", "tr_save_overwrite", "tr_image_size", SIZED_KEY)
+        "tr_free_bits", "tr_schedule", "tr_warmup", "tr_cycles", "tr_ramp", "tr_kl_target", "tr_capacity",
+        "tr_capacity_epochs", "tr_gamma", "tr_aggressive", "tr_cvae", "tr_epochs", "tr_lr", "tr_batch", "tr_seed", "tr_save_overwrite", "tr_image_size", SIZED_KEY)
 RUN_KEY = "tr_run"  # the id of the run this page shows
 ACTIVATED_KEY = "tr_activated"  # runs whose model this session has already made active
 SAVED_KEY = "tr_saved"  # {run id: name it was saved under}
@@ -76,11 +77,12 @@ def _apply_recipe() -> None:
         pre = tutorial_preset(latent_dim=2, epochs=20)
         values = {"tr_latent": pre.model.latent_dim, "tr_arch": "mlp", "tr_lik": "bernoulli", "tr_hidden": "400",
                   "tr_beta": pre.objective.beta, "tr_free_bits": pre.objective.free_bits,
-                  "tr_warmup": float(pre.objective.warmup_epochs), "tr_epochs": pre.train.epochs, "tr_lr": pre.train.lr,
+                  "tr_schedule": cures.schedule_of(pre.objective), "tr_warmup": float(pre.objective.warmup_epochs),
+                  "tr_aggressive": False, "tr_epochs": pre.train.epochs, "tr_lr": pre.train.lr,
                   "tr_batch": pre.train.batch_size, "tr_seed": pre.train.seed, "tr_cvae": False}
     elif recipe == "quick":
         values = {"tr_latent": 2, "tr_arch": "mlp", "tr_lik": "bernoulli", "tr_hidden": "64", "tr_beta": 1.0,
-                  "tr_free_bits": 0.0, "tr_warmup": 0.0, "tr_epochs": 2, "tr_lr": 1e-3, "tr_batch": 64, "tr_seed": 0,
+                  "tr_free_bits": 0.0, "tr_schedule": "none", "tr_warmup": 0.0, "tr_aggressive": False, "tr_epochs": 2, "tr_lr": 1e-3, "tr_batch": 64, "tr_seed": 0,
                   "tr_cvae": False}
     else:
         return
@@ -152,11 +154,34 @@ likelihood = f4.selectbox("Likelihood p(x|z)", ["bernoulli", "gaussian"], key="t
 g1, g2, g3, g4 = st.columns(4)
 beta = g1.number_input("β (KL weight)", 0.0, 100.0, 1.0, 0.1, key="tr_beta")
 free_bits = g2.number_input("Free bits λ (nats per latent dimension)", 0.0, 10.0, 0.0, 0.05, key="tr_free_bits",
-                            help="Each dimension's batch-mean KL counts as at least λ nats in the objective.")
-warmup = g3.number_input("KL warm-up (epochs)", 0.0, 1000.0, 0.0, 1.0, key="tr_warmup",
-                         help="The KL weight grows linearly from 0 to β over this many epochs.")
+                            help=cures.FREE_BITS)
+schedule = g3.selectbox("KL weight over training", list(cures.SCHEDULES), key="tr_schedule",
+                        format_func=lambda k: cures.SCHEDULES[k][0],
+                        help="How the weight on the rate term changes during training: one rule per run.")
 cvae = g4.checkbox("Conditional (CVAE)", key="tr_cvae", help="Encoder and decoder also see the one-hot label.",
                    disabled=data is not None and data.y_train is None)
+aggressive = g4.checkbox("Aggressive encoder training", key="tr_aggressive", help=cures.AGGRESSIVE)
+schedule_settings = {}
+if schedule != "none":
+    with st.container(border=True):
+        s1, s2, s3, s4 = st.columns([1, 1, 1, 3])
+        if schedule == "warm-up":
+            schedule_settings["warmup_epochs"] = s1.number_input("Warm-up (epochs)", 0.0, 1000.0, 5.0, 1.0,
+                                                                 key="tr_warmup")
+        elif schedule == "cyclical":
+            schedule_settings.update(
+                kl_schedule="cyclical", cycles=int(s1.number_input("Cycles M", 1, 1000, 4, key="tr_cycles")),
+                ramp=s2.number_input("Ramp share R", 0.01, 1.0, 0.5, 0.05, key="tr_ramp"))
+        elif schedule == "soft":
+            schedule_settings["kl_target"] = s1.number_input("Target rate (nats)", 0.1, 10000.0, 5.0, 0.5,
+                                                             key="tr_kl_target")
+        else:
+            schedule_settings.update(
+                capacity=s1.number_input("C_max (nats)", 0.1, 10000.0, 25.0, 1.0, key="tr_capacity"),
+                capacity_epochs=s2.number_input("Epochs to reach it (0: all)", 0.0, 1000.0, 0.0, 1.0,
+                                                key="tr_capacity_epochs"),
+                gamma=s3.number_input("γ", 0.0, 100000.0, 100.0, 10.0, key="tr_gamma"))
+        s4.caption(cures.SCHEDULES[schedule][1])
 h1, h2, h3, h4 = st.columns(4)
 SIZED_HELP = ("Set from the dataset's size when you choose it: about 20 or more batches per epoch and at least 700 "
               "optimiser steps, so that a first run does not end before the encoder has learnt anything.")
@@ -178,7 +203,8 @@ if data is not None:
             raise ValueError(f"this model would have {n_weights:,} weights; the limit is {widgets.MAX_PARAMETERS:,} "
                              "(use fewer or narrower layers)")
         spec = RunSpec(data=ref, model=model_cfg,
-                       objective=ObjectiveConfig(beta=float(beta), free_bits=float(free_bits), warmup_epochs=float(warmup)),
+                       objective=ObjectiveConfig(beta=float(beta), free_bits=float(free_bits),
+                                                 aggressive=bool(aggressive), **schedule_settings),
                        train=TrainConfig(epochs=int(epochs), lr=float(lr), batch_size=int(batch), seed=int(seed)))
     except ValueError as err:  # ConfigError, or a width that is not a number
         spec_error = str(err)
@@ -231,7 +257,8 @@ def retrain(run_spec: RunSpec, **changes) -> None:
                                                           if k in ("free_bits", "warmup_epochs")})
     train = dataclasses.replace(run_spec.train, **{k: v for k, v in changes.items() if k == "epochs"})
     st.session_state.update({"tr_free_bits": objective.free_bits, "tr_warmup": objective.warmup_epochs,
-                             "tr_epochs": train.epochs, "tr_recipe": "custom"})
+                             "tr_schedule": cures.schedule_of(objective), "tr_epochs": train.epochs,
+                             "tr_recipe": "custom"})
     submit(dataclasses.replace(run_spec, objective=objective, train=train))
 
 
@@ -241,10 +268,10 @@ if st.session_state.get(LIMIT_KEY):
     st.warning(plain(st.session_state.pop(LIMIT_KEY)))
 
 def collapse_notice(run) -> None:
-    """Say so when a plain run (β ≤ 1, no free bits) ended with collapsed latent dimensions, why, and the fixes."""
+    """Say so when a plain run (β ≤ 1, no cure) ended with collapsed latent dimensions, why, and the fixes."""
     spec_, last = run.spec, run.history[-1]
     d, active = spec_.model.latent_dim, last["active_units"]
-    if active >= d or spec_.objective.beta > 1 or spec_.objective.free_bits > 0 or run.status not in ("done", STOPPED):
+    if active >= d or spec_.objective.beta > 1 or not spec_.objective.is_plain or run.status not in ("done", STOPPED):
         return
     with st.container(border=True):
         st.warning(
@@ -277,8 +304,7 @@ if run is None:
     st.info("Configure above and press **Train**. On the 8×8 digits a 10-epoch run takes a few seconds.")
     st.stop()
 st.markdown(f"**{plain(run.label)}** · {plain(run.spec.data.name)} · d = {run.spec.model.latent_dim} · "
-            f"β = {run.spec.objective.beta:g}, λ = {run.spec.objective.free_bits:g}, warm-up = "
-            f"{run.spec.objective.warmup_epochs:g} · {run.spec.train.epochs} epochs")
+            f"{run.spec.objective.label} · {run.spec.train.epochs} epochs")
 if not run.done:
     jobs.watch_run(run, svc)
     st.stop()
@@ -306,6 +332,9 @@ if hist:
     m4.metric("active units", f"{last['active_units']} / {run.spec.model.latent_dim}")
     collapse_notice(run)
     jobs.run_live(run, svc)
+    if run.saved is not None:
+        with st.expander("Watch the training again (replay)", expanded=last["active_units"] < run.spec.model.latent_dim):
+            widgets.replay_panel(run.saved, f"run_{run.id}")
 if run.saved is not None and run.id not in st.session_state.setdefault(ACTIVATED_KEY, set()):
     st.session_state[ACTIVATED_KEY].add(run.id)
     st.session_state[state.PENDING_KEY] = f"run:{run.id}"

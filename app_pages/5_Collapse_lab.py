@@ -5,17 +5,17 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
-from vae_core import pictures, plots, store
+from vae_core import pictures, plots, replay, store
 from vae_core.data import BUILTIN
 from vae_core.jobs import format_duration
 from vae_core.lab_plots import run_label
-from vae_core.sweep import MANIFEST, SweepError, SweepSpec, parse_values, submit_sweep
-from vae_core.ui import cache, jobs, state, widgets
+from vae_core.sweep import MANIFEST, SweepError, SweepSpec, collapsed_distortion, parse_values, submit_sweep
+from vae_core.ui import cache, cures, jobs, state, widgets
 from vae_core.ui.text import plain, sentence
 
 SHOWN = "lab_sweep"
-FORM = ("lab_dataset", "lab_latent", "lab_arch", "lab_epochs", "lab_betas", "lab_lams", "lab_warmups", "lab_ar",
-        "lab_ntrain", "lab_name")
+FORM = ("lab_dataset", "lab_latent", "lab_arch", "lab_epochs", "lab_betas", "lab_lams", "lab_warmups", "lab_cycles",
+        "lab_capacities", "lab_targets", "lab_aggressive", "lab_ar", "lab_ntrain", "lab_name")
 
 widgets.page_header(
     "Posterior-collapse lab",
@@ -52,10 +52,19 @@ with st.expander("Run a new sweep", expanded=not sweep_options()):
     epochs = c4.number_input("Epochs per run", 1, 200, 20, key="lab_epochs")
     c5, c6, c7 = st.columns(3)
     betas = c5.text_input("β values", "0.5, 1, 4", key="lab_betas", help="Comma-separated; every combination runs.")
-    lams = c6.text_input("Free bits λ (nats per dimension)", "0, 0.5", key="lab_lams",
-                         help="A floor on each latent dimension's batch-mean KL (Kingma et al. 2016).")
+    lams = c6.text_input("Free bits λ (nats per dimension)", "0, 0.5", key="lab_lams", help=cures.FREE_BITS)
     warmups = c7.text_input("Warm-up lengths (epochs)", "0", key="lab_warmups",
-                            help="The KL weight grows linearly from 0 to β over this many epochs.")
+                            help=cures.SCHEDULES["warm-up"][1])
+    st.caption("Every combination of the three lists above runs. Each value below adds one more run, at β = 1 (the "
+               "ELBO it cures), so that one plane holds every cure side by side; leave a field empty to skip it.")
+    k1, k2, k3, k4 = st.columns(4)
+    cycles = k1.text_input("Cyclical annealing: cycles M", "", key="lab_cycles", placeholder="e.g. 4",
+                           help=cures.SCHEDULES["cyclical"][1] + " Ramp share R = 0.5.")
+    capacities = k2.text_input("Capacity annealing: C_max (nats)", "", key="lab_capacities", placeholder="e.g. 25",
+                               help=cures.SCHEDULES["capacity"][1] + " γ = 100, C reaches C_max at the last epoch.")
+    targets = k3.text_input("Soft free bits: target rates (nats)", "", key="lab_targets", placeholder="e.g. 10",
+                            help=cures.SCHEDULES["soft"][1])
+    aggressive = k4.checkbox("Aggressive encoder training", key="lab_aggressive", help=cures.AGGRESSIVE)
     c8, c9, c10 = st.columns(3)
     autoregressive = c8.checkbox("Autoregressive decoder (PixelCNN)", key="lab_ar",
                                  help="A decoder strong enough to model images without z: the classic setting in "
@@ -67,14 +76,24 @@ with st.expander("Run a new sweep", expanded=not sweep_options()):
     with widgets.guard("prepare the sweep"):
         new = SweepSpec(dataset=dataset, latent_dim=int(latent), architecture=arch, epochs=int(epochs),
                         betas=parse_values(betas, "β"), free_bits=parse_values(lams, "free bits", high=100),
-                        warmups=parse_values(warmups, "warm-up", high=10_000), autoregressive=autoregressive,
+                        warmups=parse_values(warmups, "warm-up", high=10_000),
+                        cycles=tuple(int(m) for m in parse_values(cycles, "cycles", 1, 1000, allow_empty=True,
+                                                                  integers=True)),
+                        capacities=parse_values(capacities, "capacity", high=10_000, allow_empty=True),
+                        kl_targets=parse_values(targets, "soft free bits target", high=10_000, allow_empty=True),
+                        aggressive=aggressive, autoregressive=autoregressive,
                         n_train=int(n_train), n_test=2000 if autoregressive else 0, iwae_k=50)
         new_folder = ws.sweep_path(name)
         image_shape = cache.dataset(new.data_ref()).image_shape
-        one = cache.run_estimate(new.run_specs(image_shape)[0][1])
-        n_runs = len(new.settings())
-        st.caption(f"{n_runs} runs of about {format_duration(one.seconds)} each: about "
-                   f"**{format_duration(n_runs * one.seconds)}** in all on this machine ({one.probe_note}, plus the "
+        specs = [run_spec for _, run_spec in new.run_specs(image_shape)]
+        one = cache.run_estimate(specs[0])
+        slow = [cache.run_estimate(s) for s in specs if s.objective.aggressive]  # its inner loop costs more
+        n_runs = len(specs)
+        total = (n_runs - len(slow)) * one.seconds + sum(e.seconds for e in slow)
+        st.caption(f"{n_runs} runs of about {format_duration(one.seconds)} each"
+                   + (f" (the aggressive one up to {format_duration(slow[0].seconds)}: {slow[0].probe_note})"
+                      if slow else "")
+                   + f": about **{format_duration(total)}** in all on this machine ({one.probe_note}, plus the "
                    f"end-of-run evaluation with IWAE k = {new.iwae_k}). Runs already in a folder of this name with "
                    "the same settings are reused.")
     if st.button("Run sweep", type="primary", key="lab_run", disabled=new is None) and new is not None:
@@ -112,31 +131,45 @@ if not runs:
     st.warning("This sweep has no finished run yet: they appear here one by one as they finish.")
     st.stop()
 evals = [r.evaluation for r in runs]
-rd_figure, heat_figure = cache.sweep_figures(chosen, manifest_mtime, evals)
 st.caption(f"{plain(spec.dataset)} · d = {spec.latent_dim} · {spec.architecture.upper()} encoder · "
            f"{'PixelCNN' if spec.autoregressive else spec.architecture.upper()} decoder · {spec.epochs} epochs · "
            f"{len(runs)} of {len(spec.settings())} runs finished"
            + (f" · first {spec.n_train:,} training images" if spec.n_train else ""))
 
 # ---------------------------------------------------------------- rate–distortion plane and the table
+n_test = runs[0].checkpoint.dataset.get("n_test") or 1
+collapsed = evals[0].get("collapsed_distortion")
+if "collapsed_distortion" not in evals[0]:  # saved before the line was recorded: from the sweep's data, if here
+    try:
+        collapsed = collapsed_distortion(spec, cache.dataset(spec.data_ref()))
+    except Exception:  # noqa: BLE001 (without its data, the plane has no line)
+        collapsed = None
+rd_figure, heat_figure, surgery_figure = cache.sweep_figures(chosen, manifest_mtime, evals, n_test, collapsed)
 left, right = st.columns([3, 2])
 with left:
     st.subheader("Rate–distortion plane")
     st.plotly_chart(rd_figure, width="stretch", key="lab_rd")
     st.caption("Dotted diagonals: equal −ELBO = R + D (Alemi et al. 2018). Points at R ≈ 0 have collapsed: "
-               "the decoder ignores z.")
+               "the decoder ignores z."
+               + ("" if collapsed is None else
+                  f" Dashed (or named at the edge when far off): D = {collapsed:.2f}, the cross-entropy of the test "
+                  "images against the per-pixel mean of the training images, the best a decoder ignoring z can do "
+                  "pixel by pixel; a collapsed run lands on it"
+                  + (", unless its PixelCNN decoder models the pixels jointly and goes below it."
+                     if spec.autoregressive else ".")))
 with right:
     st.subheader("Runs")
     table = pd.DataFrame([{
         "β": e["beta"], "λ": e["free_bits"], "warm-up": e["warmup"], "rate R": e["rate"],
         "distortion D": e["distortion"], "−ELBO": e["test_elbo"], "active units": e["active_units"],
-        "I(x;z)": e["mutual_info"], f"IWAE NLL (k={e.get('iwae_k', '?')})": e["iwae_nll"]} for e in evals])
+        "I(x;z)": e["mutual_info"], "KL(q(z)‖p(z))": e.get("marginal_kl"),
+        f"IWAE NLL (k={e.get('iwae_k', '?')})": e["iwae_nll"]} for e in evals])
     st.dataframe(table, hide_index=True, width="stretch",
                  column_config={c: st.column_config.NumberColumn(format="%.2f")
                                 for c in table.columns if c not in ("active units",)})
-    n_test = runs[0].checkpoint.dataset.get("n_test") or 0
     st.caption(f"Nats per test image. Active units: Cov_x(E_q[z_u|x]) > 0.01 (Burda et al. 2015). "
-               f"I(x;z): mutual information under q (He et al. 2019), at most log N = {np.log(max(n_test, 1)):.2f}. "
+               f"I(x;z): mutual information under q (He et al. 2019), at most log N = {np.log(n_test):.2f}. "
+               "KL(q(z)‖p(z)): the rest of the rate (below); None for runs evaluated before it was recorded. "
                "IWAE NLL: the tighter importance-weighted bound on −log p(x).")
     st.download_button("Download the table (CSV)", table.to_csv(index=False).encode(), "sweep.csv", "text/csv",
                        on_click="ignore", key="lab_csv")
@@ -156,6 +189,25 @@ with h2:
                         width="stretch", key="lab_time")
         st.caption("Each dimension's test KL after every epoch: collapse as it happens.")
 
+# ---------------------------------------------------------------- watch it happen
+st.subheader("Watch it happen")
+if replay.path_for(runs[pick].path).is_file():
+    st.caption(f"The run picked above, **{run_label(evals[pick])}**, epoch by epoch.")
+    widgets.replay_panel(runs[pick].path, f"lab_{pick}")
+else:
+    st.info("This run was trained before training replays were recorded: run the sweep again to record one.")
+
+# ---------------------------------------------------------------- ELBO surgery
+st.subheader("Where the rate goes")
+st.plotly_chart(surgery_figure, width="stretch", key="lab_surgery")
+st.caption("Each run's rate split in two (Hoffman & Johnson 2016, “ELBO surgery”): "
+           r"$R=\mathbb{E}_x\mathrm{KL}(q(z|x)\Vert p(z))=I(x;z)+\mathrm{KL}(q(z)\Vert p(z))$, where the aggregate "
+           f"posterior q(z) averages q(z|x) over the N = {n_test:,} test images. Blue, the mutual information, is "
+           f"what the code tells about which image it came from and cannot pass log N = {np.log(n_test):.2f} "
+           "(dashed); orange, the marginal KL, is rate spent because q(z) does not match the prior: it tells the "
+           "decoder nothing, and where it is large, samples from the prior fall where no image's code does. The "
+           "black tick is R: the bars are Monte Carlo estimates and end near it.")
+
 # ---------------------------------------------------------------- side by side
 st.subheader("Side by side")
 try:
@@ -163,20 +215,36 @@ try:
 except Exception as err:  # noqa: BLE001
     st.warning(f"The test images of {plain(spec.dataset)} are not available ({plain(err)}).")
     st.stop()
-n_show = 8
-st.caption(f"For each run: {n_show} test images (top) over their reconstructions (bottom), and {n_show} samples "
-           "from the prior decoded. A collapsed model reconstructs every image as the same blur.")
+draws = 3
+column = "the first test image of one class" if data.y_test is not None else "one of the first ten test images"
+if spec.autoregressive:
+    st.caption(f"Each column is {column}. The rows under it are generated from z alone "
+               "(the PixelCNN never sees the input), each pixel set to its probability given z and the pixels "
+               "before it, fed forward: a healthy run gives back the input's kind of garment, its shape and shade, "
+               "and its draws of z from q(z|x) stay that garment; a collapsed run gives a generic top or shoe "
+               "whatever the input, and its draws wander. The teacher-forced row looks right for every run, "
+               "collapsed or not: there the decoder copies the input's own earlier pixels.")
+    captions = {"recon": f"inputs (top row); generated from z alone, conditional mean fed forward: at z = μ(x) "
+                         f"(row 2), then {draws} draws z ~ q(z|x) each (rows 3–{2 + draws})",
+                "teacher_forced": "teacher-forced (the decoder sees the input's earlier pixels)",
+                "samples": "prior samples (conditional mean fed forward)"}
+else:
+    st.caption(f"Each column is {column}, over its reconstruction from z = μ(x); beside them, samples from the "
+               "prior decoded. A collapsed run reconstructs every image as the same blur.")
+    captions = {"recon": "inputs (top) over reconstructions from z = μ(x)", "samples": "prior samples (decoder mean)"}
 scale = pictures.display_scale(data.image_shape[1], 28)
 for run in runs:
     mtime = run.path.stat().st_mtime_ns if run.path.exists() else 0
-    recon, samples = cache.run_pictures(str(run.path), mtime, run.checkpoint.model, data.x_test, n_show, scale)
+    pics = cache.run_pictures(str(run.path), mtime, run.checkpoint.model, data.x_test, data.y_test, draws, scale)
     c_lab, c_rec, c_smp = st.columns([1, 2, 2])
     ev = run.evaluation
     c_lab.markdown(f"**{run_label(ev)}**  \nR = {ev['rate']:.2f}, AU = {ev['active_units']}")
     with c_rec:
-        widgets.image(recon)
+        for name in ("recon", "teacher_forced"):
+            if name in pics:
+                widgets.image(pics[name], caption=captions[name])
     with c_smp:
-        widgets.image(samples)
+        widgets.image(pics["samples"], caption=captions["samples"])
 
 if spec.latent_dim == 2:
     st.subheader("Latent space of each run")

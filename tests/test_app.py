@@ -482,3 +482,41 @@ def test_the_server_entry_serves_the_app_and_preloads_the_default_data_in_the_ba
     preload.warm_up()
     name = "fashion-mnist" if available_builtin()["fashion-mnist"] else "digits"
     assert any(name in str(key) for key in store._LOADED)
+
+
+def test_train_page_offers_each_cure_and_trains_with_the_chosen_one(tmp_path, monkeypatch):
+    monkeypatch.setenv("VAE_HOME", str(tmp_path / "home"))
+    at = shell().run().switch_page("app_pages/1_Train.py").run()
+    at.selectbox(key="tr_recipe").set_value("quick").run()
+    for schedule, fields in (("warm-up", ["tr_warmup"]), ("cyclical", ["tr_cycles", "tr_ramp"]),
+                             ("soft", ["tr_kl_target"]), ("capacity", ["tr_capacity", "tr_capacity_epochs", "tr_gamma"])):
+        at.selectbox(key="tr_schedule").set_value(schedule).run()
+        assert all(at.number_input(key=k) is not None for k in fields), schedule
+        assert any(("et al." in c.value) for c in at.caption), schedule  # each cure's caption names its paper
+    at.checkbox(key="tr_aggressive").check().run()  # priced from a measured inner loop (trained in test_schedules)
+    assert any("encoder steps per decoder step" in c.value for c in at.caption)
+    at.checkbox(key="tr_aggressive").uncheck()
+    at.selectbox(key="tr_schedule").set_value("cyclical").run()
+    at.number_input(key="tr_cycles").set_value(2)
+    at.number_input(key="tr_epochs").set_value(2)
+    at.button(key="tr_train").click().run()
+    settle(at)
+    run = current_run(at)
+    assert not at.exception and run.status == "done"
+    assert run.spec.objective.kl_schedule == "cyclical" and run.spec.objective.cycles == 2
+    assert [r["kl_weight"] for r in run.history][-1] == 1.0  # the end of the last cycle
+    assert any("cyclical ×2" in m.value for m in at.markdown)  # the run's header names its objective
+
+
+def test_a_finished_run_replays_its_training_epoch_by_epoch(tmp_path, monkeypatch):
+    monkeypatch.setenv("VAE_HOME", str(tmp_path / "home"))
+    at = shell().run().switch_page("app_pages/1_Train.py").run()
+    train_quick(at, epochs=3)
+    run = current_run(at)
+    assert not at.exception and run.status == "done"
+    chart = next(c for c in at.get("plotly_chart") if "replay" in c.proto.id or "frames" in c.proto.spec)
+    spec = json.loads(chart.proto.spec)
+    assert [f["name"] for f in spec["frames"]] == ["1", "2", "3"]  # the scrubber: one frame per epoch
+    assert [s["label"] for s in spec["layout"]["sliders"][0]["steps"]] == ["1", "2", "3"]
+    assert any("Training replay" in c.value for c in at.caption)
+    assert any("GIF" in b.proto.label for b in at.get("download_button"))

@@ -12,7 +12,8 @@ def test_rd_plane_joins_beta_runs_in_order_and_draws_iso_elbo_lines():
     fig = rd_plane(EVALS)
     runs = [t for t in fig.data if t.mode == "lines+markers+text"]
     assert len(runs) == 2  # λ = 0 family and λ = 0.5 family
-    fam0 = next(t for t in runs if t.name.startswith("λ=0,"))
+    fam0 = next(t for t in runs if t.name == "β-VAE")
+    assert {t.name for t in runs} == {"β-VAE", "λ=0.5"}
     assert list(fam0.x) == [9.0, 5.0, 1.0] and list(fam0.y) == [20.0, 25.0, 40.0]  # β = 0.5, 1, 4
     assert "β=0.5" in fam0.hovertext[0] and "rate 9.00" in fam0.hovertext[0]
     iso = [t for t in fig.data if t.mode == "lines"]

@@ -5,8 +5,8 @@ import torch
 
 from vae_core.config import ModelConfig, ObjectiveConfig
 from vae_core.model import VAE
-from vae_core.objectives import (beta_elbo, elbo, elbo_terms, free_bits_elbo, gaussian_kl_per_dim, iwae_bound,
-                                 kl_warmup_weight, log_likelihood, log_normal, training_objective, ElboTerms)
+from vae_core.objectives import (ElboTerms, TrainingObjective, beta_elbo, elbo, elbo_terms, free_bits_elbo,
+                                 gaussian_kl_per_dim, iwae_bound, kl_warmup_weight, log_likelihood, log_normal)
 
 
 def test_closed_form_kl_matches_monte_carlo():
@@ -66,7 +66,7 @@ def test_beta_one_is_the_plain_elbo_and_beta_scales_only_the_kl():
     model, x = _model(), torch.rand(8, 1, 6, 6)
     terms = elbo_terms(model, x)
     assert torch.equal(beta_elbo(terms, 1.0).total, elbo(terms).total)
-    assert torch.equal(training_objective(terms, ObjectiveConfig(), 3.0).total, elbo(terms).total)
+    assert torch.equal(TrainingObjective(ObjectiveConfig(), 10).loss(terms, 3.0).total, elbo(terms).total)
     b4 = beta_elbo(terms, 4.0)
     assert torch.allclose(b4.total, b4.recon + 4 * b4.kl)
     assert torch.equal(b4.kl, elbo(terms).kl)  # the reported KL is the true one
@@ -99,7 +99,7 @@ def test_kl_warmup_is_linear_then_one():
     assert kl_warmup_weight(0, 0) == 1.0
     model, x = _model(), torch.rand(8, 1, 6, 6)
     terms = elbo_terms(model, x)
-    half = training_objective(terms, ObjectiveConfig(beta=2.0, warmup_epochs=4), 1.0)
+    half = TrainingObjective(ObjectiveConfig(beta=2.0, warmup_epochs=4), 10).loss(terms, 1.0)
     assert torch.allclose(half.total, half.recon + 0.5 * half.kl)
 
 

@@ -35,7 +35,6 @@ from vae_core import checkpoint as C
 from vae_core import config as CFG
 from vae_core import data as D
 from vae_core import objectives, store
-from vae_core import train as T
 from vae_core.metrics import evaluate_elbo
 from vae_core.model import VAE
 from vae_core.runs import default_service
@@ -275,16 +274,16 @@ def test_tsne_points_are_capped_by_the_widget(ckpt_dir):
 def test_divergence_after_an_epoch_keeps_the_last_finite_weights_usable(ckpt_dir, monkeypatch):
     """The loss turns NaN in epoch 2 (injected: a real learning rate of 10 already blows up in epoch 1, which
     test_app covers). The page warns, keeps epoch 1's weights as the run's model, and they work everywhere."""
-    real = objectives.training_objective
+    real = objectives.TrainingObjective.loss
 
-    def nan_from_epoch_2(terms, cfg, progress):
-        loss = real(terms, cfg, progress)
+    def nan_from_epoch_2(self, terms, progress, adapt=True):
+        loss = real(self, terms, progress, adapt)
         if progress >= 1:
             loss = objectives.Loss(total=loss.total * float("nan"), recon=loss.recon, kl=loss.kl,
                                    kl_per_dim=loss.kl_per_dim)
         return loss
 
-    monkeypatch.setattr(T, "training_objective", nan_from_epoch_2)
+    monkeypatch.setattr(objectives.TrainingObjective, "loss", nan_from_epoch_2)
     at = shell().run()
     at.switch_page("app_pages/1_Train.py").run()
     train_quick(at, epochs=3)

@@ -1,4 +1,4 @@
-"""Headless command line: `python -m vae_core train|evaluate|sweep …`, on the same code as the app."""
+"""Headless command line: `python -m vae_core train|evaluate|sweep|ppca-check …`, on the same code as the app."""
 from __future__ import annotations
 
 import argparse
@@ -16,6 +16,7 @@ from .device import DEVICE_CHOICES, pick_device
 from .executors import ExecutorError, LocalExecutor, RayExecutor
 from .jobs import format_duration, progress_text
 from .metrics import evaluate_elbo, iwae_nll
+from .ppca import ppca_check
 from .runs import Run, RunService, RunSpec
 from .sweep import SweepSpec, load_sweep, parse_values, submit_sweep
 
@@ -123,7 +124,10 @@ def cmd_train(args) -> int:
                                 hidden=_ints(args.hidden), channels=_ints(args.channels), likelihood=args.likelihood,
                                 gaussian_sigma=args.sigma, n_classes=data.n_classes if args.conditional else 0)
         train_cfg = TrainConfig(epochs=args.epochs, lr=args.lr, batch_size=args.batch_size, seed=args.seed)
-    objective = ObjectiveConfig(beta=args.beta, free_bits=args.free_bits, warmup_epochs=args.warmup)
+    objective = ObjectiveConfig(beta=args.beta, free_bits=args.free_bits, warmup_epochs=args.warmup,
+                                kl_schedule=args.kl_schedule, cycles=args.cycles, ramp=args.ramp,
+                                kl_target=args.kl_target, capacity=args.capacity,
+                                capacity_epochs=args.capacity_epochs, gamma=args.gamma, aggressive=args.aggressive)
     out = output_path(args.out, ws.models_dir, ckpt_io.SUFFIX)
     if out.exists() and not args.overwrite:
         raise ckpt_io.CheckpointExistsError(f"{out} exists; pass --overwrite to replace it")
@@ -199,7 +203,13 @@ def cmd_sweep(args) -> int:
     spec = SweepSpec(dataset=ref.name, dataset_hash=ref.hash, latent_dim=args.latent_dim, architecture=args.arch,
                      hidden=_ints(args.hidden), autoregressive=args.autoregressive, epochs=args.epochs,
                      betas=parse_values(args.betas, "β"), free_bits=parse_values(args.free_bits, "free bits"),
-                     warmups=parse_values(args.warmups, "warm-up"), n_train=args.n_train, n_test=args.n_test,
+                     warmups=parse_values(args.warmups, "warm-up"),
+                     cycles=tuple(int(m) for m in parse_values(args.cycles, "cycles", 1, 1000, allow_empty=True,
+                                                                   integers=True)),
+                     ramp=args.ramp, capacities=parse_values(args.capacity, "capacity", high=10_000, allow_empty=True),
+                     capacity_epochs=args.capacity_epochs, gamma=args.gamma,
+                     kl_targets=parse_values(args.kl_target, "KL target", high=10_000, allow_empty=True),
+                     aggressive=args.aggressive, n_train=args.n_train, n_test=args.n_test,
                      lr=args.lr, batch_size=args.batch_size, seed=args.seed, iwae_k=args.iwae_k)
     folder = output_path(args.out, ws.sweeps_dir)
     service = make_service(args, ws)
@@ -218,9 +228,47 @@ def cmd_sweep(args) -> int:
             print(json.dumps({"name": run.name, **ev}))
         else:
             iwae = "—" if ev["iwae_nll"] is None else f"{ev['iwae_nll']:.2f}"
-            print(f"{run.name:28s} rate {ev['rate']:7.2f}  distortion {ev['distortion']:8.2f}  −ELBO "
+            print(f"{run.name:36s} rate {ev['rate']:7.2f}  distortion {ev['distortion']:8.2f}  −ELBO "
                   f"{ev['test_elbo']:8.2f}  AU {ev['active_units']:2d}  MI {ev['mutual_info']:5.2f}  IWAE NLL {iwae}")
     return 1 if failed else 0
+
+
+def cmd_ppca_check(args) -> int:
+    device = pick_device(args.device)
+    ws = store.Workspace()
+    data = load_data(data_ref(args, ws), args, device, ws)
+    sigma2s = parse_values(args.sigma2, "σ²", low=1e-8, high=100.0)  # σ = √σ² within ModelConfig's 1e-4…10
+    rows = ppca_check(data, sigma2s, args.latent_dim, seed=args.seed)
+    if args.json:
+        for row in rows:
+            print(json.dumps(row))
+        return 0
+    print(f"linear VAE (d = {args.latent_dim}) vs probabilistic PCA on {data.name}, training set "
+          f"({len(data.x_train):,} images), nats per image:")
+    print(f"{'σ²':>8} {'AU closed':>10} {'AU trained':>11} {'rate closed':>12} {'rate trained':>13} "
+          f"{'−log p pPCA':>12} {'−ELBO trained':>14} {'fit s':>6}")
+    for r in rows:
+        print(f"{r['sigma2']:8g} {r['au_closed_form']:10d} {r['au_trained']:11d} {r['rate_closed_form']:12.4f} "
+              f"{r['rate_trained']:13.4f} {r['neg_loglik_closed_form']:12.4f} {r['neg_elbo_trained']:14.4f} "
+              f"{r['seconds']:6.1f}")
+    for r in rows:
+        if r["au_closed_form_at_threshold"] != r["au_closed_form"]:
+            missed = r["au_closed_form"] - r["au_closed_form_at_threshold"]
+            print(f"σ² = {r['sigma2']:g}: {missed} eigenvalue(s) lie about 1 % or less above σ²: active in the "
+                  f"closed form, but under the 0.01 variance threshold of the active-unit count")
+    return 0
+
+
+def add_ppca_check(sub, data_args) -> None:
+    c = sub.add_parser("ppca-check", help="linear VAE vs its closed-form optimum, probabilistic PCA (Lucas et al. "
+                       "2019): active units and rate per σ²")
+    c.add_argument("--dataset", default="digits", choices=BUILTIN)
+    data_args(c)
+    c.add_argument("--sigma2", default="0.05,0.1,0.2", help="comma-separated noise variances σ² of p(x|z)")
+    c.add_argument("--latent-dim", type=int, default=64)
+    c.add_argument("--seed", type=int, default=0, help="seed of the decoder's initial weights")
+    c.add_argument("--json", action="store_true", help="one JSON object per σ², one per line")
+    c.set_defaults(func=cmd_ppca_check)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -251,7 +299,7 @@ def build_parser() -> argparse.ArgumentParser:
     data_args(t)
     t.add_argument("--preset", choices=["tutorial"], help="tutorial: MLP 784-400-d, BCE, Adam 1e-3, batch 128")
     t.add_argument("--latent-dim", type=int, default=2)
-    t.add_argument("--arch", default="mlp", choices=["mlp", "conv"])
+    t.add_argument("--arch", default="mlp", choices=["mlp", "conv", "linear"])
     t.add_argument("--hidden", default="512,256", help="MLP widths, comma-separated")
     t.add_argument("--channels", default="32,64", help="conv widths, comma-separated")
     t.add_argument("--likelihood", default="bernoulli", choices=["bernoulli", "gaussian"])
@@ -260,6 +308,18 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--beta", type=float, default=1.0)
     t.add_argument("--free-bits", type=float, default=0.0, help="λ, nats per latent dimension")
     t.add_argument("--warmup", type=float, default=0.0, help="epochs of linear KL warm-up")
+    t.add_argument("--kl-schedule", default="linear", choices=["linear", "cyclical"],
+                   help="linear: warm-up over --warmup epochs (0: none); cyclical: Fu et al. 2019")
+    t.add_argument("--cycles", type=int, default=4, help="cyclical annealing: number of cycles M")
+    t.add_argument("--ramp", type=float, default=0.5, help="cyclical annealing: share R of each cycle that ramps")
+    t.add_argument("--kl-target", type=float, default=0.0,
+                   help="soft free bits: adapt the KL weight to keep the rate near this many nats (0: off)")
+    t.add_argument("--capacity", type=float, default=0.0,
+                   help="capacity annealing C_max, nats (Burgess et al. 2018): D + γ|KL − C| (0: off)")
+    t.add_argument("--capacity-epochs", type=float, default=0.0, help="epochs for C to reach C_max (0: all)")
+    t.add_argument("--gamma", type=float, default=100.0, help="capacity annealing's γ")
+    t.add_argument("--aggressive", action="store_true",
+                   help="aggressive encoder training until I(x;z) stops rising (He et al. 2019)")
     t.add_argument("--epochs", type=int, default=20)
     t.add_argument("--lr", type=float, default=TrainConfig.lr)
     t.add_argument("--batch-size", type=int, default=TrainConfig.batch_size)
@@ -287,6 +347,13 @@ def build_parser() -> argparse.ArgumentParser:
     w.add_argument("--betas", default="1", help="comma-separated β values")
     w.add_argument("--free-bits", default="0", help="comma-separated λ values, nats per latent dimension")
     w.add_argument("--warmups", default="0", help="comma-separated warm-up lengths, epochs")
+    w.add_argument("--cycles", default="", help="cyclical annealing runs (at β = 1): comma-separated cycle counts M")
+    w.add_argument("--ramp", type=float, default=0.5, help="cyclical annealing: share R of each cycle that ramps")
+    w.add_argument("--capacity", default="", help="capacity annealing runs: comma-separated C_max, nats")
+    w.add_argument("--capacity-epochs", type=float, default=0.0, help="epochs for C to reach C_max (0: all)")
+    w.add_argument("--gamma", type=float, default=100.0, help="capacity annealing's γ")
+    w.add_argument("--kl-target", default="", help="soft free bits runs (at β = 1): comma-separated targets, nats")
+    w.add_argument("--aggressive", action="store_true", help="add an aggressive encoder training run (at β = 1)")
     w.add_argument("--n-train", type=int, default=0, help="use the first N training images (0: all)")
     w.add_argument("--n-test", type=int, default=0, help="use the first N test images (0: all)")
     w.add_argument("--lr", type=float, default=1e-3)
@@ -299,6 +366,7 @@ def build_parser() -> argparse.ArgumentParser:
     executor_args(w, "local executor: runs at once, each in its own worker process when more than one "
                      "(default 1: one after another, with all the cores)")
     w.set_defaults(func=cmd_sweep)
+    add_ppca_check(sub, data_args)
     return p
 
 

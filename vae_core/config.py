@@ -5,7 +5,7 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
-ARCHITECTURES = ("mlp", "conv")
+ARCHITECTURES = ("mlp", "conv", "linear")  # linear: the linear-Gaussian VAE, whose optimum is pPCA (ppca.py)
 LIKELIHOODS = ("bernoulli", "gaussian")
 MAX_LATENT_DIM = 64
 
@@ -75,6 +75,14 @@ class ModelConfig:
         check_int("ar_layers", self.ar_layers, 0, 20)
         if not isinstance(self.autoregressive, bool):
             raise ConfigError(f"autoregressive must be true or false, got {self.autoregressive!r}")
+        if self.architecture == "linear":
+            if self.likelihood != "gaussian" or self.gaussian_sigma is None:
+                raise ConfigError("the linear architecture is the linear-Gaussian VAE: it needs the Gaussian "
+                                  "likelihood with a fixed gaussian_sigma (σ = √σ²)")
+            if self.autoregressive:
+                raise ConfigError("the linear architecture has a linear decoder: it cannot be autoregressive")
+            if self.n_classes:
+                raise ConfigError("the linear architecture is unconditional: n_classes must be 0")
         if self.autoregressive and (self.image_shape[0] != 1 or self.likelihood != "bernoulli"):
             raise ConfigError("the autoregressive decoder supports one-channel images with the Bernoulli likelihood")
 
@@ -91,18 +99,84 @@ class ModelConfig:
         return dataclass_from_dict(cls, data)
 
 
+KL_SCHEDULES = ("linear", "cyclical")
+
+
 @dataclass(frozen=True)
 class ObjectiveConfig:
-    """Training objective: β weight, free bits λ (nats per latent dimension), linear KL warm-up."""
+    """Training objective: the weight β on the rate term and the standard cures for posterior collapse (see
+    `objectives.py` for each formula and its paper).
+
+    - `warmup_epochs`: linear KL warm-up (schedule "linear"; 0: none).
+    - `kl_schedule="cyclical"`: cyclical annealing, `cycles` cycles, each ramping over its first `ramp` share.
+    - `free_bits`: a floor λ on each latent dimension's batch-mean KL (hard free bits).
+    - `kl_target`: soft free bits: the KL weight adapts (up to β) to keep the rate near this many nats.
+    - `capacity`: capacity annealing, D + γ|KL − C(t)| with C growing to `capacity` nats over `capacity_epochs`
+      (0: the whole run); β is not used then.
+    - `aggressive`: aggressive encoder training until I(x;z) stops improving (an optimisation procedure, not a
+      change of objective; combines with any of the above).
+    The KL-weight cures (schedules, soft target) and the capacity objective exclude each other."""
 
     beta: float = 1.0
     free_bits: float = 0.0
     warmup_epochs: float = 0.0
+    kl_schedule: str = "linear"
+    cycles: int = 4
+    ramp: float = 0.5
+    kl_target: float = 0.0
+    capacity: float = 0.0
+    capacity_epochs: float = 0.0
+    gamma: float = 100.0
+    aggressive: bool = False
 
     def __post_init__(self) -> None:
         check_number("beta", self.beta, 0.0, 1000.0)
         check_number("free_bits", self.free_bits, 0.0, 100.0)
         check_number("warmup_epochs", self.warmup_epochs, 0.0, 10000.0)
+        if self.kl_schedule not in KL_SCHEDULES:
+            raise ConfigError(f"kl_schedule must be one of {KL_SCHEDULES}, got {self.kl_schedule!r}")
+        check_int("cycles", self.cycles, 1, 1000)
+        check_number("ramp", self.ramp, 0.01, 1.0)
+        check_number("kl_target", self.kl_target, 0.0, 10000.0)
+        check_number("capacity", self.capacity, 0.0, 10000.0)
+        check_number("capacity_epochs", self.capacity_epochs, 0.0, 10000.0)
+        check_number("gamma", self.gamma, 0.0, 100000.0)
+        if not isinstance(self.aggressive, bool):
+            raise ConfigError(f"aggressive must be true or false, got {self.aggressive!r}")
+        if self.kl_schedule == "cyclical" and self.warmup_epochs > 0:
+            raise ConfigError("a run has one KL schedule: linear warm-up or cyclical annealing, not both")
+        weight_cures = [name for name, on in (("a warm-up", self.warmup_epochs > 0),
+                                              ("cyclical annealing", self.kl_schedule == "cyclical"),
+                                              ("free bits", self.free_bits > 0),
+                                              ("a soft KL target", self.kl_target > 0)) if on]
+        if self.capacity > 0 and weight_cures:
+            raise ConfigError(f"capacity annealing replaces the KL weight, so it cannot be combined with "
+                              f"{' or '.join(weight_cures)}")
+        if self.kl_target > 0 and len(weight_cures) > 1:
+            raise ConfigError("a soft KL target sets the KL weight itself: use it without a warm-up, cyclical "
+                              "annealing or free bits")
+
+    @property
+    def is_plain(self) -> bool:
+        """No cure for collapse is on: β alone weights the rate term, all through training."""
+        return not (self.free_bits > 0 or self.warmup_epochs > 0 or self.kl_schedule == "cyclical"
+                    or self.kl_target > 0 or self.capacity > 0 or self.aggressive)
+
+    @property
+    def label(self) -> str:
+        """A short name for this objective, e.g. "β=1, cyclical ×4" or "capacity 25 nats, γ=100"."""
+        parts = [f"capacity {self.capacity:g} nats, γ={self.gamma:g}" if self.capacity > 0 else f"β={self.beta:g}"]
+        if self.free_bits > 0:
+            parts.append(f"λ={self.free_bits:g}")
+        if self.warmup_epochs > 0:
+            parts.append(f"warm-up {self.warmup_epochs:g}")
+        if self.kl_schedule == "cyclical":
+            parts.append(f"cyclical ×{self.cycles} (ramp {self.ramp:g})")
+        if self.kl_target > 0:
+            parts.append(f"soft target {self.kl_target:g} nats")
+        if self.aggressive:
+            parts.append("aggressive")
+        return ", ".join(parts)
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)

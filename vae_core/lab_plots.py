@@ -1,36 +1,68 @@
 """Figures of the posterior-collapse lab: the rate–distortion plane, KL per dimension across runs and over
-epochs. Plotly `go.Figure` builders, testable without Streamlit. Inputs are sweep evaluations (dicts with
-beta, free_bits, warmup, rate, distortion, test_elbo, kl_per_dim…) in nats per image."""
+epochs, and each run's rate split into I(x;z) and the marginal KL. Plotly `go.Figure` builders, testable without
+Streamlit. Inputs are sweep evaluations (dicts with beta, free_bits, warmup, rate, distortion, test_elbo,
+kl_per_dim, mutual_info, marginal_kl…) in nats per image."""
 from __future__ import annotations
+
+import dataclasses
 
 import numpy as np
 import plotly.graph_objects as go
 
+from .config import ObjectiveConfig
 from .pictures import PALETTE
 from .plots import layout
 
 
+def objective_of(ev: dict) -> ObjectiveConfig:
+    """The objective a sweep run was trained with (manifests before the cures' fields name only β, λ, warm-up)."""
+    if "objective" in ev:
+        return ObjectiveConfig.from_dict(ev["objective"])
+    return ObjectiveConfig(beta=ev["beta"], free_bits=ev["free_bits"], warmup_epochs=ev["warmup"])
+
+
 def run_label(ev: dict) -> str:
-    return f"β={ev['beta']:g}, λ={ev['free_bits']:g}, warm-up={ev['warmup']:g}"
+    return objective_of(ev).label
 
 
-def _families(evals: list[dict]) -> dict[tuple, list[int]]:
+def _family(ev: dict) -> str:
+    """What a run is apart from its β: runs with the same family are joined on the R–D plane."""
+    obj = objective_of(ev)
+    if obj.capacity > 0:
+        return obj.label
+    return dataclasses.replace(obj, beta=1.0).label.removeprefix("β=1").lstrip(", ") or "β-VAE"
+
+
+def _point_label(ev: dict) -> str:
+    obj = objective_of(ev)
+    return f"C={obj.capacity:g}" if obj.capacity > 0 else f"β={obj.beta:g}"
+
+
+def _families(evals: list[dict]) -> dict[str, list[int]]:
     """Runs that differ only in β, as index lists sorted by β: the curves joined on the R–D plane."""
-    fam: dict[tuple, list[int]] = {}
+    fam: dict[str, list[int]] = {}
     for i, ev in enumerate(evals):
-        fam.setdefault((ev["free_bits"], ev["warmup"]), []).append(i)
+        fam.setdefault(_family(ev), []).append(i)
     return {k: sorted(v, key=lambda i: evals[i]["beta"]) for k, v in fam.items()}
 
 
-def rd_plane(evals: list[dict], height: int = 520) -> go.Figure:
+def rd_plane(evals: list[dict], collapsed_distortion: float | None = None, height: int = 520) -> go.Figure:
     """Each run at (rate R, distortion D) (Alemi et al. 2018). Dotted diagonals are lines of equal
     −ELBO = R + D: a run further down-left has the better ELBO; moving along a line trades rate for distortion
-    at equal ELBO. Runs with the same λ and warm-up are joined in order of β."""
+    at equal ELBO. Runs with the same λ and warm-up are joined in order of β. `collapsed_distortion` (a
+    Bernoulli sweep's `sweep.collapsed_distortion`) is drawn as a dashed horizontal line: the distortion of a
+    decoder that ignores z, where a factorised decoder's run with R = 0 lands. When it lies further from the runs
+    than their own spread of D (a PixelCNN decoder's runs lie far below it), it is named at the plot's edge
+    instead, so that the runs keep their scale."""
     rates = np.array([e["rate"] for e in evals], float)
     dists = np.array([e["distortion"] for e in evals], float)
     fig = go.Figure()
     r_max = max(1.0, float(rates.max()) * 1.15)
     d_lo, d_hi = float(dists.min()), float(dists.max())
+    spread = max(1.0, d_hi - d_lo)
+    line_shown = collapsed_distortion is not None and d_lo - spread <= collapsed_distortion <= d_hi + spread
+    if line_shown:
+        d_lo, d_hi = min(d_lo, collapsed_distortion), max(d_hi, collapsed_distortion)
     pad = max(1.0, 0.1 * (d_hi - d_lo))
     d_lo, d_hi = d_lo - pad, d_hi + pad
     totals = rates + dists
@@ -41,12 +73,12 @@ def rd_plane(evals: list[dict], height: int = 520) -> go.Figure:
         x_label, y_label = (x_bottom, d_lo) if x_bottom <= r_max else (r_max, level - r_max)
         fig.add_annotation(x=x_label, y=y_label, text=f"{level:.1f}", showarrow=False, xanchor="right",
                            yanchor="bottom", font=dict(size=10, color="#999"))
-    for n, ((fb, wu), idx) in enumerate(sorted(_families(evals).items())):
+    for n, (family, idx) in enumerate(_families(evals).items()):
         colour = PALETTE[n % len(PALETTE)]
         hover = [f"{run_label(evals[i])}<br>rate {rates[i]:.2f} nats<br>distortion {dists[i]:.2f} nats<br>"
                  f"−ELBO {totals[i]:.2f}<br>active units {evals[i].get('active_units', '—')}" for i in idx]
-        fig.add_trace(go.Scatter(x=rates[idx], y=dists[idx], mode="lines+markers+text", name=f"λ={fb:g}, warm-up={wu:g}",
-                                 text=[f"β={evals[i]['beta']:g}" for i in idx], textposition=["middle right" if rates[i] < 0.15 * r_max else "middle left" for i in idx],
+        fig.add_trace(go.Scatter(x=rates[idx], y=dists[idx], mode="lines+markers+text", name=family,
+                                 text=[_point_label(evals[i]) for i in idx], textposition=["middle right" if rates[i] < 0.15 * r_max else "middle left" for i in idx],
                                  textfont=dict(size=10, color=colour),
                                  hovertext=hover, hoverinfo="text", marker=dict(size=10, color=colour),
                                  line=dict(color=colour), customdata=idx))
@@ -57,6 +89,16 @@ def rd_plane(evals: list[dict], height: int = 520) -> go.Figure:
                       annotations=list(fig.layout.annotations) + [dict(
                           x=1, y=1, xref="paper", yref="paper", xanchor="right", yanchor="top", showarrow=False,
                           text="dotted: equal −ELBO", font=dict(size=10, color="#999"))])
+    if line_shown:
+        fig.add_hline(y=collapsed_distortion, line=dict(color="#555", dash="dash", width=1.5),
+                      annotation_text=f"decoder ignoring z: D = {collapsed_distortion:.2f}",
+                      annotation_position="bottom right", annotation_font=dict(size=10, color="#555"))
+    elif collapsed_distortion is not None:
+        above = collapsed_distortion > d_hi
+        fig.add_annotation(x=0, y=1 if above else 0, xref="paper", yref="paper", xanchor="left",
+                           yanchor="top" if above else "bottom", showarrow=False, font=dict(size=10, color="#555"),
+                           text=f"{'↑' if above else '↓'} decoder ignoring z: D = {collapsed_distortion:.2f}, "
+                                f"{'above' if above else 'below'} the plot")
     return fig
 
 
@@ -69,6 +111,28 @@ def kl_heatmap(evals: list[dict], height: int | None = None) -> go.Figure:
                                hovertemplate="%{y}<br>%{x}: KL %{z:.3f} nats<extra></extra>"))
     layout(fig, None, height or 120 + 28 * len(evals))
     fig.update_layout(yaxis=dict(autorange="reversed"))
+    return fig
+
+
+def elbo_surgery_bars(evals: list[dict], n_images: int, height: int | None = None) -> go.Figure:
+    """Each run's rate split as E KL(q(z|x) ‖ p(z)) = I(x;z) + KL(q(z) ‖ p(z)) (Hoffman & Johnson 2016, "ELBO
+    surgery"): the two parts stacked, the rate R marked by a tick (the stack is its Monte Carlo estimate, so it ends
+    near the tick), and the dashed line log N, the most I(x;z) can be when q(z) mixes the posteriors of N
+    test images. Runs evaluated before the split was recorded have no marginal-KL part."""
+    names = [run_label(e) for e in evals]
+    fig = go.Figure()
+    for key, name, colour in (("mutual_info", "I(x;z)", PALETTE[0]), ("marginal_kl", "KL(q(z) ‖ p(z))", PALETTE[1])):
+        fig.add_trace(go.Bar(x=[e.get(key) for e in evals], y=names, orientation="h", name=name, marker_color=colour,
+                             hovertemplate=f"%{{y}}<br>{name}: %{{x:.2f}} nats<extra></extra>"))
+    fig.add_trace(go.Scatter(x=[e["rate"] for e in evals], y=names, mode="markers", name="rate R",
+                             marker=dict(symbol="line-ns-open", size=18, color="black", line=dict(width=2)),
+                             hovertemplate="%{y}<br>rate R: %{x:.2f} nats<extra></extra>"))
+    ceiling = float(np.log(n_images))
+    fig.add_vline(x=ceiling, line=dict(color="#555", dash="dash", width=1.5), annotation_text=f"log N = {ceiling:.2f}",
+                  annotation_position="bottom right", annotation_font=dict(size=10, color="#555"))
+    layout(fig, None, height or 140 + 28 * len(evals), top=30)
+    fig.update_layout(barmode="relative", xaxis_title="nats per test image", yaxis=dict(autorange="reversed"),
+                      legend=dict(orientation="h", y=1.02, yanchor="bottom"))
     return fig
 
 

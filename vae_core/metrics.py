@@ -1,4 +1,5 @@
-"""Evaluation: ELBO parts on a whole set, per-image scores, IWAE NLL, active units. Nats per image."""
+"""Evaluation: ELBO parts on a whole set, per-image scores, IWAE NLL, active units, the rate's split into I(x;z) and
+the marginal KL, and the distortion of a decoder ignoring z. Nats per image."""
 from __future__ import annotations
 
 import math
@@ -42,7 +43,7 @@ def per_sample_scores(model: VAE, x: torch.Tensor, y: torch.Tensor | None = None
     for s in _batches(len(x), batch_size):
         xb, yb = x[s], None if y is None else y[s]
         terms = elbo_terms(model, xb, yb, gen)
-        mean_image = torch.sigmoid(model.decode(terms.mu, yb, xb))  # (B, C, H, W) reconstruction at z = μ
+        mean_image = model.mean_of(model.decode(terms.mu, yb, xb))  # (B, C, H, W) reconstruction at z = μ
         for key, value in (("neg_elbo", terms.neg_elbo), ("recon", terms.recon), ("kl", terms.kl),
                            ("kl_per_dim", terms.kl_per_dim), ("mu", terms.mu), ("logvar", terms.logvar),
                            ("sq_error", (mean_image - xb).pow(2).flatten(1).sum(1))):
@@ -88,13 +89,16 @@ def iwae_nll(model: VAE, x: torch.Tensor, y: torch.Tensor | None = None, *, k: i
 
 
 @torch.no_grad()
-def mutual_information(model: VAE, x: torch.Tensor, y: torch.Tensor | None = None, *, batch_size: int = 500,
-                       seed: int = 0) -> float:
-    """I(x; z) under q(x, z) = p_data(x) q(z|x), in nats (He et al. 2019, "Lagging inference networks").
+def elbo_surgery(model: VAE, x: torch.Tensor, y: torch.Tensor | None = None, *, batch_size: int = 500,
+                 seed: int = 0) -> tuple[float, float]:
+    """(I(x; z), KL(q(z) ‖ p(z))) in nats, the two parts of the rate (Hoffman & Johnson 2016, "ELBO surgery"):
+    E_x KL(q(z|x) ‖ p(z)) = I(x; z) + KL(q(z) ‖ p(z)), under q(x, z) = p_data(x) q(z|x) with the aggregate
+    posterior q(z) = (1/N) Σ_n q(z|x_n) over the N images given.
 
-    I = E_x E_{q(z|x)}[log q(z|x) − log q(z)], with the aggregate posterior q(z) = (1/N) Σ_n q(z|x_n) over
-    the N images given. One z_i ~ q(z|x_i) per image. Because log q(z_i) ≥ log q(z_i|x_i) − log N, every
-    term is ≤ log N, so the estimate never exceeds log N.
+    Monte Carlo with one z_i ~ q(z|x_i) per image, shared by both parts (He et al. 2019 for I):
+    I ≈ mean_i [log q(z_i|x_i) − log q(z_i)] and KL(q(z) ‖ p(z)) ≈ mean_i [log q(z_i) − log p(z_i)], so their sum
+    is the Monte Carlo estimate of the rate, mean_i [log q(z_i|x_i) − log p(z_i)]. Because
+    log q(z_i) ≥ log q(z_i|x_i) − log N, every term of I is ≤ log N, so its estimate never exceeds log N.
     """
     model.eval()
     mus, logvars = [], []
@@ -106,24 +110,55 @@ def mutual_information(model: VAE, x: torch.Tensor, y: torch.Tensor | None = Non
     n = len(mu)
     eps = torch.randn(mu.shape, generator=generator(seed, x.device), device=mu.device, dtype=mu.dtype)  # (N, d)
     z = mu + torch.exp(0.5 * logvar) * eps  # (N, d), one draw per image
-    total = 0.0
+    zero = torch.zeros((), dtype=mu.dtype, device=mu.device)
+    mutual_info = marginal_kl = 0.0
     rows = max(1, 4_000_000 // (n * mu.shape[1]))  # keeps the (rows, N, d) block near 32 MB
     for s in _batches(n, rows):
         log_q_all = log_normal(z[s, None, :], mu[None], logvar[None])  # (b, N): log q(z_i | x_n)
         log_q_agg = torch.logsumexp(log_q_all, dim=1) - math.log(n)  # (b,) log q(z_i)
         log_q_own = log_normal(z[s], mu[s], logvar[s])  # (b,) log q(z_i | x_i)
-        total += float((log_q_own - log_q_agg).sum())
-    return total / n
+        log_prior = log_normal(z[s], zero, zero)  # (b,) log p(z_i), p = N(0, I)
+        mutual_info += float((log_q_own - log_q_agg).sum())
+        marginal_kl += float((log_q_agg - log_prior).sum())
+    return mutual_info / n, marginal_kl / n
+
+
+def mutual_information(model: VAE, x: torch.Tensor, y: torch.Tensor | None = None, *, batch_size: int = 500,
+                       seed: int = 0) -> float:
+    """I(x; z) under q(x, z) = p_data(x) q(z|x), in nats (He et al. 2019, "Lagging inference networks"): the first
+    part of `elbo_surgery`, at most log N."""
+    return elbo_surgery(model, x, y, batch_size=batch_size, seed=seed)[0]
+
+
+def collapsed_decoder_distortion(x_train: torch.Tensor, x_test: torch.Tensor, clip: float = 1e-6) -> float:
+    """The distortion, in nats per test image, that a factorised Bernoulli decoder ignoring z reaches at best: where a
+    fully collapsed VAE (R = 0) lands on the rate–distortion plane. (Alemi et al. 2018 put the R = 0 end at D = H,
+    the data entropy, which only a decoder modelling the images perfectly without z reaches.)
+
+    A decoder that ignores z outputs one factorised Bernoulli p(x) = Π_i Ber(x_i; p_i) for every image; its
+    maximum-likelihood p_i on the training set is the mean pixel p̄_i (also for grey values, as the cross-entropy
+    −x log p − (1 − x) log(1 − p) is minimal at p = mean x). Its distortion is the test mean of
+    Σ_i BCE(x_i, p̄_i); p̄ is clipped to [clip, 1 − clip] so that a pixel never lit in training costs a finite
+    amount when lit in a test image. (With p̄ taken from the test set itself this would be Σ_i H(x̄_i), the
+    lowest any z-free factorised decoder can score there.) A decoder that models pixels jointly without z, such as
+    a PixelCNN, can go below it.
+    """
+    p = x_train.double().mean(0).clamp(clip, 1 - clip)  # (C, H, W) p̄, the per-pixel training mean
+    x = x_test.double()  # (M, C, H, W)
+    bce = -(x * p.log() + (1 - x) * torch.log1p(-p))  # (M, C, H, W)
+    return float(bce.flatten(1).sum(1).mean())
 
 
 def collapse_metrics(model: VAE, x: torch.Tensor, y: torch.Tensor | None = None, *, iwae_k: int = 0,
                      progress: Callable[[float], None] | None = None) -> dict:
     """The collapse lab's numbers for a trained model on a test set, nats per image (Alemi et al. 2018):
     rate R = E KL(q(z|x) ‖ p(z)), distortion D = E[−log p(x|z)], −ELBO = R + D, KL per dimension, active
-    units, I(x; z), and the IWAE NLL with `iwae_k` samples (None when 0). `progress` follows the IWAE part."""
+    units, the rate's split into I(x; z) and the marginal KL(q(z) ‖ p(z)) (`elbo_surgery`), and the IWAE NLL
+    with `iwae_k` samples (None when 0). `progress` follows the IWAE part."""
     res = evaluate_elbo(model, x, y)
+    mutual_info, marginal_kl = elbo_surgery(model, x, y)
     out = {"rate": res["kl"], "distortion": res["recon"], "test_elbo": res["elbo"], "kl_per_dim": res["kl_per_dim"],
-           "active_units": res["active_units"], "mutual_info": mutual_information(model, x, y),
+           "active_units": res["active_units"], "mutual_info": mutual_info, "marginal_kl": marginal_kl,
            "iwae_k": iwae_k, "iwae_nll": None}
     if iwae_k > 0:
         out["iwae_nll"] = float(iwae_nll(model, x, y, k=iwae_k, progress=progress).mean())

@@ -1,7 +1,8 @@
 """Encoders, decoders and the VAE (Kingma & Welling 2014, https://arxiv.org/abs/1312.6114).
 
 The model holds the networks only; the losses live in `objectives.py`. Decoders return logits: the
-image mean is sigmoid(logits) for both likelihoods, BCE-with-logits uses them directly.
+image mean is sigmoid(logits) for both likelihoods, BCE-with-logits uses them directly. The linear decoder
+returns the mean itself (identity link); `VAE.mean_of` turns any decoder's output into the mean.
 """
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .config import ModelConfig
+from .device import one_thread
 
 
 def _mlp(widths: list[int]) -> nn.Sequential:
@@ -110,6 +112,40 @@ class ConvDecoder(nn.Module):
         return out[:, :, :height, :width]  # (B, C, H, W) logits
 
 
+class LinearEncoder(nn.Module):
+    """q(z|x) = N(Vx + c, diag e^logvar) with `logvar` a free vector that does not depend on x (Lucas et al. 2019,
+    "Don't blame the ELBO!"). For p(z) = N(0, I), p(x|z) = N(Wz + b, σ²I) the exact posterior is
+    N(M⁻¹Wᵀ(x − b), σ²M⁻¹) with M = WᵀW + σ²I: a mean linear in x and a covariance that is the same for every x.
+    At the ELBO's optimum WᵀW is diagonal, so this family holds the exact posterior and the ELBO is tight there;
+    a log-variance that depended on x would only add weights the optimum sets to zero."""
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.mean = nn.Linear(cfg.n_pixels, cfg.latent_dim)
+        self.logvar = nn.Parameter(torch.zeros(cfg.latent_dim))
+
+    def forward(self, x: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
+        mu = self.mean(x.flatten(1))  # (B, d)
+        return torch.cat([mu, self.logvar.expand_as(mu)], dim=1)  # (B, 2d)
+
+
+class LinearDecoder(nn.Module):
+    """The mean of p(x|z) is Wz + b itself (identity link, not a sigmoid): the pPCA generative model
+    (Tipping & Bishop 1999). `VAE.mean_of` knows this."""
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.image_shape = cfg.image_shape
+        self.linear = nn.Linear(cfg.latent_dim, cfg.n_pixels)
+
+    def forward(self, z: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
+        return self.linear(z).view(len(z), *self.image_shape)  # (B, C, H, W) the mean Wz + b
+
+
+NETWORKS = {"mlp": (MLPEncoder, MLPDecoder), "conv": (ConvEncoder, ConvDecoder),
+            "linear": (LinearEncoder, LinearDecoder)}  # architecture → (encoder, decoder)
+
+
 class MaskedConv2d(nn.Conv2d):
     """A convolution that sees only pixels before the centre in raster order (van den Oord et al. 2016,
     PixelCNN). Mask 'A' also hides the centre (first layer); mask 'B' lets a feature see its own position."""
@@ -141,13 +177,45 @@ class PixelCNNDecoder(nn.Module):
                                     for _ in range(cfg.ar_layers))
         self.out = nn.Conv2d(cfg.ar_channels, c, 1)
 
-    def forward(self, z: torch.Tensor, x: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
+    @property
+    def reach(self) -> int:
+        """How many rows above (and columns either side) a pixel's logit can see: 3 for the 7×7 first layer
+        plus 1 per 3×3 layer."""
+        return sum(m.kernel_size[0] // 2 for m in (self.first, *self.layers))
+
+    def condition(self, z: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
+        """The map of z (and y) added to every layer, (B, width, H, W)."""
         _, h, w = self.image_shape
-        cond = self.cond(_cat(z, _one_hot(y, self.n_classes, len(z), z))).view(len(z), self.width, h, w)
+        return self.cond(_cat(z, _one_hot(y, self.n_classes, len(z), z))).view(len(z), self.width, h, w)
+
+    def forward(self, z: torch.Tensor, x: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
+        cond = self.condition(z, y)  # (B, width, H, W)
         feat = F.relu(self.first(x) + cond)  # (B, width, H, W)
         for layer in self.layers:
             feat = F.relu(layer(feat) + cond)
         return self.out(feat)  # (B, C, H, W) logits of x_i given x_<i and z
+
+    def pixel_logit(self, cond: torch.Tensor, x: torch.Tensor, i: int, j: int) -> torch.Tensor:
+        """The logit (B, C) of pixel (i, j) given z's map `cond` (from `condition`) and the pixels of x (B, C, H, W)
+        before it: `forward`'s numbers (up to rounding), but each layer runs only on the pixels the layers after it
+        still need, `reach` rows above and columns either side shrinking by each layer's own reach (padding
+        errors at a cut stay outside what is kept)."""
+        w = self.image_shape[2]
+
+        def window(r: int) -> tuple[slice, slice]:  # the pixels within r rows above and r columns either side
+            return slice(max(0, i - r), i + 1), slice(max(0, j - r), min(w, j + r + 1))
+
+        r = self.reach
+        rows, cols = window(r)
+        feat = x[:, :, rows, cols]  # (B, C, ≤r+1, ≤2r+1)
+        for layer in (self.first, *self.layers):
+            r -= layer.kernel_size[0] // 2
+            keep_rows, keep_cols = window(r)
+            out = layer(feat)[:, :, keep_rows.start - rows.start:,
+                              keep_cols.start - cols.start:keep_cols.stop - cols.start]  # (B, width, ≤r+1, ≤2r+1)
+            feat = F.relu(out + cond[:, :, keep_rows, keep_cols])
+            rows, cols = keep_rows, keep_cols
+        return self.out(feat)[:, :, 0, 0]  # r = 0: feat is pixel (i, j) alone, (B, width, 1, 1)
 
 
 def init_weights(model: nn.Module, seed: int) -> nn.Module:
@@ -169,12 +237,12 @@ def init_weights(model: nn.Module, seed: int) -> nn.Module:
 
 
 class VAE(nn.Module):
-    """q(z|x) = N(μ(x), diag σ²(x)), p(z) = N(0, I), p(x|z) Bernoulli or Gaussian with mean sigmoid(logits)."""
+    """q(z|x) = N(μ(x), diag σ²(x)), p(z) = N(0, I), p(x|z) Bernoulli or Gaussian with mean `mean_of(logits)`."""
 
     def __init__(self, cfg: ModelConfig):
         super().__init__()
         self.config = cfg
-        enc, dec = (MLPEncoder, MLPDecoder) if cfg.architecture == "mlp" else (ConvEncoder, ConvDecoder)
+        enc, dec = NETWORKS[cfg.architecture]
         self.encoder = enc(cfg)
         self.decoder = PixelCNNDecoder(cfg) if cfg.autoregressive else dec(cfg)
         if cfg.likelihood == "gaussian":
@@ -205,39 +273,58 @@ class VAE(nn.Module):
         if not self.config.autoregressive:
             return self.decoder(z, y)
         if x is None:
-            return torch.logit(self._generate(z, y, sample=False), eps=1e-6)
+            return torch.logit(self.generate(z, y, draw=False), eps=1e-6)
         return self.decoder(z, x, y)
 
+    def mean_of(self, output: torch.Tensor) -> torch.Tensor:
+        """E[x|z] from the decoder's output `decode(...)`: sigmoid(logits), or for the linear architecture the
+        output itself (its mean Wz + b is not squashed, so it can leave [0, 1])."""
+        return output if self.config.architecture == "linear" else torch.sigmoid(output)
+
     def decode_mean(self, z: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
-        """The image a latent code stands for, in [0, 1]: E[x|z] = sigmoid(logits). For an autoregressive
-        decoder, pixels are generated in raster order, each set to its probability given the earlier ones."""
+        """The image a latent code stands for, in [0, 1]: E[x|z] = sigmoid(logits). An autoregressive decoder
+        has no closed-form E[x|z]: its image is generated with the conditional mean fed forward (`generate`
+        with draw=False), one readable image per code."""
         if self.config.autoregressive:
-            return self._generate(z, y, sample=False)
-        return torch.sigmoid(self.decode(z, y))
+            return self.generate(z, y, draw=False)
+        return self.mean_of(self.decode(z, y))
 
     def sample_images(self, z: torch.Tensor, y: torch.Tensor | None = None,
                       generator: torch.Generator | None = None) -> torch.Tensor:
-        """Images drawn from p(x|z): Bernoulli draws for an autoregressive decoder (pixel by pixel),
-        the mean image otherwise (the usual way VAE samples are shown)."""
+        """Images drawn from p(x|z): Bernoulli draws for an autoregressive decoder (pixel by pixel, `generate`;
+        binary pixels fed back to a decoder trained on grey levels come out as specks, `decode_mean` is the
+        readable view), the mean image otherwise (the usual way VAE samples are shown)."""
         if self.config.autoregressive:
-            return self._generate(z, y, sample=True, generator=generator)
+            return self.generate(z, y, draw=True, generator=generator)
         return self.decode_mean(z, y)
 
     def reconstruct(self, x: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
-        """sigmoid of the decoder's logits at z = μ(x); for an autoregressive decoder, each pixel's
-        probability given the true earlier pixels (one-step-ahead prediction)."""
+        """sigmoid of the decoder's logits at z = μ(x). For an autoregressive decoder this is teacher-forced:
+        each pixel's probability given z and the input's own earlier pixels (one step ahead), which looks like
+        x even when z carries nothing; `generate` from μ(x) shows what z alone gives."""
         mu, _ = self.encode(x, y)
-        return torch.sigmoid(self.decode(mu, y, x))
+        return self.mean_of(self.decode(mu, y, x))
 
     @torch.no_grad()
-    def _generate(self, z: torch.Tensor, y: torch.Tensor | None, sample: bool,
-                  generator: torch.Generator | None = None) -> torch.Tensor:
+    def generate(self, z: torch.Tensor, y: torch.Tensor | None = None, draw: bool = True,
+                 generator: torch.Generator | None = None) -> torch.Tensor:
+        """Images (B, C, H, W) from z alone with an autoregressive decoder, pixel by pixel in raster order
+        (van den Oord et al. 2016): pixel (i, j) gets its probability p given z and the pixels generated before
+        it, then a Bernoulli draw from p (`draw`) or p itself, fed forward as the pixel (the conditional mean fed
+        forward: a greedy image, readable but not E[x|z]). Each step runs the decoder only where pixel (i, j)
+        needs it (`PixelCNNDecoder.pixel_logit`), on one intra-op thread: its tensors are too small to share, and
+        with 2 threads on a busy 2-core CPU a step waits whenever the other thread is descheduled (50 images of
+        28×28 there: 1.7 s on one thread, 6–36 s on two)."""
+        if not self.config.autoregressive:
+            raise ValueError("generate needs an autoregressive decoder; use decode_mean")
         c, h, w = self.config.image_shape
+        cond = self.decoder.condition(z, y)  # (B, width, H, W)
         x = torch.zeros(len(z), c, h, w, device=z.device)  # (B, C, H, W)
-        for i in range(h):
-            for j in range(w):
-                p = torch.sigmoid(self.decoder(z, x, y)[:, :, i, j])  # (B, C)
-                x[:, :, i, j] = torch.bernoulli(p, generator=generator) if sample else p
+        with one_thread():
+            for i in range(h):
+                for j in range(w):
+                    p = torch.sigmoid(self.decoder.pixel_logit(cond, x, i, j))  # (B, C)
+                    x[:, :, i, j] = torch.bernoulli(p, generator=generator) if draw else p
         return x
 
     def forward(self, x: torch.Tensor, y: torch.Tensor | None = None, generator: torch.Generator | None = None):

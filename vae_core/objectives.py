@@ -27,13 +27,14 @@ def log_likelihood(model: VAE, x: torch.Tensor, logits: torch.Tensor) -> torch.T
     """log p(x|z) summed over pixels, per image, in nats.
 
     Bernoulli: −BCE(x, sigmoid(logits)). For grey values in (0, 1) this is the usual VAE objective but not a
-    normalised density of grey levels. Gaussian: N(x; sigmoid(logits), σ²) per pixel, a true density.
+    normalised density of grey levels. Gaussian: N(x; mean, σ²) per pixel, a true density, with mean =
+    `model.mean_of(logits)` (sigmoid(logits); the linear decoder's output itself).
     """
     if model.config.likelihood == "bernoulli":
         nll = F.binary_cross_entropy_with_logits(logits, x, reduction="none")  # (B, C, H, W)
         return -nll.flatten(1).sum(1)  # (B,)
     log_sigma = model.log_sigma
-    sq = ((x - torch.sigmoid(logits)) / log_sigma.exp()).pow(2)  # (B, C, H, W)
+    sq = ((x - model.mean_of(logits)) / log_sigma.exp()).pow(2)  # (B, C, H, W)
     return -(0.5 * sq + log_sigma + 0.5 * LOG_2PI).flatten(1).sum(1)  # (B,)
 
 
@@ -111,18 +112,77 @@ def kl_warmup_weight(epoch_progress: float, warmup_epochs: float) -> float:
     return min(1.0, max(0.0, epoch_progress / warmup_epochs))
 
 
-def kl_weight(cfg: ObjectiveConfig, epoch_progress: float) -> float:
-    """The weight on the rate term after `epoch_progress` epochs: β times the warm-up factor. The only place
-    this weight is computed; the trainer records it from here."""
+def cyclical_weight(epoch_progress: float, total_epochs: float, cycles: int, ramp: float) -> float:
+    """Cyclical annealing (Fu et al. 2019, eq. 4 with a linear ramp): the run's T epochs are cut into M cycles of
+    T/M epochs; within each, the weight grows linearly from 0 to 1 over the first R share and then stays at 1:
+    β_t = τ/R for τ < R, else 1, with τ = (t mod T/M)/(T/M) the position in the current cycle."""
+    position = max(0.0, epoch_progress) / (total_epochs / cycles)  # cycles so far
+    into = max(0.0, position - math.floor(position + 1e-9))  # τ in [0, 1); exact cycle starts give 0
+    return min(1.0, into / ramp)
+
+
+def capacity_at(cfg: ObjectiveConfig, epoch_progress: float, total_epochs: float) -> float:
+    """Capacity annealing's target rate C(t) (Burgess et al. 2018, "Understanding disentangling in β-VAE"): grows
+    linearly from 0 to C_max over `capacity_epochs` (0: the whole run), then stays at C_max; in nats."""
+    span = cfg.capacity_epochs or total_epochs
+    return cfg.capacity * min(1.0, max(0.0, epoch_progress / span))
+
+
+def kl_weight(cfg: ObjectiveConfig, epoch_progress: float, total_epochs: float) -> float:
+    """The scheduled weight on the rate term after `epoch_progress` of `total_epochs` epochs: β times the linear
+    warm-up or the cyclical factor (the soft KL target then scales it, see `TrainingObjective`)."""
+    if cfg.kl_schedule == "cyclical":
+        return cfg.beta * cyclical_weight(epoch_progress, total_epochs, cfg.cycles, cfg.ramp)
     return cfg.beta * kl_warmup_weight(epoch_progress, cfg.warmup_epochs)
 
 
-def training_objective(terms: ElboTerms, cfg: ObjectiveConfig, epoch_progress: float) -> Loss:
-    """The configured objective: warm-up weight × β on the rate, with free bits when λ > 0."""
-    weight = kl_weight(cfg, epoch_progress)
-    if cfg.free_bits > 0:
-        return free_bits_elbo(terms, cfg.free_bits, weight)
-    return beta_elbo(terms, weight)
+def capacity_elbo(terms: ElboTerms, capacity: float, gamma: float) -> Loss:
+    """recon + γ·|KL − C| (Burgess et al. 2018, eq. 8): the rate is pulled towards the capacity C from both sides,
+    so the code must carry about C nats, whatever the decoder could do without it."""
+    recon, kl_dim = _parts(terms)
+    kl = kl_dim.sum()
+    return Loss(total=recon + gamma * (kl - capacity).abs(), recon=recon, kl=kl, kl_per_dim=kl_dim)
+
+
+class TrainingObjective:
+    """One run's objective, step by step: the single place where the rate term's weight, the free-bits floor,
+    the capacity target and the soft KL target are applied.
+
+    Soft free bits (Chen et al. 2017, "Variational Lossy Autoencoder", app. C; Kingma et al. 2016 discuss the
+    hard version): instead of a hard floor, a multiplier on the KL weight falls by a factor (1 + ε) after every
+    step whose batch rate is under the target and rises by it (to at most 1) when above, so the optimiser is
+    steered to keep the rate near the target while the objective stays the (weighted) ELBO."""
+
+    SOFT_STEP = 0.05  # ε: ±5 % of the weight per step
+    SOFT_MIN = 1e-3  # the smallest multiplier
+
+    def __init__(self, cfg: ObjectiveConfig, total_epochs: float):
+        self.cfg, self.total_epochs = cfg, total_epochs
+        self.soft = 1.0  # the soft target's multiplier on the KL weight
+
+    def weight(self, epoch_progress: float) -> float:
+        """The weight on the rate term now (0 for the capacity objective, which does not use one)."""
+        if self.cfg.capacity > 0:
+            return 0.0
+        return kl_weight(self.cfg, epoch_progress, self.total_epochs) * self.soft
+
+    def capacity(self, epoch_progress: float) -> float | None:
+        return capacity_at(self.cfg, epoch_progress, self.total_epochs) if self.cfg.capacity > 0 else None
+
+    def loss(self, terms: ElboTerms, epoch_progress: float, adapt: bool = True) -> Loss:
+        """The loss to minimise; `adapt=False` leaves the soft target's multiplier as it is (for extra steps, such
+        as aggressive encoder training's, that should not count as training steps)."""
+        if self.cfg.capacity > 0:
+            return capacity_elbo(terms, self.capacity(epoch_progress), self.cfg.gamma)
+        weight = self.weight(epoch_progress)
+        loss = free_bits_elbo(terms, self.cfg.free_bits, weight) if self.cfg.free_bits > 0 else \
+            beta_elbo(terms, weight)
+        if adapt and self.cfg.kl_target > 0:  # adapt after the step's loss is formed: the next step sees the new weight
+            rate = float(loss.kl.detach())  # one host sync per step, only for this cure
+            factor = 1.0 + self.SOFT_STEP
+            self.soft = min(1.0, self.soft * factor) if rate > self.cfg.kl_target else \
+                max(self.SOFT_MIN, self.soft / factor)
+        return loss
 
 
 def log_normal(z: torch.Tensor, mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:

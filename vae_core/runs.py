@@ -32,6 +32,7 @@ import numpy as np
 
 from . import anomaly
 from . import checkpoint as ckpt_io
+from . import replay
 from . import store
 from .config import ConfigError, ModelConfig, ObjectiveConfig, TrainConfig, check_int
 from .decoding import decode_lattice, lattice_axis
@@ -205,6 +206,7 @@ class Outcome:
     evaluation: dict | None = None
     result: dict | None = None
     checkpoint: bytes | None = None
+    replay: bytes | None = None  # the training replay (`replay.py`), saved beside the checkpoint
 
 
 def execute(spec_dict: dict, run_id: str, reporter: Reporter, *, workspace_root: str | None = None,
@@ -235,8 +237,13 @@ def execute(spec_dict: dict, run_id: str, reporter: Reporter, *, workspace_root:
         reporter.update(train_share * p.fraction, f"epoch {p.epoch + 1} of {p.epochs} · step {p.step + 1} of "
                         f"{p.steps} · loss {float(p.loss.total.detach()):.2f}", eta=left)
 
+    recorder = replay.Recorder(data.x_test, data.y_test, y_condition=bool(spec.model.n_classes),
+                               class_names=data.class_names)
+
     def on_epoch(record: dict, m: VAE) -> None:
-        epoch_seconds.append(record["seconds"] + record["eval_seconds"])
+        recorder.record(record["epoch"], m)
+        record["replay_seconds"] = recorder.seconds[-1]
+        epoch_seconds.append(record["seconds"] + record["eval_seconds"] + record["replay_seconds"])
         preview = None
         if not spec.model.autoregressive:  # decoding an autoregressive model pixel by pixel is too slow here
             preview = decode_lattice(m, axis, axis, label=0 if spec.model.n_classes else None)
@@ -255,6 +262,8 @@ def execute(spec_dict: dict, run_id: str, reporter: Reporter, *, workspace_root:
         extra["evaluation"] = outcome.evaluation
     if outcome.stop_reason:
         extra["stop_reason"] = outcome.stop_reason
+    recorded = recorder.finish()
+    outcome.replay = None if recorded is None else replay.to_bytes(recorded)
     outcome.checkpoint = ckpt_io.to_bytes(ckpt_io.Checkpoint(
         model=model.eval(), objective=spec.objective, train=spec.train, dataset=data.info(), history=outcome.history,
         extra=extra))
@@ -335,6 +344,8 @@ class RunService:
                 run.saved = atomic_write(run.out, outcome.checkpoint, overwrite=run.overwrite)
             except FileExistsError:
                 raise ckpt_io.CheckpointExistsError(f"{run.out.name} already exists; choose another name") from None
+            if outcome.replay is not None:
+                atomic_write(replay.path_for(run.saved), outcome.replay, overwrite=True)
         return outcome.result
 
     def get(self, run_id: str) -> Run | None:

@@ -6,7 +6,9 @@ A sweep is only a list of runs for the run service (`runs.py`): `submit_sweep` q
 already in the folder, so an interrupted sweep resumes where it stopped, and each finished run rewrites the
 manifest. Each run is summarised by the quantities of the rate–distortion view (Alemi et al. 2018, "Fixing a
 Broken ELBO"): rate R = E_x KL(q(z|x) ‖ p(z)) and distortion D = E_x E_q[−log p(x|z)], both in nats per test
-image, with −ELBO = R + D; plus active units, mutual information and the IWAE NLL.
+image, with −ELBO = R + D; plus active units, the rate's split into mutual information and marginal KL, and
+the IWAE NLL. Every entry of the manifest also holds the distortion of a decoder that ignores z on the sweep's data
+(`collapsed_distortion`), the line a collapsed run reaches.
 """
 from __future__ import annotations
 
@@ -19,8 +21,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from . import checkpoint as ckpt_io
+from . import store
 from .config import ConfigError, ModelConfig, ObjectiveConfig, TrainConfig, check_int, dataclass_from_dict
+from .data import Dataset
+from .device import default_device
 from .files import write_json
+from .metrics import collapsed_decoder_distortion
 from .runs import Run, RunService, RunSpec
 from .store import DataRef
 
@@ -30,7 +36,11 @@ MAX_RUNS = 64
 
 @dataclass(frozen=True)
 class SweepSpec:
-    """What a sweep trains: one model shape and schedule, and lists of objective settings (every combination)."""
+    """What a sweep trains: one model shape and schedule, and lists of objective settings: every combination of
+    β, free bits λ and warm-up, plus one run (at β = 1, the ELBO they cure) for each number of cycles of cyclical
+    annealing, each capacity C_max, each soft KL target, and aggressive encoder training when asked. So one
+    rate–distortion plane holds β-VAE, free bits, warm-up, cyclical, capacity, soft free bits and aggressive runs
+    side by side (`config.ObjectiveConfig` and `objectives.py` say what each does)."""
 
     dataset: str = "digits"
     latent_dim: int = 16
@@ -41,6 +51,13 @@ class SweepSpec:
     betas: tuple[float, ...] = (1.0,)
     free_bits: tuple[float, ...] = (0.0,)
     warmups: tuple[float, ...] = (0.0,)
+    cycles: tuple[int, ...] = ()
+    ramp: float = 0.5
+    capacities: tuple[float, ...] = ()
+    capacity_epochs: float = 0.0
+    gamma: float = 100.0
+    kl_targets: tuple[float, ...] = ()
+    aggressive: bool = False
     n_train: int = 0  # 0: the whole training set
     n_test: int = 0
     lr: float = 1e-3
@@ -60,8 +77,15 @@ class SweepSpec:
         self.train_config()
 
     def settings(self) -> list[ObjectiveConfig]:
-        return [ObjectiveConfig(beta=b, free_bits=f, warmup_epochs=w)
+        """The objective of every run, in the sweep's order."""
+        grid = [ObjectiveConfig(beta=b, free_bits=f, warmup_epochs=w)
                 for b, f, w in itertools.product(self.betas, self.free_bits, self.warmups)]
+        cures = ([ObjectiveConfig(kl_schedule="cyclical", cycles=int(m), ramp=self.ramp) for m in self.cycles]
+                 + [ObjectiveConfig(capacity=c, capacity_epochs=self.capacity_epochs, gamma=self.gamma)
+                    for c in self.capacities]
+                 + [ObjectiveConfig(kl_target=t) for t in self.kl_targets]
+                 + ([ObjectiveConfig(aggressive=True)] if self.aggressive else []))
+        return grid + [c for c in cures if c not in grid]
 
     def data_ref(self) -> DataRef:
         return DataRef(self.dataset, self.dataset_hash, n_train=self.n_train, n_test=self.n_test)
@@ -87,8 +111,10 @@ class SweepSpec:
         return dataclass_from_dict(cls, data)
 
 
-def parse_values(text: str, what: str, low: float = 0.0, high: float = 1000.0) -> tuple[float, ...]:
-    """'0.5, 1, 4' → (0.5, 1.0, 4.0), each checked to lie in [low, high]; duplicates dropped, order kept."""
+def parse_values(text: str, what: str, low: float = 0.0, high: float = 1000.0, allow_empty: bool = False,
+                 integers: bool = False) -> tuple[float, ...]:
+    """'0.5, 1, 4' → (0.5, 1.0, 4.0), each checked to lie in [low, high] (and to be whole, with `integers`);
+    duplicates dropped, order kept. An empty text is an error unless `allow_empty` (then it gives ())."""
     values: list[float] = []
     for part in str(text).replace(";", ",").split(","):
         part = part.strip()
@@ -100,15 +126,27 @@ def parse_values(text: str, what: str, low: float = 0.0, high: float = 1000.0) -
             raise ConfigError(f"{what}: {part!r} is not a number; write values separated by commas, e.g. 0.5, 1, 4") from None
         if not low <= v <= high or v != v:
             raise ConfigError(f"{what}: {v:g} is outside [{low:g}, {high:g}]")
+        if integers and v != int(v):
+            raise ConfigError(f"{what}: {v:g} is not a whole number")
         if v not in values:
             values.append(v)
-    if not values:
+    if not values and not allow_empty:
         raise ConfigError(f"{what}: give at least one value")
     return tuple(values)
 
 
 def run_name(obj: ObjectiveConfig) -> str:
-    return f"beta{obj.beta:g}_fb{obj.free_bits:g}_wu{obj.warmup_epochs:g}"
+    """The run's file stem: β, λ and warm-up, then only the cures that are on (so older sweeps keep their names)."""
+    name = f"beta{obj.beta:g}_fb{obj.free_bits:g}_wu{obj.warmup_epochs:g}"
+    if obj.kl_schedule == "cyclical":
+        name += f"_cyc{obj.cycles}r{obj.ramp:g}"
+    if obj.capacity > 0:
+        name += f"_cap{obj.capacity:g}e{obj.capacity_epochs:g}g{obj.gamma:g}"
+    if obj.kl_target > 0:
+        name += f"_kt{obj.kl_target:g}"
+    if obj.aggressive:
+        name += "_aggr"
+    return name
 
 
 @dataclass
@@ -134,21 +172,31 @@ def _cached_evaluation(path: Path, spec: RunSpec) -> dict | None:
 
 def _manifest_entry(name: str, path: Path, evaluation: dict, obj: ObjectiveConfig) -> dict:
     return {"name": name, "file": path.name, "beta": obj.beta, "free_bits": obj.free_bits,
-            "warmup": obj.warmup_epochs, **evaluation}
+            "warmup": obj.warmup_epochs, "objective": obj.to_dict(), **evaluation}
 
 
 _MANIFEST_LOCK = threading.Lock()
 
 
-def write_manifest(folder: Path, spec: SweepSpec, image_shape) -> list[dict]:
-    """Rewrite `folder/sweep.json` from the runs saved in it, in the sweep's order (only complete runs)."""
+def collapsed_distortion(spec: SweepSpec, data: Dataset) -> float | None:
+    """The distortion of a Bernoulli decoder that ignores z (`metrics.collapsed_decoder_distortion`) on `data`,
+    the sweep's images (`spec.data_ref()`): where a collapsed run lands on the R–D plane. None for a Gaussian
+    likelihood, whose line would depend on σ."""
+    if spec.model_config(data.image_shape).likelihood != "bernoulli":
+        return None
+    return collapsed_decoder_distortion(data.x_train, data.x_test)
+
+
+def write_manifest(folder: Path, spec: SweepSpec, image_shape, *, collapsed: float | None) -> list[dict]:
+    """Rewrite `folder/sweep.json` from the runs saved in it, in the sweep's order (only complete runs); each
+    entry also gets `collapsed`, the sweep's `collapsed_distortion`."""
     with _MANIFEST_LOCK:
         entries = []
         for (name, run_spec), obj in zip(spec.run_specs(image_shape), spec.settings()):
             path = folder / f"{name}{ckpt_io.SUFFIX}"
             evaluation = _cached_evaluation(path, run_spec)
             if evaluation is not None:
-                entries.append(_manifest_entry(name, path, evaluation, obj))
+                entries.append({**_manifest_entry(name, path, evaluation, obj), "collapsed_distortion": collapsed})
         write_json(folder / MANIFEST, {"format_version": 1, "spec": spec.to_dict(),
                                        "image_shape": list(image_shape), "runs": entries})
         return entries
@@ -160,14 +208,16 @@ def submit_sweep(service: RunService, spec: SweepSpec, folder: str | os.PathLike
     Returns the queued runs (empty when the whole sweep is already there)."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    write_manifest(folder, spec, image_shape)
+    collapsed = collapsed_distortion(spec, store.load(spec.data_ref(), default_device(), service.workspace))
+    write_manifest(folder, spec, image_shape, collapsed=collapsed)
     queued = []
     for name, run_spec in spec.run_specs(image_shape):
         path = folder / f"{name}{ckpt_io.SUFFIX}"
         if _cached_evaluation(path, run_spec) is None:
             queued.append(service.submit(run_spec, label=f"{folder.name}/{name}", owner=owner, group=str(folder),
                                          out=path, overwrite=True, keep_partial=False,
-                                         on_finish=lambda _run: write_manifest(folder, spec, image_shape)))
+                                         on_finish=lambda _run: write_manifest(folder, spec, image_shape,
+                                                                               collapsed=collapsed)))
     return queued
 
 

@@ -17,9 +17,9 @@ import torch
 
 from .config import ObjectiveConfig, TrainConfig
 from .data import Dataset
-from .metrics import evaluate_elbo
+from .metrics import evaluate_elbo, mutual_information
 from .model import VAE
-from .objectives import Loss, elbo_terms, kl_weight, training_objective
+from .objectives import Loss, TrainingObjective, elbo_terms
 
 
 @dataclass
@@ -50,11 +50,61 @@ class FitResult:
     diverged: bool = False
 
 
-def make_optimizer(model: VAE, lr: float) -> torch.optim.Optimizer:
+def make_optimizer(model: VAE, lr: float, params=None) -> torch.optim.Optimizer:
+    """Adam over `params` (default: all of the model's)."""
+    params = list(model.parameters() if params is None else params)
     try:
-        return torch.optim.Adam(model.parameters(), lr=lr, fused=True)
+        return torch.optim.Adam(params, lr=lr, fused=True)
     except (RuntimeError, TypeError):  # fused Adam is missing on some devices/builds
-        return torch.optim.Adam(model.parameters(), lr=lr)
+        return torch.optim.Adam(params, lr=lr)
+
+
+class AggressiveEncoder:
+    """Aggressive inference-network training (He et al. 2019, "Lagging inference networks and posterior
+    collapse", Algorithm 1). Before each decoder step the encoder alone is trained on fresh mini-batches until its
+    loss stops improving (the mean over a block of `CHECK` steps is no lower than the block's before, or `MAX`
+    steps), so that q(z|x) keeps up with the decoder's current posterior instead of lagging behind it. After each
+    epoch I(x;z) is measured on a fixed probe of training images; once it stops rising, training goes on as usual.
+    Adam is per-parameter, so separate encoder and decoder optimisers take the same steps one optimiser would."""
+
+    CHECK, MAX = 10, 100  # He et al. check every 15 steps and stop at 100
+    PROBE = 1000  # training images for I(x;z)
+
+    def __init__(self, model: VAE, lr: float, x_train: torch.Tensor, y_train: torch.Tensor | None):
+        encoder = set(model.encoder.parameters())
+        self.encoder_opt = make_optimizer(model, lr, [p for p in model.parameters() if p in encoder])
+        self.decoder_opt = make_optimizer(model, lr, [p for p in model.parameters() if p not in encoder])
+        self.probe = x_train[:self.PROBE]  # (P, C, H, W)
+        self.probe_y = None if y_train is None else y_train[:self.PROBE]  # (P,)
+        self.active, self.best_mi, self.inner_steps = True, -math.inf, 0
+
+    def train_encoder(self, loss_of: Callable[[torch.Tensor], Loss], n: int, batch: int,
+                      gen: torch.Generator) -> None:
+        """Encoder steps on random mini-batches (indices into the training set) until the loss stops improving."""
+        previous = math.inf
+        for start in range(0, self.MAX, self.CHECK):
+            block = torch.zeros((), device=self.probe.device)
+            for _ in range(self.CHECK):
+                idx = torch.randint(n, (batch,), generator=gen, device=self.probe.device)  # (B,)
+                loss = loss_of(idx)
+                self.encoder_opt.zero_grad(set_to_none=True)
+                self.decoder_opt.zero_grad(set_to_none=True)
+                loss.total.backward()
+                self.encoder_opt.step()
+                block += loss.total.detach()
+            self.inner_steps += self.CHECK
+            mean = float(block) / self.CHECK  # one host sync per block
+            if not mean < previous:
+                return
+            previous = mean
+
+    def end_epoch(self, model: VAE) -> float:
+        """I(x;z) on the probe; ends the aggressive phase when it did not rise."""
+        mi = mutual_information(model, self.probe, self.probe_y)
+        if not mi > self.best_mi:
+            self.active = False
+        self.best_mi = max(self.best_mi, mi)
+        return mi
 
 
 def _snapshot(model: VAE) -> dict[str, torch.Tensor]:
@@ -72,8 +122,9 @@ def fit(model: VAE, data: Dataset, objective: ObjectiveConfig, train: TrainConfi
 
     Each history record holds, in nats per image: train −ELBO/recon/KL (true ELBO parts, averaged over the
     epoch's batches, whatever weight the objective put on the KL), test −ELBO/recon/KL, test KL per latent
-    dimension, test active units, the KL weight at the epoch's end, and the wall time of the epoch's training
-    (`seconds`) and of its test evaluation (`eval_seconds`).
+    dimension, test active units, the KL weight of the epoch's last step (and the capacity C, for that objective), and
+    the wall time of the epoch's training (`seconds`) and of its test evaluation (`eval_seconds`). With aggressive
+    encoder training: whether the epoch was aggressive, its encoder-only steps and the probe's I(x;z).
 
     The weights left in `model` are always those the last history record describes: a non-finite loss, or
     `should_stop()` (polled after every step) becoming true, restores the weights from the end of the last
@@ -82,9 +133,12 @@ def fit(model: VAE, data: Dataset, objective: ObjectiveConfig, train: TrainConfi
     device = data.device
     model.to(device)
     gen = torch.Generator(device=device).manual_seed(train.seed)
-    opt = make_optimizer(model, train.lr)
+    rule = TrainingObjective(objective, train.epochs)
     y_train = data.y_train if model.config.n_classes else None
     y_test = data.y_test if model.config.n_classes else None
+    aggressive = AggressiveEncoder(model, train.lr, data.x_train, y_train) if objective.aggressive else None
+    optimizers = [make_optimizer(model, train.lr)] if aggressive is None else \
+        [aggressive.encoder_opt, aggressive.decoder_opt]
     n = len(data.x_train)
     steps = math.ceil(n / train.batch_size)
     check_every = 1 if device.type == "cpu" else 32  # a finiteness check syncs an accelerator
@@ -98,14 +152,24 @@ def fit(model: VAE, data: Dataset, objective: ObjectiveConfig, train: TrainConfi
         order = torch.randperm(n, generator=gen, device=device)  # (N,)
         sums = torch.zeros(2, device=device)  # Σ recon, Σ KL over images
         bad = torch.zeros((), dtype=torch.bool, device=device)
+        aggressive_epoch = aggressive is not None and aggressive.active
+        inner_before = aggressive.inner_steps if aggressive else 0
         for step in range(steps):
+            progress = epoch + step / steps
+
+            def loss_of(idx: torch.Tensor, adapt: bool = True) -> Loss:
+                yb = None if y_train is None else y_train[idx]
+                return rule.loss(elbo_terms(model, data.x_train[idx], yb, gen), progress, adapt)
+
+            if aggressive_epoch:
+                aggressive.train_encoder(lambda i: loss_of(i, adapt=False), n, train.batch_size, gen)
             idx = order[step * train.batch_size:(step + 1) * train.batch_size]  # (B,)
-            xb = data.x_train[idx]  # (B, C, H, W)
-            yb = None if y_train is None else y_train[idx]
-            loss = training_objective(elbo_terms(model, xb, yb, gen), objective, epoch + step / steps)
-            opt.zero_grad(set_to_none=True)
+            loss = loss_of(idx)
+            for opt in optimizers:
+                opt.zero_grad(set_to_none=True)
             loss.total.backward()
-            opt.step()
+            for opt in [aggressive.decoder_opt] if aggressive_epoch else optimizers:
+                opt.step()
             bad |= ~torch.isfinite(loss.total)
             sums += torch.stack([loss.recon.detach(), loss.kl.detach()]) * len(idx)
             if (step + 1) % check_every == 0 or step == steps - 1:
@@ -129,9 +193,14 @@ def fit(model: VAE, data: Dataset, objective: ObjectiveConfig, train: TrainConfi
             "train_elbo": train_recon + train_kl, "train_recon": train_recon, "train_kl": train_kl,
             "test_elbo": test["elbo"], "test_recon": test["recon"], "test_kl": test["kl"],
             "kl_per_dim": test["kl_per_dim"], "active_units": test["active_units"],
-            "kl_weight": kl_weight(objective, epoch + 1),
+            "kl_weight": rule.weight(epoch + (steps - 1) / steps),
             "seconds": train_seconds, "eval_seconds": time.perf_counter() - started - train_seconds,
         }
+        if objective.capacity > 0:
+            record["capacity"] = rule.capacity(epoch + (steps - 1) / steps)
+        if aggressive is not None:
+            record.update(aggressive=aggressive_epoch, encoder_steps=aggressive.inner_steps - inner_before,
+                          probe_mutual_info=aggressive.end_epoch(model) if aggressive_epoch else None)
         result.history.append(record)
         if on_epoch:
             on_epoch(record, model)

@@ -11,7 +11,7 @@ import streamlit as st
 import torch
 
 from .. import checkpoint as ckpt_io
-from .. import lab_plots, pictures, store
+from .. import lab_plots, pictures, replay, replay_plots, store
 from ..complexity import compressed_nats
 from ..data import Dataset, available_builtin
 from ..decoding import cell_to_latent, density_2d, overview
@@ -136,9 +136,11 @@ def sweep(folder: str, mtime_ns: int):
 
 
 @st.cache_resource(show_spinner=False, max_entries=32)
-def sweep_figures(folder: str, mtime_ns: int, _evals: list[dict]):
-    """The R–D plane and the KL heatmap of one sweep, built once per manifest version."""
-    return lab_plots.rd_plane(_evals), lab_plots.kl_heatmap(_evals)
+def sweep_figures(folder: str, mtime_ns: int, _evals: list[dict], n_test: int, collapsed: float | None):
+    """The R–D plane (with the collapsed-decoder line at `collapsed`, when given), the KL heatmap and the ELBO
+    surgery bars (log N ceiling for `n_test` images) of one sweep, built once per manifest version."""
+    return (lab_plots.rd_plane(_evals, collapsed), lab_plots.kl_heatmap(_evals),
+            lab_plots.elbo_surgery_bars(_evals, n_test))
 
 
 @st.cache_resource(show_spinner=False, max_entries=128)
@@ -146,20 +148,46 @@ def kl_timeline(path: str, mtime_ns: int, _history: list[dict], free_bits: float
     return lab_plots.kl_timeline(_history, free_bits)
 
 
-@st.cache_resource(show_spinner=False, max_entries=64)
-def run_pictures(path: str, mtime_ns: int, _model: VAE, _x: torch.Tensor, n: int = 8, scale: int = 1):
-    """PNG bytes of (inputs over reconstructions, prior samples) of one sweep run; cached per checkpoint file,
-    so a rerun sends the same bytes without decoding anything."""
+def one_per_class(y: np.ndarray | None, n: int, limit: int = 10) -> np.ndarray:
+    """Indices of the first image of each class, in class order (the first `limit` classes present); without
+    labels, of the first min(limit, n) of the `n` images."""
+    if y is None:
+        return np.arange(min(limit, n))
+    _, first = np.unique(np.asarray(y), return_index=True)  # (classes,) first index of each, classes sorted
+    return first[:limit]
+
+
+@st.cache_resource(show_spinner="Generating the pictures of each run…", max_entries=64)
+def run_pictures(path: str, mtime_ns: int, _model: VAE, _x: torch.Tensor, _y: torch.Tensor | None = None,
+                 draws: int = 3, scale: int = 1) -> dict[str, bytes]:
+    """PNG bytes of one sweep run's pictures, one column per test image (`one_per_class`); cached per checkpoint
+    file, so a rerun sends the same bytes without decoding anything.
+    "recon": the inputs (top row) over what the code gives. A plain decoder: the mean image at z = μ(x). An
+    autoregressive one (PixelCNN): images generated from z alone with the conditional mean fed forward
+    (`VAE.generate`), at z = μ(x), then at `draws` draws z ~ q(z|x).
+    "teacher_forced", autoregressive only: `VAE.reconstruct`, the decoder seeing the input's earlier pixels.
+    "samples": from z ~ N(0, I), the decoder's mean image (for a PixelCNN, the conditional mean fed forward).
+    An autoregressive run's images from z all come from one batched `VAE.generate` call."""
+    idx = torch.as_tensor(one_per_class(None if _y is None else _y.cpu().numpy(), len(_x)), device=_x.device)
     gen = torch.Generator(device=_x.device).manual_seed(0)
+    model = _model.eval()
     with torch.no_grad():
-        model = _model.eval()
-        x = _x[:n]
-        recon = model.reconstruct(x)  # (n, C, H, W)
-        z = torch.randn(n, model.latent_dim, generator=gen, device=_x.device)  # (n, d)
-        samples = model.sample_images(z, generator=gen)  # (n, C, H, W)
-    pair = np.stack([x.cpu().numpy(), recon.cpu().numpy()])  # (2, n, C, H, W)
-    return (pictures.png_bytes(pictures.tile(pair), scale),
-            pictures.png_bytes(pictures.tile(samples.cpu().numpy()[None]), scale))
+        x = _x[idx]  # (n, C, H, W)
+        n = len(x)
+        z_prior = torch.randn(n, model.latent_dim, generator=gen, device=x.device)  # (n, d)
+        if model.config.autoregressive:
+            mu, logvar = model.encode(x)  # (n, d), (n, d)
+            z_post = model.reparameterize(mu.repeat_interleave(draws, dim=0), logvar.repeat_interleave(draws, dim=0),
+                                          gen)  # (n·draws, d), the draws of each input together
+            images = model.generate(torch.cat([mu, z_post, z_prior]), draw=False)  # (n + n·draws + n, C, H, W)
+            from_post = images[n:-n].view(n, draws, *x.shape[1:]).transpose(0, 1)  # (draws, n, C, H, W)
+            rows = {"recon": torch.cat([x[None], images[None, :n], from_post]),  # (2 + draws, n, C, H, W)
+                    "teacher_forced": model.reconstruct(x)[None],  # (1, n, C, H, W)
+                    "samples": images[None, -n:]}  # (1, n, C, H, W)
+        else:
+            rows = {"recon": torch.stack([x, model.reconstruct(x)]),  # (2, n, C, H, W)
+                    "samples": model.decode_mean(z_prior)[None]}  # (1, n, C, H, W)
+    return {name: pictures.png_bytes(pictures.tile(r.cpu().numpy()), scale) for name, r in rows.items()}
 
 
 @st.cache_resource(show_spinner=False, max_entries=64)
@@ -233,3 +261,18 @@ def new_data_csv(result_key: str, _result: dict) -> bytes:
     from ..export import new_data_scores_table  # (pandas is imported on first use: keeps the app's start fast)
 
     return new_data_scores_table(_result).to_csv(index=False).encode()
+
+
+@st.cache_resource(show_spinner=False, max_entries=16)
+def replay_of(path: str, mtime_ns: int):
+    """The training replay saved at `path` (None when unreadable), and its figure."""
+    try:
+        recorded = replay.load(path)
+    except replay.ReplayError:
+        return None, None
+    return recorded, replay_plots.replay_figure(recorded)
+
+
+@st.cache_resource(show_spinner="Drawing the GIF…", max_entries=4)
+def replay_gif(path: str, mtime_ns: int) -> bytes:
+    return replay_plots.replay_gif(replay.load(path))

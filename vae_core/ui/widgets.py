@@ -11,7 +11,7 @@ from streamlit.commands import navigation as st_navigation
 from streamlit.errors import StreamlitPageNotFoundError
 
 from .. import checkpoint as ckpt_io
-from .. import store
+from .. import replay, store
 from ..config import ConfigError
 from ..data import DataError, load_array_file
 from ..executors import ExecutorError
@@ -248,3 +248,29 @@ def _my_runs(sb) -> None:
     if running or queued:
         where = " on Ray" if svc.executor.remote else ""
         sb.caption(f"Server: {running} training, {queued} waiting (at most {svc.executor.max_workers} at once{where}).")
+
+
+REPLAY_CAPTION = (
+    "Training replay: the same test images (a fixed probe) after every epoch. Left, their posterior means with the "
+    "±2σ ellipses of q(z|x) for a few of them: a collapsing dimension squeezes every mean to 0 while its ellipses "
+    "swell to the prior's size. Middle, the decoder on a grid of ±2 prior standard deviations (it stops changing "
+    "along a collapsed direction); right, the KL of each latent dimension, which falls to 0 when it collapses. "
+    "Drag the slider or press play.")
+
+
+def replay_panel(checkpoint_path, key: str) -> None:
+    """The training replay saved beside a checkpoint (scrubber, play, GIF), or nothing when there is none (runs
+    trained before replays were recorded)."""
+    path = replay.path_for(checkpoint_path)
+    if not path.is_file():
+        return
+    mtime = path.stat().st_mtime_ns
+    recorded, figure = cache.replay_of(str(path), mtime)
+    if recorded is None:
+        st.caption("This run's replay file cannot be read.")
+        return
+    st.plotly_chart(figure, key=f"replay_{key}", config={"displayModeBar": False})
+    st.caption(REPLAY_CAPTION)
+    st.download_button("Download the replay as a GIF", lambda: cache.replay_gif(str(path), mtime),
+                       file_name=f"{Path(checkpoint_path).stem}-replay.gif", mime="image/gif", on_click="ignore",
+                       key=f"replay_gif_{key}", icon=":material/animated_images:")

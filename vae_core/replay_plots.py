@@ -1,0 +1,156 @@
+"""A training replay (`replay.Replay`) as pictures: one Plotly figure whose epoch slider and play button move the
+latent scatter (with posterior ellipses), the decoder lattice and the KL-per-dimension bars together, in the
+browser without a round trip per frame; and the same frames as an animated GIF."""
+from __future__ import annotations
+
+import base64
+import io
+
+import numpy as np
+import plotly.graph_objects as go
+from PIL import Image, ImageDraw
+from plotly.subplots import make_subplots
+
+from . import pictures
+from .pictures import PALETTE
+from .plots import layout
+from .replay import Replay
+
+ELLIPSES = 8  # probe images drawn with their ±2σ posterior ellipse
+SHOWN = 1000  # probe images on the scatter
+
+
+def _ellipse(mean: np.ndarray, cov3: np.ndarray, n_sigma: float = 2.0, points: int = 40) -> np.ndarray:
+    """The n_sigma contour (points, 2) of N(mean, [[a, b], [b, c]])."""
+    a, b, c = (float(v) for v in cov3)
+    vals, vecs = np.linalg.eigh(np.array([[a, b], [b, c]]))
+    t = np.linspace(0, 2 * np.pi, points)
+    circle = np.stack([np.cos(t), np.sin(t)], 1) * (n_sigma * np.sqrt(np.clip(vals, 0, None)))  # (points, 2)
+    return mean + circle @ vecs.T
+
+
+def _png_uri(picture: np.ndarray) -> str:
+    return "data:image/png;base64," + base64.b64encode(pictures.png_bytes(picture)).decode()
+
+
+def _frame_traces(rp: Replay, e: int, shown: np.ndarray, colours: list[str]) -> list:
+    """The traces of epoch index `e`, in a fixed order (frames replace traces by position)."""
+    xy = rp.means[e, shown]  # (S, 2)
+    traces = [go.Scattergl(x=xy[:, 0], y=xy[:, 1], mode="markers", marker=dict(size=4, color=colours, opacity=0.6),
+                           hoverinfo="skip", showlegend=False)]
+    ring_x, ring_y = [], []
+    for i in range(min(ELLIPSES, len(shown))):
+        ring = _ellipse(rp.means[e, shown[i]], rp.cov[e, shown[i]])
+        ring_x += [*ring[:, 0], None]
+        ring_y += [*ring[:, 1], None]
+    traces.append(go.Scatter(x=ring_x, y=ring_y, mode="lines", line=dict(color="#d62728", width=1),
+                             hoverinfo="skip", showlegend=False))
+    kl = rp.kl_per_dim[e]
+    traces.append(go.Bar(x=np.arange(len(kl)), y=kl, marker_color="#1f77b4", showlegend=False,
+                         hovertemplate="dimension %{x}: %{y:.2f} nats<extra></extra>"))
+    if rp.lattice is not None:
+        traces.append(go.Image(source=_png_uri(rp.lattice[e]), hoverinfo="skip"))
+    return traces
+
+
+def replay_figure(rp: Replay, height: int = 460) -> go.Figure:
+    """Scatter of the probe's posterior means (colour = class) with ±2σ ellipses of a few, the decoder lattice and
+    the KL per dimension, one frame per epoch, with a slider (the scrubber) and play / pause buttons."""
+    with_lattice = rp.lattice is not None
+    cols = 3 if with_lattice else 2
+    fig = make_subplots(rows=1, cols=cols, column_widths=[0.4, 0.3, 0.3] if with_lattice else [0.55, 0.45],
+                        subplot_titles=["posterior means (±2σ ellipses)"]
+                        + (["decoder on a ±2σ grid"] if with_lattice else []) + ["KL per dimension (nats)"],
+                        specs=[[{"type": "xy"}] * cols], horizontal_spacing=0.06)
+    shown = np.arange(min(SHOWN, len(rp.probe_ids)))
+    colours = (["#888"] * len(shown) if rp.labels is None
+               else [PALETTE[int(v) % len(PALETTE)] for v in rp.labels[shown]])
+    cells = [(1, 1), (1, 1), (1, cols)] + ([(1, 2)] if with_lattice else [])
+    for trace, (r, c) in zip(_frame_traces(rp, 0, shown, colours), cells):
+        fig.add_trace(trace, row=r, col=c)
+    fig.frames = [go.Frame(data=_frame_traces(rp, e, shown, colours), name=str(int(ep)),
+                           layout=go.Layout(annotations=fig.layout.annotations[:cols] + (_caption(rp, e),)))
+                  for e, ep in enumerate(rp.epochs)]
+    lim = float(np.abs(rp.means[:, shown]).max()) * 1.1 or 1.0
+    kl_max = float(rp.kl_per_dim.max()) * 1.1 or 1.0
+    layout(fig, None, height, top=60)
+    fig.update_xaxes(range=[-lim, lim], title=rp.axes[0], row=1, col=1)
+    fig.update_yaxes(range=[-lim, lim], title=rp.axes[1], scaleanchor="x", row=1, col=1)
+    fig.update_xaxes(title="latent dimension", row=1, col=cols)
+    fig.update_yaxes(range=[0, kl_max], row=1, col=cols)
+    if with_lattice:
+        fig.update_xaxes(visible=False, row=1, col=2)
+        fig.update_yaxes(visible=False, row=1, col=2)
+    fig.add_annotation(_caption(rp, 0))
+    play = dict(frame=dict(duration=400, redraw=True), transition=dict(duration=0), fromcurrent=True, mode="immediate")
+    fig.update_layout(
+        updatemenus=[dict(type="buttons", direction="left", x=0, y=-0.12, xanchor="left", yanchor="top",
+                          buttons=[dict(label="▶ play", method="animate", args=[None, play]),
+                                   dict(label="❚❚ pause", method="animate",
+                                        args=[[None], dict(frame=dict(duration=0, redraw=False), mode="immediate")])])],
+        sliders=[dict(active=0, x=0.14, len=0.86, y=-0.08, yanchor="top", currentvalue=dict(prefix="epoch "),
+                      steps=[dict(label=str(int(ep)), method="animate",
+                                  args=[[str(int(ep))], dict(mode="immediate", frame=dict(duration=0, redraw=True),
+                                                             transition=dict(duration=0))])
+                             for ep in rp.epochs])],
+        margin=dict(b=110))
+    return fig
+
+
+def _caption(rp: Replay, e: int) -> dict:
+    return dict(text=f"epoch {int(rp.epochs[e])} · rate {float(rp.kl_per_dim[e].sum()):.2f} nats · active units "
+                     f"{int(rp.active_units[e])} of {rp.kl_per_dim.shape[1]} · I(x;z) {float(rp.mutual_info[e]):.2f}",
+                x=0, y=1.13, xref="paper", yref="paper", xanchor="left", showarrow=False, font=dict(size=13))
+
+
+def replay_gif(rp: Replay, size: int = 240, frame_ms: int = 400) -> bytes:
+    """The replay as an animated GIF: per epoch, the scatter (with the ellipses), the lattice and the KL bars side
+    by side, with the epoch and the rate written above; the last frame is held a little longer."""
+    shown = np.arange(min(SHOWN, len(rp.probe_ids)))
+    lim = float(np.abs(rp.means[:, shown]).max()) * 1.1 or 1.0
+    kl_max = float(rp.kl_per_dim.max()) * 1.1 or 1.0
+    rgb = [tuple(int(h[i:i + 2], 16) for i in (1, 3, 5)) for h in PALETTE]
+    frames = []
+    for e in range(rp.n_epochs):
+        panels = [_scatter_panel(rp, e, shown, lim, size, rgb)]
+        if rp.lattice is not None:
+            lat = Image.fromarray(rp.lattice[e]).convert("RGB").resize((size, size), Image.NEAREST)
+            panels.append(lat)
+        panels.append(_bars_panel(rp.kl_per_dim[e], kl_max, size))
+        frame = Image.new("RGB", (len(panels) * (size + 8) + 8, size + 30), "white")
+        for i, panel in enumerate(panels):
+            frame.paste(panel, (8 + i * (size + 8), 24))
+        ImageDraw.Draw(frame).text((8, 6), f"epoch {int(rp.epochs[e])}   rate {float(rp.kl_per_dim[e].sum()):.2f} "
+                                   f"nats   active units {int(rp.active_units[e])}", fill=(0, 0, 0))
+        frames.append(frame.quantize(colors=64))
+    out = io.BytesIO()
+    durations = [frame_ms] * (len(frames) - 1) + [frame_ms * 4]
+    frames[0].save(out, format="GIF", save_all=True, append_images=frames[1:], duration=durations, loop=0)
+    return out.getvalue()
+
+
+def _scatter_panel(rp: Replay, e: int, shown: np.ndarray, lim: float, size: int, rgb: list) -> Image.Image:
+    img = Image.new("RGB", (size, size), "white")
+    draw = ImageDraw.Draw(img)
+    to_px = lambda xy: ((xy[..., 0] / lim + 1) * size / 2, (1 - xy[..., 1] / lim) * size / 2)  # noqa: E731
+    px, py = to_px(rp.means[e, shown])
+    for i, (x, y) in enumerate(zip(px, py)):
+        colour = (136, 136, 136) if rp.labels is None else rgb[int(rp.labels[shown[i]]) % len(rgb)]
+        draw.ellipse([x - 1.5, y - 1.5, x + 1.5, y + 1.5], fill=colour)
+    for i in range(min(ELLIPSES, len(shown))):
+        ring = _ellipse(rp.means[e, shown[i]], rp.cov[e, shown[i]])
+        rx, ry = to_px(ring)
+        draw.line(list(zip(rx, ry)), fill=(214, 39, 40), width=1)
+    draw.rectangle([0, 0, size - 1, size - 1], outline=(200, 200, 200))
+    return img
+
+
+def _bars_panel(kl: np.ndarray, kl_max: float, size: int) -> Image.Image:
+    img = Image.new("RGB", (size, size), "white")
+    draw = ImageDraw.Draw(img)
+    width = size / max(1, len(kl))
+    for j, v in enumerate(kl):
+        top = size - 1 - (size - 12) * float(v) / kl_max
+        draw.rectangle([j * width + 1, top, (j + 1) * width - 1, size - 1], fill=(31, 119, 180))
+    draw.text((4, 2), f"KL per dim (max {kl_max / 1.1:.2f})", fill=(0, 0, 0))
+    return img

@@ -160,13 +160,13 @@ with left:
 with right:
     st.subheader("Runs")
     table = pd.DataFrame([{
-        "β": e["beta"], "λ": e["free_bits"], "warm-up": e["warmup"], "rate R": e["rate"],
+        "run": run_label(e), "β": e["beta"], "λ": e["free_bits"], "warm-up": e["warmup"], "rate R": e["rate"],
         "distortion D": e["distortion"], "−ELBO": e["test_elbo"], "active units": e["active_units"],
         "I(x;z)": e["mutual_info"], "KL(q(z)‖p(z))": e.get("marginal_kl"),
         f"IWAE NLL (k={e.get('iwae_k', '?')})": e["iwae_nll"]} for e in evals])
     st.dataframe(table, hide_index=True, width="stretch",
                  column_config={c: st.column_config.NumberColumn(format="%.2f")
-                                for c in table.columns if c not in ("active units",)})
+                                for c in table.columns if c not in ("active units", "run")})
     st.caption(f"Nats per test image. Active units: Cov_x(E_q[z_u|x]) > 0.01 (Burda et al. 2015). "
                f"I(x;z): mutual information under q (He et al. 2019), at most log N = {np.log(n_test):.2f}. "
                "KL(q(z)‖p(z)): the rest of the rate (below); None for runs evaluated before it was recorded. "

@@ -55,8 +55,9 @@ with st.expander("Run a new sweep", expanded=not sweep_options()):
     lams = c6.text_input("Free bits λ (nats per dimension)", "0, 0.5", key="lab_lams", help=cures.FREE_BITS)
     warmups = c7.text_input("Warm-up lengths (epochs)", "0", key="lab_warmups",
                             help=cures.SCHEDULES["warm-up"][1])
-    st.caption("Every combination of the three lists above runs. Each value below adds one more run, at β = 1 (the "
-               "ELBO it cures), so that one plane holds every cure side by side; leave a field empty to skip it.")
+    st.caption("Every combination of the three lists above runs. Each value below adds one run per β (capacity: "
+               "one run, it does not use β), so that one plane holds every cure side by side against the collapse "
+               "each β causes; leave a field empty to skip it.")
     k1, k2, k3, k4 = st.columns(4)
     cycles = k1.text_input("Cyclical annealing: cycles M", "", key="lab_cycles", placeholder="e.g. 4",
                            help=cures.SCHEDULES["cyclical"][1] + " Ramp share R = 0.5.")
@@ -91,8 +92,8 @@ with st.expander("Run a new sweep", expanded=not sweep_options()):
         n_runs = len(specs)
         total = (n_runs - len(slow)) * one.seconds + sum(e.seconds for e in slow)
         st.caption(f"{n_runs} runs of about {format_duration(one.seconds)} each"
-                   + (f" (the aggressive one up to {format_duration(slow[0].seconds)}: {slow[0].probe_note})"
-                      if slow else "")
+                   + (f" (aggressive ones up to {format_duration(max(e.seconds for e in slow))}: "
+                      f"{slow[0].probe_note})" if slow else "")
                    + f": about **{format_duration(total)}** in all on this machine ({one.probe_note}, plus the "
                    f"end-of-run evaluation with IWAE k = {new.iwae_k}). Runs already in a folder of this name with "
                    "the same settings are reused.")

@@ -104,7 +104,7 @@ def test_a_new_sweep_trains_in_the_background_while_the_user_is_elsewhere(tmp_pa
     assert len(at.dataframe[0].value) == 2 and any("2 of 2 runs finished" in c.value for c in at.caption)
 
 
-def test_the_lab_form_adds_one_run_per_cure_and_prices_the_aggressive_one(tmp_path, monkeypatch):
+def test_the_lab_form_adds_runs_per_cure_and_prices_the_aggressive_ones(tmp_path, monkeypatch):
     monkeypatch.setenv("VAE_HOME", str(tmp_path / "home"))
     at = shell().run().switch_page("app_pages/5_Collapse_lab.py").run()
     at.text_input(key="lab_betas").set_value("1, 4")
@@ -118,7 +118,7 @@ def test_the_lab_form_adds_one_run_per_cure_and_prices_the_aggressive_one(tmp_pa
     at.text_input(key="lab_name").set_value("cures").run()
     assert not at.exception and not at.error
     estimate = next(c.value for c in at.caption if "runs of about" in c.value)
-    assert estimate.startswith("7 runs of about") and "the aggressive one up to" in estimate
+    assert estimate.startswith("10 runs of about") and "aggressive ones up to" in estimate
     assert "encoder steps per decoder step" in estimate
     at.text_input(key="lab_cycles").set_value("2.5").run()
     assert any("not a whole number" in e for e in messages(at, ("error",))) and at.button(key="lab_run").disabled

@@ -134,11 +134,12 @@ def test_a_sweep_holds_every_cure_side_by_side():
     spec = SweepSpec(betas=(0.5, 1.0), free_bits=(0.0, 0.5), warmups=(0.0,), cycles=(4,), capacities=(10.0, 20.0),
                      capacity_epochs=5, kl_targets=(3.0,), aggressive=True)
     objs = spec.settings()
-    assert len(objs) == 4 + 1 + 2 + 1 + 1
+    assert len(objs) == 4 + 2 + 2 + 2 + 2  # the grid, then cyclical, soft and aggressive per β, capacity once
     names = [run_name(o) for o in objs]
     assert len(set(names)) == len(names)
     assert names[0] == "beta0.5_fb0_wu0"  # the names of older sweeps' runs do not change
-    assert {"beta1_fb0_wu0_cyc4r0.5", "beta1_fb0_wu0_cap10e5g100", "beta1_fb0_wu0_kt3", "beta1_fb0_wu0_aggr"} <= set(names)
+    assert {"beta1_fb0_wu0_cyc4r0.5", "beta0.5_fb0_wu0_cyc4r0.5", "beta1_fb0_wu0_cap10e5g100", "beta1_fb0_wu0_kt3",
+            "beta0.5_fb0_wu0_aggr", "beta1_fb0_wu0_aggr"} <= set(names)
     assert SweepSpec.from_dict(json.loads(json.dumps(spec.to_dict()))) == spec
     evals = [dict(beta=o.beta, free_bits=o.free_bits, warmup=o.warmup_epochs, objective=o.to_dict(), rate=r,
                   distortion=50 - r, test_elbo=50.0, active_units=1) for r, o in enumerate(objs)]

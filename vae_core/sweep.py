@@ -37,10 +37,11 @@ MAX_RUNS = 64
 @dataclass(frozen=True)
 class SweepSpec:
     """What a sweep trains: one model shape and schedule, and lists of objective settings: every combination of
-    β, free bits λ and warm-up, plus one run (at β = 1, the ELBO they cure) for each number of cycles of cyclical
-    annealing, each capacity C_max, each soft KL target, and aggressive encoder training when asked. So one
-    rate–distortion plane holds β-VAE, free bits, warm-up, cyclical, capacity, soft free bits and aggressive runs
-    side by side (`config.ObjectiveConfig` and `objectives.py` say what each does)."""
+    β, free bits λ and warm-up, plus, at each β, one run for each number of cycles of cyclical annealing, each
+    soft KL target and aggressive encoder training when asked, and one run per capacity C_max (which does not use
+    β). So one rate–distortion plane holds β-VAE, free bits, warm-up, cyclical, capacity, soft free bits and
+    aggressive runs side by side, each cure against the collapse that its β causes (`config.ObjectiveConfig` and
+    `objectives.py` say what each does)."""
 
     dataset: str = "digits"
     latent_dim: int = 16
@@ -80,11 +81,12 @@ class SweepSpec:
         """The objective of every run, in the sweep's order."""
         grid = [ObjectiveConfig(beta=b, free_bits=f, warmup_epochs=w)
                 for b, f, w in itertools.product(self.betas, self.free_bits, self.warmups)]
-        cures = ([ObjectiveConfig(kl_schedule="cyclical", cycles=int(m), ramp=self.ramp) for m in self.cycles]
+        cures = ([ObjectiveConfig(beta=b, kl_schedule="cyclical", cycles=int(m), ramp=self.ramp)
+                  for m in self.cycles for b in self.betas]
                  + [ObjectiveConfig(capacity=c, capacity_epochs=self.capacity_epochs, gamma=self.gamma)
                     for c in self.capacities]
-                 + [ObjectiveConfig(kl_target=t) for t in self.kl_targets]
-                 + ([ObjectiveConfig(aggressive=True)] if self.aggressive else []))
+                 + [ObjectiveConfig(beta=b, kl_target=t) for t in self.kl_targets for b in self.betas]
+                 + ([ObjectiveConfig(beta=b, aggressive=True) for b in self.betas] if self.aggressive else []))
         return grid + [c for c in cures if c not in grid]
 
     def data_ref(self) -> DataRef:

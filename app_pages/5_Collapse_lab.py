@@ -134,7 +134,7 @@ if not runs:
 evals = [r.evaluation for r in runs]
 st.caption(f"{plain(spec.dataset)} · d = {spec.latent_dim} · {spec.architecture.upper()} encoder · "
            f"{'PixelCNN' if spec.autoregressive else spec.architecture.upper()} decoder · {spec.epochs} epochs · "
-           f"{len(runs)} of {len(spec.settings())} runs finished"
+           f"{len(runs)} of {spec.n_runs} runs finished"
            + (f" · first {spec.n_train:,} training images" if spec.n_train else ""))
 
 # ---------------------------------------------------------------- rate–distortion plane and the table

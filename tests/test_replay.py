@@ -80,3 +80,10 @@ def test_every_run_of_the_service_leaves_its_replay_beside_the_checkpoint(tmp_pa
     assert list(rp.epochs) == [1, 2, 3] and len(rp.record_seconds) == 3
     # recording is cheap next to training (bench/train_speed measures it on Fashion-MNIST)
     assert all("replay_seconds" in r for r in run.history)
+
+
+def test_a_long_run_is_shown_in_at_most_sixty_evenly_spaced_frames():
+    from vae_core.replay_plots import frame_indices
+    assert list(frame_indices(5)) == [0, 1, 2, 3, 4]
+    idx = frame_indices(500)
+    assert len(idx) == 60 and idx[0] == 0 and idx[-1] == 499 and np.all(np.diff(idx) >= 8)

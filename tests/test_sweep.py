@@ -147,3 +147,16 @@ def test_parse_values():
     for bad, msg in (("", "at least one"), ("1, x", "not a number"), ("-1", "outside"), ("nan", "outside")):
         with pytest.raises(ConfigError, match=msg):
             parse_values(bad, "β")
+
+
+def test_a_ppca_sweep_trains_one_linear_vae_per_noise_variance(tmp_path):
+    spec = SweepSpec(architecture="linear", sigma2s=(0.05, 0.2), latent_dim=8, epochs=2, iwae_k=0, batch_size=256)
+    assert spec.n_runs == 2
+    runs, _ = run_sweep(spec, tmp_path / "ppca")
+    assert [r.name for r in runs] == ["beta1_fb0_wu0_s20.05", "beta1_fb0_wu0_s20.2"]
+    assert [r.evaluation["sigma2"] for r in runs] == pytest.approx([0.05, 0.2])
+    assert [r.checkpoint.model.config.gaussian_sigma ** 2 for r in runs] == pytest.approx([0.05, 0.2])
+    assert runs[0].evaluation["collapsed_distortion"] is None  # no Bernoulli line for a Gaussian likelihood
+    for bad in (dict(architecture="linear"), dict(sigma2s=(0.1,))):
+        with pytest.raises(ConfigError):
+            SweepSpec(**bad)

@@ -210,11 +210,12 @@ def cmd_sweep(args) -> int:
                      capacity_epochs=args.capacity_epochs, gamma=args.gamma,
                      kl_targets=parse_values(args.kl_target, "KL target", high=10_000, allow_empty=True),
                      aggressive=args.aggressive, n_train=args.n_train, n_test=args.n_test,
+                     sigma2s=parse_values(args.sigma2, "σ²", 1e-6, 100, allow_empty=True),
                      lr=args.lr, batch_size=args.batch_size, seed=args.seed, iwae_k=args.iwae_k)
     folder = output_path(args.out, ws.sweeps_dir)
     service = make_service(args, ws)
     queued = submit_sweep(service, spec, folder, data.image_shape, owner="cli")
-    n_runs = len(spec.settings())
+    n_runs = spec.n_runs
     print(f"sweep {folder}: {n_runs} runs, {n_runs - len(queued)} already there", file=sys.stderr)
     if queued:
         follow(queued, service, f"{len(queued)} runs")
@@ -340,7 +341,7 @@ def build_parser() -> argparse.ArgumentParser:
     w.add_argument("--dataset", default="digits", choices=BUILTIN)
     data_args(w)
     w.add_argument("--latent-dim", type=int, default=16)
-    w.add_argument("--arch", default="mlp", choices=["mlp", "conv"])
+    w.add_argument("--arch", default="mlp", choices=["mlp", "conv", "linear"])
     w.add_argument("--hidden", default="256", help="MLP widths, comma-separated")
     w.add_argument("--autoregressive", action="store_true", help="PixelCNN decoder conditioned on z")
     w.add_argument("--epochs", type=int, default=20)
@@ -354,6 +355,8 @@ def build_parser() -> argparse.ArgumentParser:
     w.add_argument("--gamma", type=float, default=100.0, help="capacity annealing's γ")
     w.add_argument("--kl-target", default="", help="soft free bits runs (one per β): comma-separated targets, nats")
     w.add_argument("--aggressive", action="store_true", help="add aggressive encoder training runs (one per β)")
+    w.add_argument("--sigma2", default="", help="with --arch linear: a pPCA sweep, one linear-Gaussian VAE per "
+                   "comma-separated noise variance σ² (compare with ppca-check's closed form)")
     w.add_argument("--n-train", type=int, default=0, help="use the first N training images (0: all)")
     w.add_argument("--n-test", type=int, default=0, help="use the first N test images (0: all)")
     w.add_argument("--lr", type=float, default=1e-3)

@@ -22,12 +22,15 @@ def objective_of(ev: dict) -> ObjectiveConfig:
 
 
 def run_label(ev: dict) -> str:
-    return objective_of(ev).label
+    label = objective_of(ev).label
+    return label if ev.get("sigma2") is None else f"σ²={ev['sigma2']:g}, {label}"  # a pPCA sweep's run
 
 
 def _family(ev: dict) -> str:
     """What a run is apart from its β: runs with the same family are joined on the R–D plane."""
     obj = objective_of(ev)
+    if ev.get("sigma2") is not None:
+        return f"σ²={ev['sigma2']:g}"
     if obj.capacity > 0:
         return obj.label
     return dataclasses.replace(obj, beta=1.0).label.removeprefix("β=1").lstrip(", ") or "β-VAE"

@@ -18,6 +18,14 @@ from .replay import Replay
 
 ELLIPSES = 8  # probe images drawn with their ±2σ posterior ellipse
 SHOWN = 1000  # probe images on the scatter
+MAX_FRAMES = 60  # epochs shown of a longer run (evenly spaced, the first and last included)
+
+
+def frame_indices(n_epochs: int, most: int = MAX_FRAMES) -> np.ndarray:
+    """Indices of the recorded epochs that become frames: all of them, or `most` evenly spaced ones."""
+    if n_epochs <= most:
+        return np.arange(n_epochs)
+    return np.unique(np.round(np.linspace(0, n_epochs - 1, most)).astype(int))
 
 
 def _ellipse(mean: np.ndarray, cov3: np.ndarray, n_sigma: float = 2.0, points: int = 40) -> np.ndarray:
@@ -55,7 +63,8 @@ def _frame_traces(rp: Replay, e: int, shown: np.ndarray, colours: list[str]) -> 
 
 def replay_figure(rp: Replay, height: int = 460) -> go.Figure:
     """Scatter of the probe's posterior means (colour = class) with ±2σ ellipses of a few, the decoder lattice and
-    the KL per dimension, one frame per epoch, with a slider (the scrubber) and play / pause buttons."""
+    the KL per dimension, one frame per epoch (at most MAX_FRAMES), with a slider (the scrubber) and play / pause
+    buttons."""
     with_lattice = rp.lattice is not None
     cols = 3 if with_lattice else 2
     fig = make_subplots(rows=1, cols=cols, column_widths=[0.4, 0.3, 0.3] if with_lattice else [0.55, 0.45],
@@ -68,9 +77,10 @@ def replay_figure(rp: Replay, height: int = 460) -> go.Figure:
     cells = [(1, 1), (1, 1), (1, cols)] + ([(1, 2)] if with_lattice else [])
     for trace, (r, c) in zip(_frame_traces(rp, 0, shown, colours), cells):
         fig.add_trace(trace, row=r, col=c)
-    fig.frames = [go.Frame(data=_frame_traces(rp, e, shown, colours), name=str(int(ep)),
+    frames = frame_indices(rp.n_epochs)
+    fig.frames = [go.Frame(data=_frame_traces(rp, e, shown, colours), name=str(int(rp.epochs[e])),
                            layout=go.Layout(annotations=fig.layout.annotations[:cols] + (_caption(rp, e),)))
-                  for e, ep in enumerate(rp.epochs)]
+                  for e in frames]
     lim = float(np.abs(rp.means[:, shown]).max()) * 1.1 or 1.0
     kl_max = float(rp.kl_per_dim.max()) * 1.1 or 1.0
     layout(fig, None, height, top=60)
@@ -92,7 +102,7 @@ def replay_figure(rp: Replay, height: int = 460) -> go.Figure:
                       steps=[dict(label=str(int(ep)), method="animate",
                                   args=[[str(int(ep))], dict(mode="immediate", frame=dict(duration=0, redraw=True),
                                                              transition=dict(duration=0))])
-                             for ep in rp.epochs])],
+                             for ep in rp.epochs[frames]])],
         margin=dict(b=110))
     return fig
 
@@ -111,7 +121,7 @@ def replay_gif(rp: Replay, size: int = 240, frame_ms: int = 400) -> bytes:
     kl_max = float(rp.kl_per_dim.max()) * 1.1 or 1.0
     rgb = [tuple(int(h[i:i + 2], 16) for i in (1, 3, 5)) for h in PALETTE]
     frames = []
-    for e in range(rp.n_epochs):
+    for e in frame_indices(rp.n_epochs):
         panels = [_scatter_panel(rp, e, shown, lim, size, rgb)]
         if rp.lattice is not None:
             lat = Image.fromarray(rp.lattice[e]).convert("RGB").resize((size, size), Image.NEAREST)

@@ -59,6 +59,7 @@ class SweepSpec:
     gamma: float = 100.0
     kl_targets: tuple[float, ...] = ()
     aggressive: bool = False
+    sigma2s: tuple[float, ...] = ()  # a pPCA sweep: one linear-Gaussian VAE per noise variance σ² (arch "linear")
     n_train: int = 0  # 0: the whole training set
     n_test: int = 0
     lr: float = 1e-3
@@ -71,7 +72,9 @@ class SweepSpec:
         for name in ("betas", "free_bits", "warmups"):
             if not getattr(self, name):
                 raise ConfigError(f"{name} needs at least one value")
-        check_int("number of runs", len(self.settings()), 1, MAX_RUNS)
+        if (self.architecture == "linear") != bool(self.sigma2s):
+            raise ConfigError("a linear (pPCA) sweep needs σ² values, and σ² values need the linear architecture")
+        check_int("number of runs", self.n_runs, 1, MAX_RUNS)
         check_int("n_train", self.n_train, 0, 10**7)
         check_int("n_test", self.n_test, 0, 10**7)
         check_int("iwae_k", self.iwae_k, 0, 100_000)
@@ -89,10 +92,19 @@ class SweepSpec:
                  + ([ObjectiveConfig(beta=b, aggressive=True) for b in self.betas] if self.aggressive else []))
         return grid + [c for c in cures if c not in grid]
 
+    @property
+    def n_runs(self) -> int:
+        return max(1, len(self.sigma2s)) * len(self.settings())
+
     def data_ref(self) -> DataRef:
         return DataRef(self.dataset, self.dataset_hash, n_train=self.n_train, n_test=self.n_test)
 
-    def model_config(self, image_shape) -> ModelConfig:
+    def model_config(self, image_shape, sigma2: float | None = None) -> ModelConfig:
+        """The model of the sweep's runs; a pPCA sweep's at noise variance `sigma2` (default: its first)."""
+        if self.sigma2s:
+            sigma2 = self.sigma2s[0] if sigma2 is None else sigma2
+            return ModelConfig(image_shape=tuple(image_shape), latent_dim=self.latent_dim, architecture="linear",
+                               likelihood="gaussian", gaussian_sigma=sigma2 ** 0.5)
         return ModelConfig(image_shape=tuple(image_shape), latent_dim=self.latent_dim, architecture=self.architecture,
                            hidden=self.hidden, autoregressive=self.autoregressive)
 
@@ -100,10 +112,14 @@ class SweepSpec:
         return TrainConfig(epochs=self.epochs, lr=self.lr, batch_size=self.batch_size, seed=self.seed)
 
     def run_specs(self, image_shape) -> list[tuple[str, RunSpec]]:
-        """(file stem, run spec) of every run, in the sweep's order."""
-        base = RunSpec(data=self.data_ref(), model=self.model_config(image_shape), train=self.train_config(),
-                       lab_metrics=True, iwae_k=self.iwae_k)
-        return [(run_name(obj), dataclasses.replace(base, objective=obj)) for obj in self.settings()]
+        """(file stem, run spec) of every run, in the sweep's order (σ² by σ² for a pPCA sweep)."""
+        runs = []
+        for sigma2 in self.sigma2s or (None,):
+            base = RunSpec(data=self.data_ref(), model=self.model_config(image_shape, sigma2),
+                           train=self.train_config(), lab_metrics=True, iwae_k=self.iwae_k)
+            suffix = "" if sigma2 is None else f"_s2{sigma2:g}"
+            runs += [(run_name(obj) + suffix, dataclasses.replace(base, objective=obj)) for obj in self.settings()]
+        return runs
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -194,11 +210,14 @@ def write_manifest(folder: Path, spec: SweepSpec, image_shape, *, collapsed: flo
     entry also gets `collapsed`, the sweep's `collapsed_distortion`."""
     with _MANIFEST_LOCK:
         entries = []
-        for (name, run_spec), obj in zip(spec.run_specs(image_shape), spec.settings()):
+        for name, run_spec in spec.run_specs(image_shape):
             path = folder / f"{name}{ckpt_io.SUFFIX}"
             evaluation = _cached_evaluation(path, run_spec)
             if evaluation is not None:
-                entries.append({**_manifest_entry(name, path, evaluation, obj), "collapsed_distortion": collapsed})
+                entry = _manifest_entry(name, path, evaluation, run_spec.objective)
+                if spec.sigma2s:
+                    entry["sigma2"] = run_spec.model.gaussian_sigma ** 2
+                entries.append({**entry, "collapsed_distortion": collapsed})
         write_json(folder / MANIFEST, {"format_version": 1, "spec": spec.to_dict(),
                                        "image_shape": list(image_shape), "runs": entries})
         return entries

@@ -122,3 +122,19 @@ def test_the_lab_form_adds_runs_per_cure_and_prices_the_aggressive_ones(tmp_path
     assert "encoder steps per decoder step" in estimate
     at.text_input(key="lab_cycles").set_value("2.5").run()
     assert any("not a whole number" in e for e in messages(at, ("error",))) and at.button(key="lab_run").disabled
+
+
+def test_the_ppca_panel_sets_the_exact_fit_beside_the_closed_form():
+    at = AppTest.from_file(PAGE, default_timeout=120)
+    at.session_state["lab_sweep"] = str(SHIPPED)
+    at.run()
+    assert any("Collapse without any optimisation problem" in h.value for h in at.subheader)
+    table = at.dataframe[-1].value
+    assert list(table["AU closed form"]) == [18, 12, 6] and table["AU exact fit"].isna().all()
+    at.button(key="lab_ppca_fit").click().run()
+    settle(at)
+    assert not at.exception and not at.error
+    table = at.dataframe[-1].value
+    assert list(table["AU exact fit"]) == [18, 12, 6]
+    assert np.allclose(table["rate exact fit"], table["rate closed form"], rtol=1e-5)
+    assert np.allclose(table["−ELBO exact fit"], table["−log p (pPCA)"], atol=1e-5)

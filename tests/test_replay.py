@@ -82,8 +82,12 @@ def test_every_run_of_the_service_leaves_its_replay_beside_the_checkpoint(tmp_pa
     assert all("replay_seconds" in r for r in run.history)
 
 
-def test_a_long_run_is_shown_in_at_most_sixty_evenly_spaced_frames():
-    from vae_core.replay_plots import frame_indices
-    assert list(frame_indices(5)) == [0, 1, 2, 3, 4]
-    idx = frame_indices(500)
+def test_a_long_run_records_at_most_sixty_evenly_spaced_epochs(digits):
+    assert list(replay.frame_indices(5)) == [0, 1, 2, 3, 4]
+    idx = replay.frame_indices(500)
     assert len(idx) == 60 and idx[0] == 0 and idx[-1] == 499 and np.all(np.diff(idx) >= 8)
+    model = init_weights(VAE(ModelConfig(image_shape=digits.image_shape, latent_dim=2, hidden=(16,))), 0)
+    rec = replay.Recorder(digits.x_test, None, probe=50, epochs=100)
+    recorded = [e for e in range(1, 101) if rec.record(e, model) > 0]
+    assert recorded == list(replay.frame_indices(100) + 1) and len(recorded) == 60
+    assert list(rec.finish().epochs) == recorded

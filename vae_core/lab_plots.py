@@ -152,3 +152,21 @@ def kl_timeline(history: list[dict], free_bits: float = 0.0, height: int = 380) 
     layout(fig, None, height)
     fig.update_layout(xaxis_title="epoch", yaxis_title="KL per dimension [nats]", showlegend=kl.shape[1] <= 16)
     return fig
+
+
+def ppca_spectrum(eigenvalues: np.ndarray, sigma2s: list[float], latent_dim: int, height: int = 380) -> go.Figure:
+    """The `latent_dim` largest eigenvalues λᵢ of the data covariance (log scale) with one dashed line per noise
+    variance σ²: at the linear VAE's optimum exactly the latents whose λᵢ lie above the line are active (Tipping &
+    Bishop 1999; Lucas et al. 2019); each line is labelled with that count."""
+    lam = np.sort(np.asarray(eigenvalues, float))[::-1][:latent_dim]
+    fig = go.Figure(go.Bar(x=np.arange(1, len(lam) + 1), y=lam, marker_color="#1f77b4", showlegend=False,
+                           hovertemplate="λ<sub>%{x}</sub> = %{y:.4f}<extra></extra>"))
+    for n, s2 in enumerate(sigma2s):
+        colour = PALETTE[(n + 1) % len(PALETTE)]
+        fig.add_hline(y=s2, line=dict(color=colour, dash="dash"),
+                      annotation_text=f"σ² = {s2:g}: {(lam > s2).sum()} active", annotation_position="top right",
+                      annotation_font=dict(color=colour, size=11))
+    layout(fig, None, height, top=30)
+    fig.update_layout(xaxis=dict(title="eigenvalue rank i"), yaxis=dict(title="λᵢ (pixel variance)", type="log"),
+                      bargap=0.1)
+    return fig

@@ -32,8 +32,16 @@ SUFFIX = ".replay"
 PROBE = 1000  # test images recorded (I(x;z) costs P² · d: 1,000 keeps recording under 10 % of an epoch)
 LATTICE = 6  # decoded images per side of the lattice
 SPAN = 2.0  # the lattice covers ±SPAN prior standard deviations along each map axis
+MAX_FRAMES = 60  # epochs recorded (and shown) of a longer run: evenly spaced, the first and the last included
 FORMAT_VERSION = 1
 MAX_REPLAY_BYTES = 200 * 2**20
+
+
+def frame_indices(n_epochs: int, most: int = MAX_FRAMES) -> np.ndarray:
+    """0-based indices of the epochs that become frames: all of them, or `most` evenly spaced ones."""
+    if n_epochs <= most:
+        return np.arange(n_epochs)
+    return np.unique(np.round(np.linspace(0, n_epochs - 1, most)).astype(int))
 
 
 class ReplayError(ValueError):
@@ -66,7 +74,8 @@ class Recorder:
     """Records a `Replay` while `fit` trains: call `record(epoch, model)` from the epoch callback, then `finish()`."""
 
     def __init__(self, x_test: torch.Tensor, y_test: torch.Tensor | None, *, probe: int = PROBE,
-                 lattice: bool = True, y_condition: bool = False, class_names=None):
+                 lattice: bool = True, y_condition: bool = False, class_names=None, epochs: int | None = None):
+        """`epochs`: the run's length, when known: then at most MAX_FRAMES evenly spaced epochs are recorded."""
         ids = subsample(len(x_test), probe, seed=0)
         self.probe_ids = ids
         self.x = x_test[torch.as_tensor(ids, device=x_test.device)]  # (P, C, H, W)
@@ -81,9 +90,13 @@ class Recorder:
         self.lattices: list[np.ndarray] = []
         self.seconds: list[float] = []
         self._plane: np.ndarray | None = None  # (2, d) the previous epoch's lattice plane, for sign continuity
+        self.planned = None if epochs is None else set((frame_indices(epochs) + 1).tolist())  # 1-based epochs
 
     @torch.no_grad()
-    def record(self, epoch: int, model: VAE) -> None:
+    def record(self, epoch: int, model: VAE) -> float:
+        """Record the model after `epoch` (1-based) if it is one of the planned frames; the seconds it took."""
+        if self.planned is not None and epoch not in self.planned:
+            return 0.0
         t0 = time.perf_counter()
         was_training = model.training
         model.eval()
@@ -101,6 +114,7 @@ class Recorder:
             self.lattices.append(self._lattice(model, mu_np))
         model.train(was_training)
         self.seconds.append(time.perf_counter() - t0)
+        return self.seconds[-1]
 
     def _lattice(self, model: VAE, mu: np.ndarray) -> np.ndarray:
         """k × k decoded means on a grid of ±SPAN along the map's axes: the raw z when d = 2, else this epoch's top

@@ -14,18 +14,10 @@ from plotly.subplots import make_subplots
 from . import pictures
 from .pictures import PALETTE
 from .plots import layout
-from .replay import Replay
+from .replay import MAX_FRAMES, Replay, frame_indices
 
 ELLIPSES = 8  # probe images drawn with their ±2σ posterior ellipse
 SHOWN = 1000  # probe images on the scatter
-MAX_FRAMES = 60  # epochs shown of a longer run (evenly spaced, the first and last included)
-
-
-def frame_indices(n_epochs: int, most: int = MAX_FRAMES) -> np.ndarray:
-    """Indices of the recorded epochs that become frames: all of them, or `most` evenly spaced ones."""
-    if n_epochs <= most:
-        return np.arange(n_epochs)
-    return np.unique(np.round(np.linspace(0, n_epochs - 1, most)).astype(int))
 
 
 def _ellipse(mean: np.ndarray, cov3: np.ndarray, n_sigma: float = 2.0, points: int = 40) -> np.ndarray:
@@ -63,7 +55,7 @@ def _frame_traces(rp: Replay, e: int, shown: np.ndarray, colours: list[str]) -> 
 
 def replay_figure(rp: Replay, height: int = 460) -> go.Figure:
     """Scatter of the probe's posterior means (colour = class) with ±2σ ellipses of a few, the decoder lattice and
-    the KL per dimension, one frame per epoch (at most MAX_FRAMES), with a slider (the scrubber) and play / pause
+    the KL per dimension, one frame per recorded epoch (at most MAX_FRAMES), with a slider (the scrubber) and play / pause
     buttons."""
     with_lattice = rp.lattice is not None
     cols = 3 if with_lattice else 2

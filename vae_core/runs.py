@@ -238,11 +238,10 @@ def execute(spec_dict: dict, run_id: str, reporter: Reporter, *, workspace_root:
                         f"{p.steps} · loss {float(p.loss.total.detach()):.2f}", eta=left)
 
     recorder = replay.Recorder(data.x_test, data.y_test, y_condition=bool(spec.model.n_classes),
-                               class_names=data.class_names)
+                               class_names=data.class_names, epochs=spec.train.epochs)
 
     def on_epoch(record: dict, m: VAE) -> None:
-        recorder.record(record["epoch"], m)
-        record["replay_seconds"] = recorder.seconds[-1]
+        record["replay_seconds"] = recorder.record(record["epoch"], m)
         epoch_seconds.append(record["seconds"] + record["eval_seconds"] + record["replay_seconds"])
         preview = None
         if not spec.model.autoregressive:  # decoding an autoregressive model pixel by pixel is too slow here

@@ -11,7 +11,7 @@ import streamlit as st
 import torch
 
 from .. import checkpoint as ckpt_io
-from .. import lab_plots, pictures, replay, replay_plots, store
+from .. import lab_plots, pictures, ppca, replay, replay_plots, store
 from ..complexity import compressed_nats
 from ..data import Dataset, available_builtin
 from ..decoding import cell_to_latent, density_2d, overview
@@ -276,3 +276,10 @@ def replay_of(path: str, mtime_ns: int):
 @st.cache_resource(show_spinner="Drawing the GIF…", max_entries=4)
 def replay_gif(path: str, mtime_ns: int) -> bytes:
     return replay_plots.replay_gif(replay.load(path))
+
+
+@st.cache_resource(show_spinner=False, max_entries=4)
+def covariance_eigenvalues(name: str, _x: torch.Tensor) -> np.ndarray:
+    """The eigenvalues (D,) of the training images' covariance (1/N), for the pPCA panel."""
+    _, cov = ppca.moments(_x)
+    return torch.linalg.eigvalsh(cov).cpu().numpy()

@@ -11,7 +11,7 @@ from typing import Callable
 import numpy as np
 import streamlit as st
 
-from .. import pictures, plots
+from .. import pictures, plots, ppca
 from ..anomaly import score_new_data
 from ..complexity import COMPRESSOR
 from ..executors import LocalExecutor
@@ -301,3 +301,17 @@ def umap_started(model_key: str, n: int, max_points: int, n_neighbors: int, min_
                  seed: int = 0) -> Job | None:
     """The UMAP job for these settings if one was asked for (running or kept), else None."""
     return board().get(_umap_key(model_key, n, max_points, n_neighbors, min_dist, seed))
+
+
+def ppca_job(data, sigma2s: tuple[float, ...], latent_dim: int) -> Job:
+    """`ppca.ppca_check` on `data`'s training set (a built-in dataset), one σ² after another, as a job keyed by
+    its settings, so every visitor shares one."""
+    def work(job: Job):
+        rows = []
+        for i, sigma2 in enumerate(sigma2s):
+            rows += ppca.ppca_check(data, [sigma2], latent_dim)
+            job.report((i + 1) / len(sigma2s))
+        return rows
+
+    return board().submit(("ppca", data.name, len(data.x_train), sigma2s, latent_dim), work,
+                          f"exact fits of the linear VAE at {len(sigma2s)} noise variances")

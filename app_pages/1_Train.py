@@ -367,7 +367,7 @@ if run.saved is not None:
     if s3.button("Save", key="tr_save", icon=":material/save:"):
         try:
             ckpt = cache.load_checkpoint_file(str(run.saved), run.saved.stat().st_mtime_ns)
-            path = ws.save_model(name, ckpt, overwrite=overwrite)
+            path = ws.save_model(name, ckpt, overwrite=overwrite, replay_of=run.saved)
             st.session_state.setdefault(SAVED_KEY, {})[run.id] = path.stem
             st.session_state[state.PENDING_KEY] = f"saved:{path.stem}"
             st.rerun()

@@ -520,3 +520,7 @@ def test_a_finished_run_replays_its_training_epoch_by_epoch(tmp_path, monkeypatc
     assert [s["label"] for s in spec["layout"]["sliders"][0]["steps"]] == ["1", "2", "3"]
     assert any("Training replay" in c.value for c in at.caption)
     assert any("GIF" in b.proto.label for b in at.get("download_button"))
+    save_as(at, "replayed")  # a model saved under a name keeps its replay
+    from vae_core import replay, store
+    saved = store.Workspace().models_dir / "replayed.safetensors"
+    assert list(replay.load(replay.path_for(saved)).epochs) == [1, 2, 3]

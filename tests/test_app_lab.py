@@ -138,3 +138,4 @@ def test_the_ppca_panel_sets_the_exact_fit_beside_the_closed_form():
     assert list(table["AU exact fit"]) == [18, 12, 6]
     assert np.allclose(table["rate exact fit"], table["rate closed form"], rtol=1e-5)
     assert np.allclose(table["−ELBO exact fit"], table["−log p (pPCA)"], atol=1e-5)
+    assert any("the same active units as the closed form at 3 of 3" in m for m in messages(at, ("success",)))

@@ -33,6 +33,7 @@ import safetensors.numpy
 import torch
 
 from . import checkpoint as ckpt_io
+from . import replay
 from .data import ArrayData, DataError, Dataset, check_image_count, from_arrays, load_dataset
 from .files import atomic_write
 
@@ -244,12 +245,18 @@ class Workspace:
     def list_models(self) -> list[Path]:
         return _checkpoint_files(self.models_dir)
 
-    def save_model(self, name: str, ckpt: ckpt_io.Checkpoint, *, overwrite: bool = False) -> Path:
-        """Save under a name. Names of shipped models are refused, so a name always means one model."""
+    def save_model(self, name: str, ckpt: ckpt_io.Checkpoint, *, overwrite: bool = False,
+                   replay_of: Path | None = None) -> Path:
+        """Save under a name. Names of shipped models are refused, so a name always means one model. The training
+        replay beside the checkpoint `replay_of` (a run's), when there is one, goes beside the saved model."""
         path = self.model_path(name)
         if path.stem in {p.stem for p in shipped_models()}:
             raise ckpt_io.CheckpointError(f"{path.stem!r} is the name of a shipped model; choose another name")
-        return ckpt_io.save(path, ckpt, overwrite=overwrite)
+        saved = ckpt_io.save(path, ckpt, overwrite=overwrite)
+        source = None if replay_of is None else replay.path_for(replay_of)
+        if source is not None and source.is_file():
+            atomic_write(replay.path_for(saved), source.read_bytes(), overwrite=True)
+        return saved
 
     def sweep_path(self, name: str) -> Path:
         """sweeps/NAME for a user-chosen name."""

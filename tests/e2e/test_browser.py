@@ -318,10 +318,57 @@ def test_collapse_lab_rd_plane_and_heatmap(browser, server):
     expect(charts.nth(1)).to_be_visible()
     charts.nth(0).screenshot(path=str(SHOTS / "collapse_rd_plane.png"))
     charts.nth(1).screenshot(path=str(SHOTS / "collapse_kl_heatmap.png"))
-    choose(pg, "Run", "β=4, λ=0, warm-up=0", '[data-testid="stMain"]')
+    choose(pg, "Run", "β=4", '[data-testid="stMain"]')
     settled(pg)
     no_exception(pg)
     shot(pg, "collapse_lab")
+    pg.context.close()
+
+
+def replay_epoch(chart) -> str:
+    """The epoch the replay figure shows, from its caption ("epoch N · rate …")."""
+    text = chart.locator(".annotation-text", has_text="· rate").first.text_content()
+    return text.split("·")[0].replace("epoch", "").strip()
+
+
+def test_every_cure_on_one_plane_and_the_replay_scrubbed(browser, server):
+    pg = visit(browser, server, "collapse", "Posterior-collapse lab")
+    choose(pg, "Sweep", "fashion-every-cure-d16", '[data-testid="stMain"]')
+    settled(pg)
+    no_exception(pg)
+    rd = pg.locator('[data-testid="stPlotlyChart"]').first
+    for cure in ("β-VAE", "λ=0.5", "warm-up 10", "cyclical ×4", "soft target 10 nats", "aggressive", "capacity 25"):
+        expect(rd.locator(".legendtext", has_text=cure).first).to_be_attached()
+    rd.screenshot(path=str(SHOTS / "collapse_rd_all_cures.png"))
+    choose(pg, "Run", "β=4, aggressive", '[data-testid="stMain"]')
+    settled(pg)
+    replay = pg.locator('[data-testid="stPlotlyChart"]', has=pg.locator(".slider-container")).first
+    replay.scroll_into_view_if_needed()
+    expect(replay.locator(".slider-container")).to_be_visible()
+    rail = replay.locator(".slider-rail-touch-rect").first.bounding_box()
+    for where, epoch, name in ((0.0, "1", "replay_epoch_first"), (1.0, "20", "replay_epoch_last")):
+        pg.mouse.click(rail["x"] + 2 + where * (rail["width"] - 4), rail["y"] + rail["height"] / 2)
+        expect(replay.locator(".annotation-text", has_text=f"epoch {epoch} ·").first).to_be_attached()
+        assert replay_epoch(replay) == epoch
+        replay.screenshot(path=str(SHOTS / f"{name}.png"))
+    with pg.expect_download() as download:
+        pg.get_by_role("button", name="Download the replay as a GIF").click()
+    assert download.value.suggested_filename.endswith("-replay.gif")
+    no_exception(pg)
+    pg.context.close()
+
+
+def test_the_ppca_panel_fits_the_linear_vae_exactly(browser, server):
+    pg = visit(browser, server, "collapse", "Posterior-collapse lab")
+    heading = pg.locator("h3", has_text="Collapse without any optimisation problem").first
+    heading.scroll_into_view_if_needed()
+    pg.get_by_role("button", name="Fit the linear VAE exactly").click()
+    verdict = pg.get_by_text("Exact fits: the same active units as the closed form at 3 of 3").first
+    expect(verdict).to_be_visible(timeout=120_000)
+    settled(pg)
+    no_exception(pg)
+    heading.scroll_into_view_if_needed()
+    pg.screenshot(path=str(SHOTS / "collapse_ppca_panel.png"), full_page=False)
     pg.context.close()
 
 

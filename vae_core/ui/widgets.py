@@ -207,13 +207,11 @@ def sidebar() -> state.ActiveModel | None:
     _model_facts(sb, am)
     _my_runs(sb)
     sb.caption(f"Device: `{cache.device()}`")
-    try:
-        blob = cache.checkpoint_bytes(am.key, am.ckpt)
-        name = ckpt_io.safe_name(am.name or am.label)
-        sb.download_button("Download this model", blob, file_name=f"{name}{ckpt_io.SUFFIX}", icon=":material/download:",
-                           mime="application/octet-stream", on_click="ignore", key="vae_download_model")
-    except ckpt_io.CheckpointError as err:
-        sb.caption(f"Download unavailable: {plain(err)}")
+    name = ckpt_io.safe_name(am.name or am.label)
+    # built when clicked: serialising the model on every page would send megabytes with each visit
+    sb.download_button("Download this model", lambda: cache.checkpoint_bytes(am.key, am.ckpt),
+                       file_name=f"{name}{ckpt_io.SUFFIX}", icon=":material/download:",
+                       mime="application/octet-stream", on_click="ignore", key="vae_download_model")
     return am
 
 

@@ -32,3 +32,11 @@ def test_kl_timeline_one_line_per_dimension_and_lambda():
     fig = kl_timeline(hist, free_bits=0.5)
     assert len(fig.data) == 2 and list(fig.data[0].y) == [1.0, 0.5, 1 / 3]
     assert any(s.type == "line" for s in fig.layout.shapes)
+
+
+def test_ppca_spectrum_marks_each_noise_variance_with_its_active_count():
+    from vae_core.lab_plots import ppca_spectrum
+    lam = np.array([0.5, 0.3, 0.15, 0.08, 0.01])
+    fig = ppca_spectrum(lam[::-1], [0.05, 0.2], latent_dim=4)  # any order in; the 4 largest shown, largest first
+    assert list(fig.data[0].y) == [0.5, 0.3, 0.15, 0.08]
+    assert [a.text for a in fig.layout.annotations] == ["σ² = 0.05: 4 active", "σ² = 0.2: 2 active"]

@@ -163,9 +163,10 @@ def ppca_spectrum(eigenvalues: np.ndarray, sigma2s: list[float], latent_dim: int
                            hovertemplate="λ<sub>%{x}</sub> = %{y:.4f}<extra></extra>"))
     for n, s2 in enumerate(sigma2s):
         colour = PALETTE[(n + 1) % len(PALETTE)]
-        fig.add_hline(y=s2, line=dict(color=colour, dash="dash"),
-                      annotation_text=f"σ² = {s2:g}: {(lam > s2).sum()} active", annotation_position="top right",
-                      annotation_font=dict(color=colour, size=11))
+        active = int((lam > s2).sum())
+        fig.add_hline(y=s2, line=dict(color=colour, dash="dash"))
+        fig.add_annotation(x=active + 0.6, y=np.log10(s2), text=f"σ² = {s2:g}: {active} active", showarrow=False,
+                           xanchor="left", yanchor="bottom", font=dict(color=colour, size=11))  # where it cuts
     layout(fig, None, height, top=30)
     fig.update_layout(xaxis=dict(title="eigenvalue rank i"), yaxis=dict(title="λᵢ (pixel variance)", type="log"),
                       bargap=0.1)

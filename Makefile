@@ -33,7 +33,7 @@ checkpoints: $(STAMP)
 	$(BIN)/python -m vae_core train --dataset fashion-mnist --latent-dim 2 --epochs 50 --batch-size 128 --lr 1e-3 --out checkpoints/fashion-mnist-2d.safetensors --overwrite
 
 # Re-create the README's page screenshots from the browser tests
-SHOTS := overview latent_space decoder_grid anomalies train_running collapse_lab collapse_rd_plane collapse_kl_heatmap latent_drawn anomalies_new_data zip_colour_decoder
+SHOTS := overview latent_space decoder_grid anomalies train_running collapse_lab collapse_rd_plane collapse_kl_heatmap latent_drawn anomalies_new_data zip_colour_decoder collapse_rd_all_cures replay_epoch_first replay_epoch_last collapse_ppca_panel
 screenshots: $(DEVSTAMP)
 	$(BIN)/python -m pytest -q tests/e2e
 	mkdir -p docs/screenshots

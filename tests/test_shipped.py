@@ -34,3 +34,16 @@ def test_shipped_digits_is_a_good_fit():
     ckpt = C.load(SHIPPED / "digits-2d.safetensors")
     res = evaluate_elbo(ckpt.model, load_dataset("digits").x_test)
     assert abs(res["elbo"] - ckpt.history[-1]["test_elbo"]) < 1e-3 and res["active_units"] == 2
+
+
+def test_everything_shipped_stays_under_80_mb_and_every_sweep_run_has_its_replay():
+    from vae_core import replay
+    from vae_core.sweep import load_sweep
+    total = sum(p.stat().st_size for p in SHIPPED.rglob("*") if p.is_file())
+    assert total < 80 * 2**20, f"checkpoints/ holds {total / 2**20:.1f} MB"
+    for folder in sorted((SHIPPED / "sweeps").iterdir()):
+        spec, runs = load_sweep(folder)
+        assert len(runs) == spec.n_runs, folder.name  # every run of the sweep is there
+        for run in runs:
+            recorded = replay.load(replay.path_for(run.path))
+            assert recorded.epochs[-1] == spec.epochs and len(recorded.epochs) == min(spec.epochs, replay.MAX_FRAMES)

@@ -75,7 +75,7 @@ def replay_figure(rp: Replay, height: int = 460) -> go.Figure:
                   for e in frames]
     lim = float(np.abs(rp.means[:, shown]).max()) * 1.1 or 1.0
     kl_max = float(rp.kl_per_dim.max()) * 1.1 or 1.0
-    layout(fig, None, height, top=60)
+    layout(fig, None, height, top=90)
     fig.update_xaxes(range=[-lim, lim], title=rp.axes[0], row=1, col=1)
     fig.update_yaxes(range=[-lim, lim], title=rp.axes[1], scaleanchor="x", row=1, col=1)
     fig.update_xaxes(title="latent dimension", row=1, col=cols)
@@ -86,23 +86,23 @@ def replay_figure(rp: Replay, height: int = 460) -> go.Figure:
     fig.add_annotation(_caption(rp, 0))
     play = dict(frame=dict(duration=400, redraw=True), transition=dict(duration=0), fromcurrent=True, mode="immediate")
     fig.update_layout(
-        updatemenus=[dict(type="buttons", direction="left", x=0, y=-0.12, xanchor="left", yanchor="top",
+        updatemenus=[dict(type="buttons", direction="left", x=0, y=-0.25, xanchor="left", yanchor="top",
                           buttons=[dict(label="▶ play", method="animate", args=[None, play]),
                                    dict(label="❚❚ pause", method="animate",
                                         args=[[None], dict(frame=dict(duration=0, redraw=False), mode="immediate")])])],
-        sliders=[dict(active=0, x=0.14, len=0.86, y=-0.08, yanchor="top", currentvalue=dict(prefix="epoch "),
+        sliders=[dict(active=0, x=0.16, len=0.84, y=-0.2, yanchor="top", currentvalue=dict(visible=False),
                       steps=[dict(label=str(int(ep)), method="animate",
                                   args=[[str(int(ep))], dict(mode="immediate", frame=dict(duration=0, redraw=True),
                                                              transition=dict(duration=0))])
                              for ep in rp.epochs[frames]])],
-        margin=dict(b=110))
+        margin=dict(b=130))
     return fig
 
 
 def _caption(rp: Replay, e: int) -> dict:
     return dict(text=f"epoch {int(rp.epochs[e])} · rate {float(rp.kl_per_dim[e].sum()):.2f} nats · active units "
                      f"{int(rp.active_units[e])} of {rp.kl_per_dim.shape[1]} · I(x;z) {float(rp.mutual_info[e]):.2f}",
-                x=0, y=1.13, xref="paper", yref="paper", xanchor="left", showarrow=False, font=dict(size=13))
+                x=0, y=1.22, xref="paper", yref="paper", xanchor="left", showarrow=False, font=dict(size=13))
 
 
 def replay_gif(rp: Replay, size: int = 240, frame_ms: int = 400) -> bytes:

@@ -150,9 +150,12 @@ def nav(pg, title: str) -> None:
     settled(pg)
 
 
-def choose(pg, label: str, option: str, where: str = "") -> None:
-    """Pick `option` in the selectbox labelled `label`."""
+def choose(pg, label: str, option: str, where: str = "", typed: str | None = None) -> None:
+    """Pick `option` in the selectbox labelled `label` (after typing `typed` into it: a long list shows only the
+    options in view, and typing filters them, as a user does)."""
     pg.locator(f'{where} [data-testid="stSelectbox"]'.strip(), has_text=label).first.click()
+    if typed:
+        pg.keyboard.type(typed)
     pg.locator('[role="option"]', has_text=option).first.click()
 
 
@@ -340,7 +343,8 @@ def test_every_cure_on_one_plane_and_the_replay_scrubbed(browser, server):
     for cure in ("β-VAE", "λ=0.5", "warm-up 10", "cyclical ×4", "soft target 10 nats", "aggressive", "capacity 25"):
         expect(rd.locator(".legendtext", has_text=cure).first).to_be_attached()
     rd.screenshot(path=str(SHOTS / "collapse_rd_all_cures.png"))
-    choose(pg, "Run", "β=4, aggressive", '[data-testid="stMain"]')
+    choose(pg, "Run", "β=4, aggressive", '[data-testid="stMain"]', typed="aggressive")
+    expect(pg.get_by_text("The run picked above, β=4, aggressive, epoch by epoch.")).to_be_visible()
     settled(pg)
     replay = pg.locator('[data-testid="stPlotlyChart"]', has=pg.locator(".slider-container")).first
     replay.scroll_into_view_if_needed()
@@ -350,6 +354,7 @@ def test_every_cure_on_one_plane_and_the_replay_scrubbed(browser, server):
         pg.mouse.click(rail["x"] + 2 + where * (rail["width"] - 4), rail["y"] + rail["height"] / 2)
         expect(replay.locator(".annotation-text", has_text=f"epoch {epoch} ·").first).to_be_attached()
         assert replay_epoch(replay) == epoch
+        settled(pg)
         replay.screenshot(path=str(SHOTS / f"{name}.png"))
     with pg.expect_download() as download:
         pg.get_by_role("button", name="Download the replay as a GIF").click()

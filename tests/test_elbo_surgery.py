@@ -151,10 +151,15 @@ def test_surgery_bars_stack_the_two_parts_and_draw_log_n():
 
 
 def test_old_manifests_without_the_new_fields_still_load_and_draw(tmp_path):
-    """The shipped sweeps were evaluated before the split and the line: they load, the bars show I(x;z) alone,
-    and the line can still be computed from the sweep's data."""
+    """Sweeps evaluated before the split and the line (a manifest without their fields, as users' older sweeps
+    have): they load, the bars show I(x;z) alone, and the line can still be computed from the sweep's data."""
     folder = tmp_path / "old"
     shutil.copytree(SHIPPED, folder)
+    manifest = json.loads((folder / "sweep.json").read_text())
+    for entry in manifest["runs"]:
+        for new_field in ("marginal_kl", "collapsed_distortion", "objective"):
+            entry.pop(new_field, None)
+    (folder / "sweep.json").write_text(json.dumps(manifest))
     spec, runs = load_sweep(folder)
     evals = [r.evaluation for r in runs]
     assert len(evals) == 20 and not any("marginal_kl" in e or "collapsed_distortion" in e for e in evals)

@@ -440,7 +440,7 @@ def test_eight_sessions_at_once_train_browse_and_race_to_save(ckpt_dir):
     assert all(warned for i, (_, _, warned) in enumerate(sessions) if i not in winners)
     models = store.Workspace().models_dir
     assert C.load(models / "shared-name.safetensors").train.seed == 100 + winners[0]
-    assert sorted(p.name for p in models.iterdir()) == ["shared-name.safetensors"]
+    assert sorted(p.name for p in models.iterdir()) == ["shared-name.replay", "shared-name.safetensors"]
     assert sorted(p.name for p in ckpt_dir.iterdir()) == ["digits-2d.safetensors"]  # shipped: untouched
 
 
@@ -468,9 +468,11 @@ def test_save_names_from_the_train_page_cannot_leave_the_folder(ckpt_dir, tmp_pa
         assert not at.exception, repr(name)
         assert any("Could not save" in e and "not a usable checkpoint name" in e for e in messages(at, ("error",)))
         assert not at.session_state["tr_saved"]
-    # everything written is a plain checkpoint file directly inside the workspace's models folder
+    # everything written is a plain checkpoint file (and its training replay beside it) directly inside the
+    # workspace's models folder
     written = sorted(p.relative_to(models).as_posix() for p in models.rglob("*") if p.is_file())
-    assert written == sorted(ESCAPING_NAMES.values())
+    assert written == sorted([*ESCAPING_NAMES.values(),
+                              *(n.removesuffix(".safetensors") + ".replay" for n in ESCAPING_NAMES.values())])
     assert sorted(p.name for p in ckpt_dir.iterdir()) == ["digits-2d.safetensors"]
     assert not Path("/tmp/vae-abs.safetensors").exists()
 

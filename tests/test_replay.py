@@ -77,9 +77,22 @@ def test_every_run_of_the_service_leaves_its_replay_beside_the_checkpoint(tmp_pa
     run = service.submit(spec, label="r")
     assert run.wait(120) and run.status == "done"
     rp = replay.load(replay.path_for(run.saved))
-    assert list(rp.epochs) == [1, 2, 3] and len(rp.record_seconds) == 3
-    # recording is cheap next to training (bench/train_speed measures it on Fashion-MNIST)
-    assert all("replay_seconds" in r for r in run.history)
+    assert rp.epochs[0] == 1 and rp.epochs[-1] == 3 and len(rp.record_seconds) == len(rp.epochs)
+    # recording keeps within its budget of the training time (beyond the first and the last frame)
+    trained = sum(r["seconds"] + r["eval_seconds"] for r in run.history)
+    assert sum(rp.record_seconds[1:-1]) <= replay.BUDGET * trained
+    assert [r["replay_seconds"] > 0 for r in run.history] == [e in rp.epochs for e in (1, 2, 3)]
+
+
+def test_a_frame_is_skipped_when_it_would_break_the_budget(digits):
+    model = init_weights(VAE(ModelConfig(image_shape=digits.image_shape, latent_dim=2, hidden=(16,))), 0)
+    rec = replay.Recorder(digits.x_test, None, probe=50, epochs=10)
+    rec.seconds = [1.0]  # as if the first frame had cost a second
+    rec.trained = 0.0
+    assert rec.record(2, model, epoch_seconds=1.0) == 0.0  # 1 + 1 s of recording > 10 % of 1 s of training
+    assert rec.record(10, model, epoch_seconds=1.0) > 0  # the last epoch is always recorded
+    rec.seconds, rec.trained = [0.001], 100.0
+    assert rec.record(3, model, epoch_seconds=1.0) > 0  # well within the budget
 
 
 def test_a_long_run_records_at_most_sixty_evenly_spaced_epochs(digits):

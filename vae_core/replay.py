@@ -33,6 +33,7 @@ PROBE = 1000  # test images recorded (I(x;z) costs P² · d: 1,000 keeps recordi
 LATTICE = 6  # decoded images per side of the lattice
 SPAN = 2.0  # the lattice covers ±SPAN prior standard deviations along each map axis
 MAX_FRAMES = 60  # epochs recorded (and shown) of a longer run: evenly spaced, the first and the last included
+BUDGET = 0.1  # recording may take at most this share of the training time so far (beyond the first and last frames)
 FORMAT_VERSION = 1
 MAX_REPLAY_BYTES = 200 * 2**20
 
@@ -75,7 +76,8 @@ class Recorder:
 
     def __init__(self, x_test: torch.Tensor, y_test: torch.Tensor | None, *, probe: int = PROBE,
                  lattice: bool = True, y_condition: bool = False, class_names=None, epochs: int | None = None):
-        """`epochs`: the run's length, when known: then at most MAX_FRAMES evenly spaced epochs are recorded."""
+        """`epochs`: the run's length, when known: then at most MAX_FRAMES evenly spaced epochs are recorded, the
+        first and the last always."""
         ids = subsample(len(x_test), probe, seed=0)
         self.probe_ids = ids
         self.x = x_test[torch.as_tensor(ids, device=x_test.device)]  # (P, C, H, W)
@@ -91,12 +93,21 @@ class Recorder:
         self.seconds: list[float] = []
         self._plane: np.ndarray | None = None  # (2, d) the previous epoch's lattice plane, for sign continuity
         self.planned = None if epochs is None else set((frame_indices(epochs) + 1).tolist())  # 1-based epochs
+        self.last = epochs
+        self.trained = 0.0  # seconds of training (and test evaluation) so far, as reported to `record`
 
     @torch.no_grad()
-    def record(self, epoch: int, model: VAE) -> float:
-        """Record the model after `epoch` (1-based) if it is one of the planned frames; the seconds it took."""
+    def record(self, epoch: int, model: VAE, epoch_seconds: float | None = None) -> float:
+        """Record the model after `epoch` (1-based) if it is one of the planned frames and, given the epoch's
+        training time, if recording stays within BUDGET of the training time so far (when one frame costs more
+        than that, frames are skipped; the first and the last epoch are always recorded). The seconds it took."""
+        self.trained += epoch_seconds or 0.0
         if self.planned is not None and epoch not in self.planned:
             return 0.0
+        if epoch_seconds is not None and self.seconds and epoch != self.last:
+            cost = sum(self.seconds) / len(self.seconds)  # a frame's measured cost
+            if sum(self.seconds) + cost > BUDGET * self.trained:
+                return 0.0
         t0 = time.perf_counter()
         was_training = model.training
         model.eval()

@@ -241,7 +241,7 @@ def execute(spec_dict: dict, run_id: str, reporter: Reporter, *, workspace_root:
                                class_names=data.class_names, epochs=spec.train.epochs)
 
     def on_epoch(record: dict, m: VAE) -> None:
-        record["replay_seconds"] = recorder.record(record["epoch"], m)
+        record["replay_seconds"] = recorder.record(record["epoch"], m, record["seconds"] + record["eval_seconds"])
         epoch_seconds.append(record["seconds"] + record["eval_seconds"] + record["replay_seconds"])
         preview = None
         if not spec.model.autoregressive:  # decoding an autoregressive model pixel by pixel is too slow here

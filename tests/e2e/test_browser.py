@@ -388,7 +388,7 @@ def start_training(pg, epochs: int) -> None:
     expect(pg.get_by_text("Estimated time on this machine").first).to_be_visible()
     settled(pg)
     pg.get_by_role("button", name="Train", exact=True).click()
-    expect(pg.get_by_text(re.compile(rf"warm-up = 0 · {epochs} epochs")).first).to_be_visible()
+    expect(pg.get_by_text(re.compile(rf"β=1 · {epochs} epochs")).first).to_be_visible()
 
 
 def test_training_goes_on_while_the_user_visits_two_other_pages(browser, server):
@@ -520,7 +520,7 @@ def test_a_zip_of_colour_images_is_trained_and_browsed(browser, server):
     box.press("Enter")  # Enter in a field sets the value; only the button starts training
     settled(pg)
     expect(box).to_have_value("60")
-    assert pg.get_by_text(re.compile(r"warm-up = 0 · 60 epochs")).count() == 0
+    assert pg.get_by_text(re.compile(r"β=1 · 60 epochs")).count() == 0
     pg.get_by_role("button", name="Train", exact=True).click()
     expect(pg.get_by_text("Training finished: 60 epochs").first).to_be_visible(timeout=180_000)
     settled(pg)

@@ -9,6 +9,7 @@ import torch
 from PIL import Image
 from streamlit.testing.v1 import AppTest
 
+from vae_core import decoding
 from vae_core.config import ModelConfig
 from vae_core.data import available_builtin
 from vae_core.model import VAE
@@ -99,11 +100,11 @@ def test_generate_needs_an_autoregressive_decoder():
 
 def test_one_per_class_takes_the_first_image_of_each_class_in_class_order():
     y = np.array([2, 0, 2, 1, 0, 1, 3])
-    idx = cache.one_per_class(y, len(y))
+    idx = decoding.one_per_class(y, len(y))
     assert idx.tolist() == [1, 3, 0, 6] and y[idx].tolist() == [0, 1, 2, 3]
-    assert cache.one_per_class(y, len(y), limit=2).tolist() == [1, 3]
-    assert cache.one_per_class(None, 30).tolist() == list(range(10))
-    assert cache.one_per_class(None, 4).tolist() == [0, 1, 2, 3]
+    assert decoding.one_per_class(y, len(y), limit=2).tolist() == [1, 3]
+    assert decoding.one_per_class(None, 30).tolist() == list(range(10))
+    assert decoding.one_per_class(None, 4).tolist() == [0, 1, 2, 3]
 
 
 def _size(png: bytes) -> tuple[int, int]:

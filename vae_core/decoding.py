@@ -1,6 +1,7 @@
 """Decoding the latent space: the lattice over two latent dimensions (Kingma & Welling 2014, fig. 4), the
 aggregate posterior's density over it, paths between codes (linear and spherical), prior samples, and the
-overview picture of a model. Numpy out, images in [0, 1]."""
+overview picture of a model, and the collapse lab's pictures of a sweep run (from z alone for a PixelCNN decoder).
+Numpy out (tensors for the run pictures), images in [0, 1]."""
 from __future__ import annotations
 
 import numpy as np
@@ -154,3 +155,45 @@ def interpolate(a: np.ndarray, b: np.ndarray, steps: int, method: str = "linear"
     if method == "spherical":
         return slerp(a, b, t)
     raise ValueError(f"method must be 'linear' or 'spherical', got {method!r}")
+
+
+def one_per_class(y: np.ndarray | None, n: int, limit: int = 10) -> np.ndarray:
+    """Indices of the first image of each class, in class order (the first `limit` classes present); without
+    labels, of the first min(limit, n) of the `n` images."""
+    if y is None:
+        return np.arange(min(limit, n))
+    _, first = np.unique(np.asarray(y), return_index=True)  # (classes,) first index of each, classes sorted
+    return first[:limit]
+
+
+@torch.no_grad()
+def run_picture_rows(model: VAE, x_test: torch.Tensor, y_test: torch.Tensor | None = None,
+                     draws: int = 3) -> dict[str, torch.Tensor]:
+    """The rows of a sweep run's pictures, one column per test image (`one_per_class`), each (rows, n, C, H, W):
+    "recon": the inputs (top row) over what the code gives. A plain decoder: the mean image at z = μ(x). An
+    autoregressive one (PixelCNN; van den Oord et al. 2016, as in Gulrajani et al. 2017): images generated from z
+    alone with the conditional mean fed forward (`VAE.generate`), at z = μ(x), then at `draws` draws z ~ q(z|x), so
+    the viewer sees what z pins down and what it leaves to the decoder (Chen et al. 2017).
+    "teacher_forced", autoregressive only: `VAE.reconstruct`, the decoder seeing the input's earlier pixels.
+    "samples": from z ~ N(0, I), the decoder's mean image (for a PixelCNN, the conditional mean fed forward).
+    An autoregressive run's images from z all come from one batched `VAE.generate` call."""
+    labels = None if y_test is None else y_test.cpu().numpy()
+    idx = torch.as_tensor(one_per_class(labels, len(x_test)), device=x_test.device)  # (n,)
+    gen = torch.Generator(device=x_test.device).manual_seed(0)
+    model = model.eval()
+    x = x_test[idx]  # (n, C, H, W)
+    n = len(x)
+    z_prior = torch.randn(n, model.latent_dim, generator=gen, device=x.device)  # (n, d)
+    if model.config.autoregressive:
+        mu, logvar = model.encode(x)  # (n, d), (n, d)
+        z_post = model.reparameterize(mu.repeat_interleave(draws, dim=0), logvar.repeat_interleave(draws, dim=0),
+                                      gen)  # (n·draws, d), the draws of each input together
+        images = model.generate(torch.cat([mu, z_post, z_prior]), draw=False)  # (n + n·draws + n, C, H, W)
+        from_post = images[n:-n].view(n, draws, *x.shape[1:]).transpose(0, 1)  # (draws, n, C, H, W)
+        rows = {"recon": torch.cat([x[None], images[None, :n], from_post]),  # (2 + draws, n, C, H, W)
+                "teacher_forced": model.reconstruct(x)[None],  # (1, n, C, H, W)
+                "samples": images[None, -n:]}  # (1, n, C, H, W)
+    else:
+        rows = {"recon": torch.stack([x, model.reconstruct(x)]),  # (2, n, C, H, W)
+                "samples": model.decode_mean(z_prior)[None]}  # (1, n, C, H, W)
+    return rows

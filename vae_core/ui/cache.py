@@ -14,7 +14,7 @@ from .. import checkpoint as ckpt_io
 from .. import lab_plots, pictures, ppca, replay, replay_plots, store
 from ..complexity import compressed_nats
 from ..data import Dataset, available_builtin
-from ..decoding import cell_to_latent, density_2d, overview
+from ..decoding import cell_to_latent, density_2d, overview, run_picture_rows
 from ..device import default_device
 from ..estimates import Estimate, iwae_seconds, run_seconds
 from ..metrics import per_sample_scores
@@ -148,45 +148,12 @@ def kl_timeline(path: str, mtime_ns: int, _history: list[dict], free_bits: float
     return lab_plots.kl_timeline(_history, free_bits)
 
 
-def one_per_class(y: np.ndarray | None, n: int, limit: int = 10) -> np.ndarray:
-    """Indices of the first image of each class, in class order (the first `limit` classes present); without
-    labels, of the first min(limit, n) of the `n` images."""
-    if y is None:
-        return np.arange(min(limit, n))
-    _, first = np.unique(np.asarray(y), return_index=True)  # (classes,) first index of each, classes sorted
-    return first[:limit]
-
-
 @st.cache_resource(show_spinner="Generating the pictures of each run…", max_entries=64)
 def run_pictures(path: str, mtime_ns: int, _model: VAE, _x: torch.Tensor, _y: torch.Tensor | None = None,
                  draws: int = 3, scale: int = 1) -> dict[str, bytes]:
-    """PNG bytes of one sweep run's pictures, one column per test image (`one_per_class`); cached per checkpoint
-    file, so a rerun sends the same bytes without decoding anything.
-    "recon": the inputs (top row) over what the code gives. A plain decoder: the mean image at z = μ(x). An
-    autoregressive one (PixelCNN): images generated from z alone with the conditional mean fed forward
-    (`VAE.generate`), at z = μ(x), then at `draws` draws z ~ q(z|x).
-    "teacher_forced", autoregressive only: `VAE.reconstruct`, the decoder seeing the input's earlier pixels.
-    "samples": from z ~ N(0, I), the decoder's mean image (for a PixelCNN, the conditional mean fed forward).
-    An autoregressive run's images from z all come from one batched `VAE.generate` call."""
-    idx = torch.as_tensor(one_per_class(None if _y is None else _y.cpu().numpy(), len(_x)), device=_x.device)
-    gen = torch.Generator(device=_x.device).manual_seed(0)
-    model = _model.eval()
-    with torch.no_grad():
-        x = _x[idx]  # (n, C, H, W)
-        n = len(x)
-        z_prior = torch.randn(n, model.latent_dim, generator=gen, device=x.device)  # (n, d)
-        if model.config.autoregressive:
-            mu, logvar = model.encode(x)  # (n, d), (n, d)
-            z_post = model.reparameterize(mu.repeat_interleave(draws, dim=0), logvar.repeat_interleave(draws, dim=0),
-                                          gen)  # (n·draws, d), the draws of each input together
-            images = model.generate(torch.cat([mu, z_post, z_prior]), draw=False)  # (n + n·draws + n, C, H, W)
-            from_post = images[n:-n].view(n, draws, *x.shape[1:]).transpose(0, 1)  # (draws, n, C, H, W)
-            rows = {"recon": torch.cat([x[None], images[None, :n], from_post]),  # (2 + draws, n, C, H, W)
-                    "teacher_forced": model.reconstruct(x)[None],  # (1, n, C, H, W)
-                    "samples": images[None, -n:]}  # (1, n, C, H, W)
-        else:
-            rows = {"recon": torch.stack([x, model.reconstruct(x)]),  # (2, n, C, H, W)
-                    "samples": model.decode_mean(z_prior)[None]}  # (1, n, C, H, W)
+    """PNG bytes of one sweep run's pictures (`decoding.run_picture_rows`), cached per checkpoint file, so a rerun
+    sends the same bytes without decoding anything."""
+    rows = run_picture_rows(_model, _x, _y, draws)
     return {name: pictures.png_bytes(pictures.tile(r.cpu().numpy()), scale) for name, r in rows.items()}
 
 

@@ -197,10 +197,7 @@ with widgets.guard("show the nearest neighbours"):
 def projected_outline(center: np.ndarray, w: np.ndarray, sigma: np.ndarray, n_sigma: float = 2.0) -> np.ndarray:
     """The n_sigma contour (points, 2) of the diagonal Gaussian N(·, diag σ²) seen through the linear map W (D, 2):
     its covariance there is Wᵀ diag(σ²) W, an ellipse at any angle."""
-    cov = w.T @ (np.asarray(sigma, float)[:, None] ** 2 * w)  # (2, 2)
-    vals, vecs = np.linalg.eigh(cov)
-    circle = plots.ellipse(np.zeros(2), np.sqrt(np.clip(vals, 0, None)), n_sigma)  # (points, 2) on the eigenaxes
-    return center + circle @ vecs.T
+    return plots.covariance_ellipse(center, w.T @ (np.asarray(sigma, float)[:, None] ** 2 * w), n_sigma)  # (2, 2) cov
 
 
 def picked_marks(xy_of) -> list[dict]:

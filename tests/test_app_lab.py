@@ -81,14 +81,18 @@ def test_lab_rejects_bad_values_with_a_message():
     assert at.button(key="lab_run").disabled
 
 
+def lab_form(**values) -> AppTest:
+    """The whole app on the lab page with the new-sweep form filled in: `lab_<field>` = value (numbers for the
+    number inputs, text for the others); not yet rerun."""
+    at = shell().run().switch_page("app_pages/5_Collapse_lab.py").run()
+    for field, value in values.items():
+        (at.number_input if isinstance(value, int) else at.text_input)(key=f"lab_{field}").set_value(value)
+    return at
+
+
 def test_a_new_sweep_trains_in_the_background_while_the_user_is_elsewhere(tmp_path, monkeypatch):
     monkeypatch.setenv("VAE_HOME", str(tmp_path / "home"))
-    at = shell().run().switch_page("app_pages/5_Collapse_lab.py").run()
-    at.text_input(key="lab_betas").set_value("1, 4")
-    at.text_input(key="lab_lams").set_value("0")
-    at.number_input(key="lab_epochs").set_value(20)
-    at.number_input(key="lab_latent").set_value(4)
-    at.text_input(key="lab_name").set_value("bg-sweep").run()
+    at = lab_form(betas="1, 4", lams="0", epochs=20, latent=4, name="bg-sweep").run()
     assert any("2 runs of about" in c.value for c in at.caption)  # the estimate, measured before starting
     at.button(key="lab_run").click().run()
     runs = default_service().runs(group=str(store.Workspace().sweep_path("bg-sweep")))
@@ -106,16 +110,9 @@ def test_a_new_sweep_trains_in_the_background_while_the_user_is_elsewhere(tmp_pa
 
 def test_the_lab_form_adds_runs_per_cure_and_prices_the_aggressive_ones(tmp_path, monkeypatch):
     monkeypatch.setenv("VAE_HOME", str(tmp_path / "home"))
-    at = shell().run().switch_page("app_pages/5_Collapse_lab.py").run()
-    at.text_input(key="lab_betas").set_value("1, 4")
-    at.text_input(key="lab_lams").set_value("0")
-    at.number_input(key="lab_epochs").set_value(2)
-    at.number_input(key="lab_latent").set_value(4)
-    at.text_input(key="lab_cycles").set_value("2")
-    at.text_input(key="lab_capacities").set_value("5, 10")
-    at.text_input(key="lab_targets").set_value("3")
-    at.checkbox(key="lab_aggressive").check()
-    at.text_input(key="lab_name").set_value("cures").run()
+    at = lab_form(betas="1, 4", lams="0", epochs=2, latent=4, cycles="2", capacities="5, 10", targets="3",
+                  name="cures")
+    at.checkbox(key="lab_aggressive").check().run()
     assert not at.exception and not at.error
     estimate = next(c.value for c in at.caption if "runs of about" in c.value)
     assert estimate.startswith("10 runs of about") and "aggressive ones up to" in estimate

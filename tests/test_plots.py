@@ -64,3 +64,14 @@ def test_ellipse_and_prior_mass():
     e = plots.ellipse(np.array([1.0, 2.0]), np.array([0.5, 0.1]), 2.0)
     assert np.allclose(e[:, 0].max(), 2.0) and np.allclose(e[:, 1].min(), 1.8)
     assert plots.prior_mass_within(2.0) == pytest.approx(0.8647, abs=1e-4)
+
+
+def test_covariance_ellipse_is_the_n_sigma_contour_at_any_angle():
+    from vae_core.plots import covariance_ellipse
+    rng = np.random.default_rng(0)
+    a = rng.normal(size=(2, 2))
+    cov = a @ a.T + 0.1 * np.eye(2)  # (2, 2), tilted
+    ring = covariance_ellipse(np.array([1.0, -2.0]), cov, n_sigma=2.0)
+    d = ring - np.array([1.0, -2.0])
+    mahalanobis = np.einsum("pi,ij,pj->p", d, np.linalg.inv(cov), d)  # every point at 2σ: (x−c)ᵀ Σ⁻¹ (x−c) = 4
+    assert np.allclose(mahalanobis, 4.0)

@@ -18,6 +18,13 @@ def ellipse(center: np.ndarray, sigma: np.ndarray, n_sigma: float = 1.0, points:
     return np.stack([c[0] + s[0] * np.cos(theta), c[1] + s[1] * np.sin(theta)], axis=1)
 
 
+def covariance_ellipse(center: np.ndarray, cov: np.ndarray, n_sigma: float = 2.0, points: int = 60) -> np.ndarray:
+    """Outline (points+1, 2) of the n_sigma contour of N(center, cov), cov (2, 2) at any angle: the axis-aligned
+    `ellipse` on the eigenaxes of cov, turned onto them."""
+    vals, vecs = np.linalg.eigh(np.asarray(cov, float))
+    return np.asarray(center, float) + ellipse(np.zeros(2), np.sqrt(np.clip(vals, 0, None)), n_sigma, points) @ vecs.T
+
+
 def posterior_sigma(logvar: np.ndarray) -> np.ndarray:
     """σ = exp(½ log σ²) of a diagonal Gaussian posterior."""
     return np.exp(0.5 * np.asarray(logvar, float))

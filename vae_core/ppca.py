@@ -53,6 +53,12 @@ def moments(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return mean, centred.T @ centred / len(flat)  # (D,), (D, D)
 
 
+def covariance_eigenvalues(x: torch.Tensor) -> np.ndarray:
+    """The eigenvalues (D,) of the images' covariance S (1/N, `moments`), ascending."""
+    _, cov = moments(x)
+    return torch.linalg.eigvalsh(cov).cpu().numpy()
+
+
 def closed_form(eigenvalues: np.ndarray, sigma2: float, latent_dim: int, n_images: int) -> dict:
     """pPCA with noise variance σ² and at most `latent_dim` latents (Tipping & Bishop 1999; Lucas et al. 2019).
 
@@ -171,8 +177,7 @@ def ppca_check(dataset: Dataset, sigma2s: Sequence[float], latent_dim: int, *, s
     `rate_closed_form` and `rate_trained` (mean KL); `neg_loglik_closed_form` (pPCA) and `neg_elbo_trained`;
     `seconds` (the fit's wall time)."""
     x = dataset.x_train
-    _, cov = moments(x)
-    eigenvalues = torch.linalg.eigvalsh(cov).cpu().numpy()  # (D,)
+    eigenvalues = covariance_eigenvalues(x)  # (D,)
     rows = []
     for sigma2 in sigma2s:
         started = time.perf_counter()

@@ -13,20 +13,17 @@ from plotly.subplots import make_subplots
 
 from . import pictures
 from .pictures import PALETTE
-from .plots import layout
-from .replay import MAX_FRAMES, Replay, frame_indices
+from .plots import covariance_ellipse, layout
+from .replay import Replay, frame_indices
 
 ELLIPSES = 8  # probe images drawn with their ±2σ posterior ellipse
 SHOWN = 1000  # probe images on the scatter
 
 
-def _ellipse(mean: np.ndarray, cov3: np.ndarray, n_sigma: float = 2.0, points: int = 40) -> np.ndarray:
-    """The n_sigma contour (points, 2) of N(mean, [[a, b], [b, c]])."""
+def _ellipse(mean: np.ndarray, cov3: np.ndarray, points: int = 40) -> np.ndarray:
+    """The ±2σ contour (points+1, 2) of N(mean, [[a, b], [b, c]]), from a replay's (a, b, c)."""
     a, b, c = (float(v) for v in cov3)
-    vals, vecs = np.linalg.eigh(np.array([[a, b], [b, c]]))
-    t = np.linspace(0, 2 * np.pi, points)
-    circle = np.stack([np.cos(t), np.sin(t)], 1) * (n_sigma * np.sqrt(np.clip(vals, 0, None)))  # (points, 2)
-    return mean + circle @ vecs.T
+    return covariance_ellipse(mean, np.array([[a, b], [b, c]]), 2.0, points)
 
 
 def _png_uri(picture: np.ndarray) -> str:
@@ -55,8 +52,8 @@ def _frame_traces(rp: Replay, e: int, shown: np.ndarray, colours: list[str]) -> 
 
 def replay_figure(rp: Replay, height: int = 460) -> go.Figure:
     """Scatter of the probe's posterior means (colour = class) with ±2σ ellipses of a few, the decoder lattice and
-    the KL per dimension, one frame per recorded epoch (at most MAX_FRAMES), with a slider (the scrubber) and play / pause
-    buttons."""
+    the KL per dimension, one frame per recorded epoch (at most `replay.MAX_FRAMES`), with a slider (the scrubber)
+    and play / pause buttons."""
     with_lattice = rp.lattice is not None
     cols = 3 if with_lattice else 2
     fig = make_subplots(rows=1, cols=cols, column_widths=[0.4, 0.3, 0.3] if with_lattice else [0.55, 0.45],

@@ -247,6 +247,5 @@ def replay_gif(path: str, mtime_ns: int) -> bytes:
 
 @st.cache_resource(show_spinner=False, max_entries=4)
 def covariance_eigenvalues(name: str, _x: torch.Tensor) -> np.ndarray:
-    """The eigenvalues (D,) of the training images' covariance (1/N), for the pPCA panel."""
-    _, cov = ppca.moments(_x)
-    return torch.linalg.eigvalsh(cov).cpu().numpy()
+    """`ppca.covariance_eigenvalues` of the training images, for the pPCA panel."""
+    return ppca.covariance_eigenvalues(_x)

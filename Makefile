@@ -27,13 +27,14 @@ test: $(DEVSTAMP)
 test-fast: $(DEVSTAMP)
 	$(BIN)/python -m pytest -q --ignore=tests/e2e
 
-# Re-create the shipped checkpoints exactly as documented in checkpoints/README.md
+# Re-create the shipped checkpoints exactly as documented in checkpoints/README.md, and their stored first pictures
 checkpoints: $(STAMP)
 	$(BIN)/python -m vae_core train --dataset digits --latent-dim 2 --epochs 100 --batch-size 64 --lr 1e-3 --out checkpoints/digits-2d.safetensors --overwrite
 	$(BIN)/python -m vae_core train --dataset fashion-mnist --latent-dim 2 --epochs 50 --batch-size 128 --lr 1e-3 --out checkpoints/fashion-mnist-2d.safetensors --overwrite
+	$(BIN)/python -m vae_core previews
 
 # Re-create the README's page screenshots from the browser tests
-SHOTS := overview latent_space decoder_grid anomalies train_running collapse_lab collapse_rd_plane collapse_kl_heatmap latent_drawn anomalies_new_data zip_colour_decoder collapse_rd_all_cures replay_epoch_first replay_epoch_last collapse_ppca_panel
+SHOTS := overview latent_first_paint latent_space decoder_grid anomalies train_running collapse_lab collapse_rd_plane collapse_kl_heatmap latent_drawn anomalies_new_data zip_colour_decoder collapse_rd_all_cures replay_epoch_first replay_epoch_last collapse_ppca_panel
 screenshots: $(DEVSTAMP)
 	$(BIN)/python -m pytest -q tests/e2e
 	mkdir -p docs/screenshots

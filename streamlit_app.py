@@ -6,7 +6,7 @@ from pathlib import Path
 
 import streamlit as st
 
-from vae_core.ui import widgets
+from vae_core.ui import first_paint  # torch-free: the shell and each page's first lines paint before torch loads
 
 ASSETS = Path(__file__).resolve().parent / "assets"
 # A local favicon: an emoji or icon name would make the browser fetch one from the internet
@@ -21,8 +21,11 @@ pages = [
     st.Page("app_pages/4_Anomalies.py", title="Anomalies", icon=":material/report:", url_path="anomalies"),
     st.Page("app_pages/5_Collapse_lab.py", title="Collapse lab", icon=":material/compress:", url_path="collapse"),
 ]
-widgets.quiet_unknown_addresses()  # /overview, /nonexistent: the Overview at /, without a "Page not found" dialog
+first_paint.quiet_unknown_addresses()  # /overview, /nonexistent: the Overview at /, without a "Page not found" dialog
 page = st.navigation(pages)
+first_paint.run_page(page)
+# The sidebar loads the active model: drawn after the page, it does not hold up a fresh server's first picture.
+from vae_core.ui import widgets  # noqa: E402 — imported by every page already
+
 with widgets.guard("show the sidebar"):
     widgets.sidebar()
-page.run()

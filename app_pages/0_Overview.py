@@ -1,10 +1,9 @@
 """Overview: the active model in one picture (encoder map beside decoder map) and where each page goes next."""
 import streamlit as st
 
-from vae_core.ui import cache, widgets
-from vae_core.ui.text import plain
+from vae_core.ui import first_paint
 
-widgets.page_header(
+first_paint.page_header(
     "VAE latent-space explorer",
     "A variational autoencoder compresses each image x into a Gaussian q(z|x) over a small latent space and "
     "learns a decoder p(x|z) that maps a latent code back to an image. The picture shows the active model from "
@@ -13,29 +12,20 @@ widgets.page_header(
     r"\log p(x)\;\ge\;\mathrm{ELBO}(x)=\mathbb E_{q(z|x)}\big[\log p(x\mid z)\big]-\mathrm{KL}\big(q(z\mid x)\,\|\,p(z)\big)",
 )
 
+picture = st.empty()
+first_paint.overview_preview(picture)  # a new session's stored picture, shown before torch has loaded
+
+from vae_core.ui import cache, widgets  # noqa: E402 — on a fresh server this waits for torch
+
 am = widgets.require_model(need_data=False)
 if am.data is None:
     widgets.missing_data_panel(am)
 with widgets.guard("draw the overview"):
     cfg = am.config
-    if am.data is None:
-        how = ("Without the test images only the decoder's side can be drawn: "
-               + ("its mean image at each cell of the prior's central square." if cfg.latent_dim == 2
-                  else "images decoded from codes drawn from the prior N(0, I)."))
-    elif cfg.latent_dim == 2 and cfg.n_classes:
-        first = am.data.class_names[0] if am.data.class_names else "0"
-        how = ("Left: each dot is a test image at its posterior mean, coloured by class. Right: the decoder's mean "
-               f"image of class {first} at each cell of the same square: in a conditional model the label picks "
-               "the class, so the latent code holds the style (slant, thickness, shape) shared by all classes.")
-    elif cfg.latent_dim == 2:
-        how = ("Left: each dot is a test image at its posterior mean, coloured by class, over the prior's dotted "
-               "1σ, 2σ, 3σ rings. Right: the decoder's mean image at each cell of the same square, so a class's "
-               "cloud on the left decodes to that class on the right.")
-    else:
-        how = (f"Left: the posterior means of the test images, projected from {cfg.latent_dim} dimensions "
-               "on their two principal axes. Right: images decoded from codes drawn from the prior N(0, I).")
-    count = "" if am.data is None else f", {len(am.data.x_test):,} test images"
-    st.image(cache.overview_png(am.key, am), caption=f"{plain(am.label)}{count}. {how}")
+    picture.image(cache.overview_png(am.key, am),
+                  caption=first_paint.overview_caption(am.label, cfg.latent_dim, cfg.n_classes,
+                                                       None if am.data is None else am.data.class_names,
+                                                       None if am.data is None else len(am.data.x_test)))
 
 st.subheader("Where to go next")
 NEXT = [

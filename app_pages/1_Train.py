@@ -2,19 +2,11 @@
 import dataclasses
 import time
 
-import pandas as pd
 import streamlit as st
 
-from vae_core import checkpoint as ckpt_io
-from vae_core import store
-from vae_core.config import ModelConfig, ObjectiveConfig, TrainConfig, recommended_training, tutorial_preset
-from vae_core.data import BUILTIN, DataError, load_array_file
-from vae_core.jobs import format_duration
-from vae_core.runs import DIVERGED, STOPPED, RunLimitError, RunSpec, default_label, runs_per_owner
-from vae_core.ui import cache, cures, jobs, state, widgets
-from vae_core.ui.text import plain
+from vae_core.ui import first_paint
 
-widgets.page_header(
+first_paint.page_header(
     "Train a VAE",
     "Fit a variational auto-encoder by maximising the ELBO on the chosen training set; the curves show, per "
     "epoch and in nats per image, the test −ELBO (lower is better) and its two parts — how badly images are "
@@ -25,6 +17,17 @@ widgets.page_header(
     r"\mathcal L=\underbrace{-\tfrac1B\textstyle\sum_b\mathbb E_{q(z|x_b)}\log p(x_b|z)}_{\text{reconstruction}}"
     r"+\beta\sum_{j=1}^{d}\max\Big(\lambda,\ \tfrac1B\textstyle\sum_b\mathrm{KL}\big(q(z_j|x_b)\,\|\,p(z_j)\big)\Big)",
 )
+
+# The library: on a fresh server these wait for torch, which the header above did not need.
+import pandas as pd  # noqa: E402
+from vae_core import checkpoint as ckpt_io  # noqa: E402
+from vae_core import store  # noqa: E402
+from vae_core.config import ModelConfig, ObjectiveConfig, TrainConfig, recommended_training, tutorial_preset  # noqa: E402
+from vae_core.data import BUILTIN, DataError, load_array_file  # noqa: E402
+from vae_core.jobs import format_duration  # noqa: E402
+from vae_core.runs import DIVERGED, STOPPED, RunLimitError, RunSpec, default_label, runs_per_owner  # noqa: E402
+from vae_core.ui import cache, cures, jobs, state, widgets  # noqa: E402
+from vae_core.ui.text import plain  # noqa: E402
 
 LIMIT_KEY = "tr_limit_message"
 SIZED_KEY = "tr_sized_for"  # the dataset whose size set the epochs and batch size
@@ -302,12 +305,12 @@ mine = svc.runs(owner=me)
 run = svc.get(st.session_state.get(RUN_KEY, "")) or (mine[0] if mine else None)
 if run is None:
     st.info("Configure above and press **Train**. On the 8×8 digits a 10-epoch run takes a few seconds.")
-    st.stop()
+    widgets.stop()
 st.markdown(f"**{plain(run.label)}** · {plain(run.spec.data.name)} · d = {run.spec.model.latent_dim} · "
             f"{run.spec.objective.label} · {run.spec.train.epochs} epochs")
 if not run.done:
     jobs.watch_run(run, svc)
-    st.stop()
+    widgets.stop()
 
 hist = run.history
 if run.status == DIVERGED:

@@ -3,15 +3,9 @@
 import numpy as np
 import streamlit as st
 
-from vae_core import neighbours, pictures, plots, single_image
-from vae_core.data import DataError
-from vae_core.export import latents_table
-from vae_core.jobs import CANCELLED, FAILED, format_duration
-from vae_core.projection import subsample
-from vae_core.ui import cache, jobs, widgets
-from vae_core.ui.text import plain, sentence
+from vae_core.ui import first_paint
 
-widgets.page_header(
+first_paint.page_header(
     "Latent space",
     "Each dot is one test image placed at its posterior mean μ(x) of q(z|x). With a 2-D latent the axes are the raw "
     "latent coordinates, drawn over the prior's circles (dotted; the share of prior mass inside each) — a good "
@@ -21,6 +15,18 @@ widgets.page_header(
     "upload an image to see where the encoder puts it.",
     r"q_\phi(z\mid x)=\mathcal N\big(\mu_\phi(x),\operatorname{diag}\sigma^2_\phi(x)\big),\qquad p(z)=\mathcal N(0,I)",
 )
+
+controls = st.container()  # the map's settings, filled below once the model has loaded
+map_area = first_paint.latent_map_area()  # the maps (a new session sees a still picture here first)
+
+# The library: on a fresh server these wait for torch, which the page's first lines above did not need.
+from vae_core import neighbours, pictures, plots, single_image  # noqa: E402
+from vae_core.data import DataError  # noqa: E402
+from vae_core.export import latents_table  # noqa: E402
+from vae_core.jobs import CANCELLED, FAILED, format_duration  # noqa: E402
+from vae_core.projection import subsample  # noqa: E402
+from vae_core.ui import cache, jobs, widgets  # noqa: E402
+from vae_core.ui.text import plain, sentence  # noqa: E402
 
 am = widgets.require_model()
 d = am.config.latent_dim
@@ -46,25 +52,6 @@ def label_of(i: int) -> str:
         return "no label"
     k = int(labels[i])
     return plain(class_names[k]) if class_names is not None and k < len(class_names) else str(k)
-
-
-c1, c2, c3 = st.columns([3, 2, 2])
-views = ["raw", "PCA", "t-SNE", "UMAP"] if d == 2 else ["PCA", "t-SNE", "UMAP"]
-view = c1.radio("Map", views, horizontal=True, key="ls_view",
-                format_func=lambda v: {"raw": "raw z (posterior means)"}.get(v, v),
-                help="PCA: a linear projection of μ. t-SNE and UMAP: non-linear maps that keep each image's "
-                     "neighbours near it (UMAP is faster on many points).")
-colour_by = c2.selectbox("Colour by", list(COLOURS), format_func=COLOURS.get, key="ls_colour")
-beside = None
-if d == 2:
-    beside = c3.selectbox("Show beside the raw view", ["nothing", "PCA", "t-SNE", "UMAP"], key="ls_beside") \
-        if view == "raw" else None
-tsne_points, perplexity = 3000, 30.0
-if view == "t-SNE" or beside == "t-SNE":
-    with st.expander("t-SNE settings", expanded=False):
-        tsne_points = st.select_slider("points (seeded subsample; t-SNE is slow)", MAP_CHOICES,
-                                       value=min(3000, max(500, n)) if n >= 500 else 500, key="ls_tsne_n")
-        perplexity = st.slider("perplexity", 5.0, 50.0, 30.0, 5.0, key="ls_perplexity")
 
 
 def umap_settings():
@@ -104,27 +91,46 @@ def umap_settings():
     return job, shown
 
 
-umap_job, umap_shown = (umap_settings() if "UMAP" in (view, beside) else (None, UMAP_DEFAULTS))
 
-ellipse_ids: list[int] = []
-if view == "raw":
-    default_few = ", ".join(str(int(i)) for i in subsample(n, 4, seed=1))
-    typed = st.text_input(f"Posterior ±2σ ellipses for test images # (comma-separated, 0…{n - 1}, at most 12)",
-                          default_few, key="ls_ellipses")
-    ellipse_ids = [int(t) for t in typed.replace(";", ",").split(",") if t.strip().isdigit() and int(t) < n][:12]
-    if typed.strip() and len(ellipse_ids) != len([t for t in typed.split(",") if t.strip()]):
-        st.caption(f"Only whole numbers from 0 to {n - 1} are used; showing {len(ellipse_ids)} ellipse(s).")
-color = labels if colour_by == "label" else scores[colour_by]
-point_choices = [c for c in (1000, 2000, 5000, 10000, 20000, 50000) if c < n] + [n]
-if len(point_choices) > 1:
-    max_points = st.select_slider("Points shown (seeded subsample of the test set)", point_choices,
-                                  value=min(n, 10000), key="ls_points",
-                                  format_func=lambda c: f"{c:,}" + (" (all)" if c == n else ""))
-else:  # a small test set: nothing to choose
-    max_points = n
-    st.caption(f"All {n:,} test images are shown.")
-shown_ids = subsample(n, max_points)
-lab_shown = None if labels is None else labels[shown_ids]
+with controls:
+    c1, c2, c3 = st.columns([3, 2, 2])
+    views = ["raw", "PCA", "t-SNE", "UMAP"] if d == 2 else ["PCA", "t-SNE", "UMAP"]
+    view = c1.radio("Map", views, horizontal=True, key="ls_view",
+                    format_func=lambda v: {"raw": "raw z (posterior means)"}.get(v, v),
+                    help="PCA: a linear projection of μ. t-SNE and UMAP: non-linear maps that keep each image's "
+                         "neighbours near it (UMAP is faster on many points).")
+    colour_by = c2.selectbox("Colour by", list(COLOURS), format_func=COLOURS.get, key="ls_colour")
+    beside = None
+    if d == 2:
+        beside = c3.selectbox("Show beside the raw view", ["nothing", "PCA", "t-SNE", "UMAP"], key="ls_beside") \
+            if view == "raw" else None
+    tsne_points, perplexity = 3000, 30.0
+    if view == "t-SNE" or beside == "t-SNE":
+        with st.expander("t-SNE settings", expanded=False):
+            tsne_points = st.select_slider("points (seeded subsample; t-SNE is slow)", MAP_CHOICES,
+                                           value=min(3000, max(500, n)) if n >= 500 else 500, key="ls_tsne_n")
+            perplexity = st.slider("perplexity", 5.0, 50.0, 30.0, 5.0, key="ls_perplexity")
+    umap_job, umap_shown = (umap_settings() if "UMAP" in (view, beside) else (None, UMAP_DEFAULTS))
+
+    ellipse_ids: list[int] = []
+    if view == "raw":
+        default_few = ", ".join(str(int(i)) for i in subsample(n, 4, seed=1))
+        typed = st.text_input(f"Posterior ±2σ ellipses for test images # (comma-separated, 0…{n - 1}, at most 12)",
+                              default_few, key="ls_ellipses")
+        ellipse_ids = [int(t) for t in typed.replace(";", ",").split(",") if t.strip().isdigit() and int(t) < n][:12]
+        if typed.strip() and len(ellipse_ids) != len([t for t in typed.split(",") if t.strip()]):
+            st.caption(f"Only whole numbers from 0 to {n - 1} are used; showing {len(ellipse_ids)} ellipse(s).")
+    color = labels if colour_by == "label" else scores[colour_by]
+    point_choices = [c for c in (1000, 2000, 5000, 10000, 20000, 50000) if c < n] + [n]
+    if len(point_choices) > 1:
+        max_points = st.select_slider("Points shown (seeded subsample of the test set)", point_choices,
+                                      value=min(n, 10000), key="ls_points",
+                                      format_func=lambda c: f"{c:,}" + (" (all)" if c == n else ""))
+    else:  # a small test set: nothing to choose
+        max_points = n
+        st.caption(f"All {n:,} test images are shown.")
+    shown_ids = subsample(n, max_points)
+    lab_shown = None if labels is None else labels[shown_ids]
 
 
 def selected_ids(event, ids_shown: np.ndarray | None) -> list[int]:
@@ -145,9 +151,8 @@ def selected_ids(event, ids_shown: np.ndarray | None) -> list[int]:
 
 
 kinds = [view] + ([beside] if beside and beside != "nothing" else [])
-# The maps are drawn after the neighbours below (they mark the picked image), into this place above them; what
+# The maps are drawn after the neighbours below (they mark the picked image), into map_area above them; what
 # is selected on them is known already, from their state.
-map_area = st.container()
 selection = list(dict.fromkeys(i for kind in kinds
                                for i in selected_ids(st.session_state.get(f"ls_chart_{kind}"), None) if 0 <= i < n))
 

@@ -2,11 +2,9 @@
 import numpy as np
 import streamlit as st
 
-from vae_core import pictures, plots
-from vae_core.decoding import decode_lattice, interpolate, lattice_axis, lattice_value
-from vae_core.ui import cache, widgets
+from vae_core.ui import first_paint
 
-widgets.page_header(
+first_paint.page_header(
     "Decoder grid",
     "Each cell is the decoder's mean image E[x|z] at one point of a lattice over two latent dimensions (Kingma & "
     "Welling 2014, fig. 4). With quantile spacing the cells sit at prior quantiles, so each holds equal prior "
@@ -15,6 +13,11 @@ widgets.page_header(
     "output is least trustworthy.",
     r"z_{ij}=\big(\Phi^{-1}(p_i),\,\Phi^{-1}(p_j)\big),\quad p\in[0.025,\,0.975]\qquad\text{cell}=\mathbb E[x\mid z_{ij}]",
 )
+
+# The library: on a fresh server these wait for torch, which the header above did not need.
+from vae_core import pictures, plots  # noqa: E402
+from vae_core.decoding import decode_lattice, interpolate, lattice_axis, lattice_value  # noqa: E402
+from vae_core.ui import cache, widgets  # noqa: E402
 
 am = widgets.require_model(need_data=False)
 cfg = am.config

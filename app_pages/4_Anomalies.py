@@ -2,22 +2,10 @@
 (raw and complexity-corrected), and the held-out-class experiment."""
 import numpy as np
 import streamlit as st
-import torch
 
-from vae_core import pictures, plots, store
-from vae_core.anomaly import (CHANCE_BAND, CORRECTED_SCORE, RAW_SCORE, SCORE_KEYS, explain_auroc, threshold_flags,
-                              top_k, top_new_images)
-from vae_core.complexity import COMPRESSOR
-from vae_core.config import ModelConfig, TrainConfig
-from vae_core.data import BUILTIN, DataError, load_array_file
-from vae_core.export import latents_table
-from vae_core.jobs import format_duration
-from vae_core.runs import DONE, RunLimitError, RunSpec
-from vae_core.store import DataRef
-from vae_core.ui import cache, jobs, state, widgets
-from vae_core.ui.text import plain, sentence
+from vae_core.ui import first_paint
 
-widgets.page_header(
+first_paint.page_header(
     "Anomalies",
     "An image the model explains badly gets a high score: its −ELBO (nats; an upper bound on −log p(x)), its "
     "reconstruction error, or the tighter IWAE bound with k importance samples. Move the threshold to flag the "
@@ -30,6 +18,21 @@ widgets.page_header(
     r"\text{score}(x)=-\mathrm{ELBO}(x)=-\mathbb E_{q(z|x)}[\log p(x|z)]+\mathrm{KL}(q(z|x)\,\|\,p(z))"
     r"\;\ge\;-\log\tfrac1k\textstyle\sum_{i=1}^k\frac{p(x,z_i)}{q(z_i|x)}\;\ge\;-\log p(x)",
 )
+
+# The library: on a fresh server these wait for torch, which the header above did not need.
+import torch  # noqa: E402
+from vae_core import pictures, plots, store  # noqa: E402
+from vae_core.anomaly import (CHANCE_BAND, CORRECTED_SCORE, RAW_SCORE, SCORE_KEYS, explain_auroc, threshold_flags,  # noqa: E402
+                              top_k, top_new_images)
+from vae_core.complexity import COMPRESSOR  # noqa: E402
+from vae_core.config import ModelConfig, TrainConfig  # noqa: E402
+from vae_core.data import BUILTIN, DataError, load_array_file  # noqa: E402
+from vae_core.export import latents_table  # noqa: E402
+from vae_core.jobs import format_duration  # noqa: E402
+from vae_core.runs import DONE, RunLimitError, RunSpec  # noqa: E402
+from vae_core.store import DataRef  # noqa: E402
+from vae_core.ui import cache, jobs, state, widgets  # noqa: E402
+from vae_core.ui.text import plain, sentence  # noqa: E402
 
 HELD_OUT_KEY = "an_held_out_runs"  # {experiment key: run id}
 NEW_CAP = 10_000  # new images scored at most: the first ones of the dataset
@@ -357,7 +360,7 @@ st.caption("Train a small, quick VAE on the training set with one class removed,
            "area (AUROC). It trains on the server like any run: you can leave the page meanwhile.")
 if am.data.y_train is None:
     st.info("This dataset has no labels, so there is no class to hold out.")
-    st.stop()
+    widgets.stop()
 names = am.data.class_names or [str(c) for c in range(am.data.n_classes)]
 
 

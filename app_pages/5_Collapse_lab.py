@@ -2,22 +2,16 @@
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 import streamlit as st
 
-from vae_core import lab_plots, pictures, plots, ppca, replay, store
-from vae_core.data import BUILTIN
-from vae_core.jobs import format_duration
-from vae_core.lab_plots import run_label
-from vae_core.sweep import MANIFEST, SweepError, SweepSpec, collapsed_distortion, parse_values, submit_sweep
-from vae_core.ui import cache, cures, jobs, state, widgets
-from vae_core.ui.text import plain, sentence
 
 SHOWN = "lab_sweep"
 FORM = ("lab_dataset", "lab_latent", "lab_arch", "lab_epochs", "lab_betas", "lab_lams", "lab_warmups", "lab_cycles",
         "lab_capacities", "lab_targets", "lab_aggressive", "lab_ar", "lab_ntrain", "lab_name")
 
-widgets.page_header(
+from vae_core.ui import first_paint
+
+first_paint.page_header(
     "Posterior-collapse lab",
     "Each run trains the same VAE with another objective. Rate R is how many nats the code carries about an "
     "image (the KL), distortion D how badly the image is reconstructed; their sum is the −ELBO. When the "
@@ -27,6 +21,16 @@ widgets.page_header(
     r"-\mathrm{ELBO}=\underbrace{\mathbb E\,[-\log p(x|z)]}_{D}+\underbrace{\mathbb E\,\mathrm{KL}(q(z|x)\,\|\,p(z))}_{R}"
     r"\qquad \mathcal L_{\beta,\lambda}=D+\beta\sum_j \max\big(\lambda,\ \overline{\mathrm{KL}_j}\big)",
 )
+
+# The library: on a fresh server these wait for torch, which the header above did not need.
+import pandas as pd  # noqa: E402
+from vae_core import lab_plots, pictures, plots, ppca, replay, store  # noqa: E402
+from vae_core.data import BUILTIN  # noqa: E402
+from vae_core.jobs import format_duration  # noqa: E402
+from vae_core.lab_plots import run_label  # noqa: E402
+from vae_core.sweep import MANIFEST, SweepError, SweepSpec, collapsed_distortion, parse_values, submit_sweep  # noqa: E402
+from vae_core.ui import cache, cures, jobs, state, widgets  # noqa: E402
+from vae_core.ui.text import plain, sentence  # noqa: E402
 state.restore_form("lab", FORM)
 state.restore_form("lab-shown", (SHOWN,))
 ws = store.Workspace()
@@ -117,7 +121,7 @@ for group, runs in going.items():
 folders = sweep_options()
 if not folders:
     st.info("No sweep yet: run one above (the estimate says how long it takes here).")
-    st.stop()
+    widgets.stop()
 if st.session_state.get(SHOWN) not in folders:
     st.session_state[SHOWN] = next(iter(folders))
 chosen = st.selectbox("Sweep", list(folders), key=SHOWN, format_func=folders.get)
@@ -127,10 +131,10 @@ try:
     spec, runs = cache.sweep(chosen, manifest_mtime)
 except (SweepError, OSError) as err:
     st.error(f"This sweep cannot be read: {plain(sentence(err))} Run it again or pick another one.")
-    st.stop()
+    widgets.stop()
 if not runs:
     st.warning("This sweep has no finished run yet: they appear here one by one as they finish.")
-    st.stop()
+    widgets.stop()
 evals = [r.evaluation for r in runs]
 st.caption(f"{plain(spec.dataset)} · d = {spec.latent_dim} · {spec.architecture.upper()} encoder · "
            f"{'PixelCNN' if spec.autoregressive else spec.architecture.upper()} decoder · {spec.epochs} epochs · "
@@ -215,7 +219,7 @@ try:
     data = cache.dataset(store.DataRef(spec.dataset, spec.dataset_hash, n_test=spec.n_test))
 except Exception as err:  # noqa: BLE001
     st.warning(f"The test images of {plain(spec.dataset)} are not available ({plain(err)}).")
-    st.stop()
+    widgets.stop()
 draws = 3
 column = "the first test image of one class" if data.y_test is not None else "one of the first ten test images"
 if spec.autoregressive:

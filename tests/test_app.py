@@ -17,7 +17,7 @@ from vae_core import checkpoint as C
 from vae_core import store
 from vae_core.__main__ import main
 from vae_core.config import recommended_training
-from vae_core.data import available_builtin
+from vae_core.locations import available_builtin
 from vae_core.runs import default_service
 from vae_core.ui import state
 
@@ -47,13 +47,13 @@ def test_shell_opens_on_a_shipped_model_with_the_sidebar():
 
 
 def test_unknown_addresses_get_no_page_not_found_dialog():
-    """The shell replaces Streamlit's "Page not found" sender (widgets.quiet_unknown_addresses): if a Streamlit
+    """The shell replaces Streamlit's "Page not found" sender (first_paint.quiet_unknown_addresses): if a Streamlit
     upgrade renames it, this fails instead of the dialog silently coming back over /overview and typos."""
     assert callable(getattr(st_navigation, "send_page_not_found", None)), "Streamlit renamed send_page_not_found"
     assert "send_page_not_found(ctx)" in Path(st_navigation.__file__).read_text()  # …and still calls it by name
     at = shell().run()
     assert not at.exception
-    assert st_navigation.send_page_not_found.__module__ == "vae_core.ui.widgets"
+    assert st_navigation.send_page_not_found.__module__ == "vae_core.ui.first_paint"
 
 
 def test_shell_switches_to_digits_and_back():

@@ -20,7 +20,8 @@ from streamlit.runtime.memory_media_file_storage import MemoryMediaFileStorage
 from vae_core import store
 from vae_core import checkpoint as C
 from vae_core.anomaly import CORRECTED_SCORE, RAW_SCORE, score_new_data
-from vae_core.data import available_builtin, load_digits
+from vae_core.data import load_digits
+from vae_core.locations import available_builtin
 from vae_core.metrics import per_sample_scores
 from vae_core.ui import cache, jobs
 

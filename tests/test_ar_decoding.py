@@ -11,7 +11,7 @@ from streamlit.testing.v1 import AppTest
 
 from vae_core import decoding
 from vae_core.config import ModelConfig
-from vae_core.data import available_builtin
+from vae_core.locations import available_builtin
 from vae_core.model import VAE
 from vae_core.ui import cache
 

@@ -34,7 +34,7 @@ from test_data import BAD_FILES  # the 22 kinds of bad data file of the library 
 from vae_core import checkpoint as C
 from vae_core import config as CFG
 from vae_core import data as D
-from vae_core import objectives, store
+from vae_core import locations, objectives, store
 from vae_core.metrics import evaluate_elbo
 from vae_core.model import VAE
 from vae_core.runs import default_service
@@ -56,7 +56,7 @@ def ckpt_dir(tmp_path, monkeypatch):
     folder = tmp_path / "checkpoints"
     folder.mkdir()
     shutil.copy(SHIPPED_DIGITS, folder)
-    monkeypatch.setattr(C, "CHECKPOINT_DIR", folder)
+    monkeypatch.setattr(locations, "CHECKPOINT_DIR", folder)
     monkeypatch.setenv("VAE_HOME", str(tmp_path / "home"))
     return folder
 
@@ -480,7 +480,7 @@ def test_save_names_from_the_train_page_cannot_leave_the_folder(ckpt_dir, tmp_pa
 def test_the_shipped_folder_is_read_at_call_time(tmp_path, monkeypatch):
     """The model list follows CHECKPOINT_DIR at call time, not the value it had when a module was imported."""
     shutil.copy(SHIPPED_DIGITS, tmp_path / "other.safetensors")
-    monkeypatch.setattr(C, "CHECKPOINT_DIR", tmp_path)
+    monkeypatch.setattr(locations, "CHECKPOINT_DIR", tmp_path)
     assert [p.name for p in store.shipped_models()] == ["other.safetensors"]
 
 

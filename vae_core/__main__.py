@@ -9,7 +9,7 @@ import time
 from pathlib import Path
 
 from . import checkpoint as ckpt_io
-from . import store
+from . import previews, store
 from .config import ConfigError, ModelConfig, ObjectiveConfig, TrainConfig, tutorial_preset
 from .data import BUILTIN, DataError, Dataset, load_array_file, load_dataset
 from .device import DEVICE_CHOICES, pick_device
@@ -260,6 +260,23 @@ def cmd_ppca_check(args) -> int:
     return 0
 
 
+def cmd_previews(args) -> int:
+    device = pick_device(args.device)
+    for path in args.checkpoints or store.shipped_models():
+        t0 = time.perf_counter()
+        out = previews.write(previews.path_for(path), previews.build(path, device))
+        print(f"{out} ({out.stat().st_size / 1e3:.0f} kB, {time.perf_counter() - t0:.1f} s)")
+    return 0
+
+
+def add_previews(sub) -> None:
+    c = sub.add_parser("previews", help="draw the pictures a fresh server shows before torch has loaded (the "
+                       "Overview's, a still of the latent map) beside the shipped checkpoints, or the ones given")
+    c.add_argument("checkpoints", nargs="*", help="checkpoints trained on a built-in dataset (default: the shipped ones)")
+    c.add_argument("--device", default="auto", choices=DEVICE_CHOICES)
+    c.set_defaults(func=cmd_previews)
+
+
 def add_ppca_check(sub, data_args) -> None:
     c = sub.add_parser("ppca-check", help="linear VAE vs its closed-form optimum, probabilistic PCA (Lucas et al. "
                        "2019): active units and rate per σ²")
@@ -370,6 +387,7 @@ def build_parser() -> argparse.ArgumentParser:
                      "(default 1: one after another, with all the cores)")
     w.set_defaults(func=cmd_sweep)
     add_ppca_check(sub, data_args)
+    add_previews(sub)
     return p
 
 

@@ -26,7 +26,6 @@ from .model import VAE
 FORMAT_VERSION = 1
 METADATA_KEY = "vae_core"
 SUFFIX = ".safetensors"
-CHECKPOINT_DIR = Path(__file__).resolve().parent.parent / "checkpoints"  # shipped models: read-only
 MAX_CHECKPOINT_BYTES = 512 << 20
 MAX_HEADER_BYTES = 100 << 20
 

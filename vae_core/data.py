@@ -18,13 +18,14 @@ from typing import BinaryIO
 import numpy as np
 import torch
 
+from .locations import DEBIAN_FASHION_MNIST, IDX_FILES, TORCHVISION_FOLDER, cache_dir, find_idx_files
+
 MAX_IMAGES = 200_000
 MAX_SIDE = 128  # pixels per image side
 MAX_CHANNELS = 4
 MAX_ARRAY_BYTES = 1 << 30  # decompressed size of one user array
 MAX_CLASSES = 1000
 MAX_PIXELS = 1 << 28  # pixel values of one user file: 1 GiB once float32 (a 1 GiB uint8 array would be 4 GiB)
-DEBIAN_FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
 DOWNLOAD_TIMEOUT_S = 30.0
 
 FASHION_CLASSES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker",
@@ -141,11 +142,6 @@ def load_digits(device="cpu") -> Dataset:
                         class_names=[str(i) for i in range(10)])
 
 
-IDX_FILES = {"train_x": "train-images-idx3-ubyte", "train_y": "train-labels-idx1-ubyte",
-             "test_x": "t10k-images-idx3-ubyte", "test_y": "t10k-labels-idx1-ubyte"}
-TORCHVISION_FOLDER = {"mnist": "MNIST", "fashion-mnist": "FashionMNIST"}
-
-
 def read_idx(path: str | os.PathLike) -> np.ndarray:
     """Read an IDX file (LeCun's MNIST format), optionally gzip-compressed, as a uint8 array."""
     path = Path(path)
@@ -168,35 +164,6 @@ def read_idx(path: str | os.PathLike) -> np.ndarray:
         raise DataError(f"{path.name}: expected {int(np.prod(shape))} data bytes for shape {shape}, "
                         f"found {len(raw) - header}")
     return np.frombuffer(raw, dtype=np.uint8, offset=header).reshape(shape)
-
-
-def cache_dir() -> Path:
-    return Path(os.environ.get("VAE_CACHE_DIR", Path.home() / ".cache" / "vae_core"))
-
-
-def candidate_dirs(name: str, data_dir: str | os.PathLike | None = None) -> list[Path]:
-    """Where MNIST-style IDX files are looked for, in order."""
-    dirs: list[Path] = []
-    roots = [Path(p) for p in (data_dir, os.environ.get("VAE_DATA_DIR")) if p]
-    roots.append(cache_dir())
-    for root in roots:
-        dirs += [root / name, root / TORCHVISION_FOLDER[name] / "raw", root]
-    if name == "fashion-mnist":
-        dirs.append(DEBIAN_FASHION_MNIST)
-    return dirs
-
-
-def find_idx_files(name: str, data_dir=None) -> dict[str, Path] | None:
-    for folder in candidate_dirs(name, data_dir):
-        found = {}
-        for key, stem in IDX_FILES.items():
-            for candidate in (folder / stem, folder / f"{stem}.gz"):
-                if candidate.is_file():
-                    found[key] = candidate
-                    break
-        if len(found) == len(IDX_FILES):
-            return found
-    return None
 
 
 def download_idx(name: str, timeout: float = DOWNLOAD_TIMEOUT_S) -> None:
@@ -250,11 +217,6 @@ def load_dataset(name: str, device="cpu", **kwargs) -> Dataset:
     if name in TORCHVISION_FOLDER:
         return load_idx_dataset(name, device, **kwargs)
     raise DataError(f"unknown dataset {name!r}; choose one of {', '.join(BUILTIN)} or load a file")
-
-
-def available_builtin(data_dir=None) -> dict[str, bool]:
-    """Which built-in datasets load without a download."""
-    return {"digits": True, **{n: find_idx_files(n, data_dir) is not None for n in TORCHVISION_FOLDER}}
 
 
 # ---------------------------------------------------------------- user files

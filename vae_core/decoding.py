@@ -96,6 +96,24 @@ def overview(model: VAE, mu: np.ndarray | None, labels: np.ndarray | None = None
                                     axis_names=(f"PC1 ({ratio[0]:.0%})", f"PC2 ({ratio[1]:.0%})"), raw_latent=False)
 
 
+def latent_still(mu: np.ndarray, labels: np.ndarray | None = None, class_names=None, max_points: int = 10_000,
+                 size: int = 440) -> np.ndarray:
+    """A still picture of the Latent page's first map, RGB uint8 (H, W, 3): the posterior means of (a seeded
+    subsample of) the test set, raw for a 2-D latent, else on their two principal axes; coloured by class."""
+    ids = subsample(len(mu), max_points)  # the page's default points shown
+    classes = None if labels is None else np.asarray(labels)[ids]
+    mu = np.asarray(mu, float)
+    if mu.shape[1] == 2:
+        xy = mu[ids]  # (n, 2)
+        return pictures.map_picture(xy, classes, class_names, pictures.square_limit(xy), size=size,
+                                    title=f"{len(ids):,} test images at their mean mu(x)")
+    coords, ratio = pca(mu, 2)  # (N, 2): the projection of all means, as the page computes it
+    xy = coords[ids]
+    return pictures.map_picture(xy, classes, class_names, pictures.square_limit(xy), size=size, raw_latent=False,
+                                title=f"PCA of {len(ids):,} means mu(x), d = {mu.shape[1]}",
+                                axis_names=(f"PC1 ({ratio[0]:.0%})", f"PC2 ({ratio[1]:.0%})"))
+
+
 # ---------------------------------------------------------------- the aggregate posterior over the lattice
 
 def density_2d(points: np.ndarray, xs: np.ndarray, ys: np.ndarray, bandwidth: float | None = None) -> np.ndarray:

@@ -197,18 +197,41 @@ def overview_figure(xy: np.ndarray | None, classes: np.ndarray | None, class_nam
     right = _frame(grid, limit, right_title, *axis_names) if raw_latent else _frame(grid, None, right_title)
     if xy is None:
         return np.asarray(right)
-    left = _frame(scatter_panel(xy, classes, limit, size, prior_rings=raw_latent), limit, left_title, *axis_names)
-    gap = 24
-    width = left.width + gap + right.width
-    legend = None
-    if classes is not None:
-        k = int(np.max(classes)) + 1 if len(classes) else 0
-        names = [str(class_names[i]) if class_names is not None and i < len(class_names) else str(i) for i in range(k)]
-        legend = _legend(names, width)
-    height = left.height + (legend.height if legend else 0)
-    out = Image.new("RGB", (width, height), "white")
+    both = _beside(_map_panel(xy, classes, limit, left_title, axis_names, raw_latent, size), right, gap=24)
+    return _above(both, None if classes is None else _legend(_class_names(classes, class_names), both.width))
+
+
+def map_picture(xy: np.ndarray, classes: np.ndarray | None, class_names: list[str] | None, limit: float, *,
+                title: str, axis_names: tuple[str, str] = ("z0", "z1"), raw_latent: bool = True,
+                size: int = 400) -> np.ndarray:
+    """The overview's left panel on its own, with its class legend below: the 2-D points in [−limit, limit]² (over
+    the prior's rings when `raw_latent`). RGB uint8 (H, W, 3)."""
+    panel = _map_panel(xy, classes, limit, title, axis_names, raw_latent, size)
+    return _above(panel, None if classes is None else _legend(_class_names(classes, class_names), panel.width))
+
+
+def _map_panel(xy, classes, limit: float, title: str, axis_names: tuple[str, str], raw_latent: bool,
+               size: int) -> Image.Image:
+    return _frame(scatter_panel(xy, classes, limit, size, prior_rings=raw_latent), limit, title, *axis_names)
+
+
+def _class_names(classes: np.ndarray, class_names: list[str] | None) -> list[str]:
+    k = int(np.max(classes)) + 1 if len(classes) else 0
+    return [str(class_names[i]) if class_names is not None and i < len(class_names) else str(i) for i in range(k)]
+
+
+def _beside(left: Image.Image, right: Image.Image, gap: int) -> Image.Image:
+    out = Image.new("RGB", (left.width + gap + right.width, max(left.height, right.height)), "white")
     out.paste(left, (0, 0))
     out.paste(right, (left.width + gap, 0))
-    if legend:
-        out.paste(legend, (0, left.height))
+    return out
+
+
+def _above(top: Image.Image, below: Image.Image | None) -> np.ndarray:
+    """`top` with `below` (if any) under it, as an RGB uint8 array."""
+    if below is None:
+        return np.asarray(top)
+    out = Image.new("RGB", (max(top.width, below.width), top.height + below.height), "white")
+    out.paste(top, (0, 0))
+    out.paste(below, (0, top.height))
     return np.asarray(out)

@@ -33,6 +33,7 @@ import safetensors.numpy
 import torch
 
 from . import checkpoint as ckpt_io
+from . import locations
 from . import replay
 from .data import ArrayData, DataError, Dataset, check_image_count, from_arrays, load_dataset
 from .files import atomic_write
@@ -307,11 +308,11 @@ def _sweep_folders(root: Path) -> list[Path]:
 
 def shipped_models() -> list[Path]:
     """The models shipped in the source tree's checkpoints/ (read-only)."""
-    return _checkpoint_files(ckpt_io.CHECKPOINT_DIR)
+    return _checkpoint_files(locations.CHECKPOINT_DIR)
 
 
 def shipped_sweeps() -> list[Path]:
-    return _sweep_folders(ckpt_io.CHECKPOINT_DIR / "sweeps")
+    return _sweep_folders(locations.CHECKPOINT_DIR / "sweeps")
 
 
 # ---------------------------------------------------------------- datasets on the device, shared by the process

@@ -8,6 +8,7 @@ tests/e2e/screenshots/NAME.png (git-ignored).
 """
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import os
@@ -27,8 +28,10 @@ from sklearn.datasets import load_digits
 from apphelp import colour_shapes_zip  # (tests/ is on the path: it holds conftest.py)
 from vae_core import checkpoint as C
 from vae_core import store
-from vae_core.data import available_builtin, load_dataset
+from vae_core.data import load_dataset
+from vae_core.locations import available_builtin
 from vae_core.metrics import evaluate_elbo
+from vae_core.ui import first_paint
 
 ROOT = Path(__file__).resolve().parents[2]
 SHOTS = Path(__file__).resolve().parent / "screenshots"
@@ -59,20 +62,22 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.fixture(scope="module")
-def server():
+@contextlib.contextmanager
+def streamlit_server(log_name: str, **env):
+    """`streamlit run serve.py` on a free loopback port, stopped afterwards; yields its URL once it answers its
+    health check (a fresh server: its background preload has only just started)."""
     if sync_playwright is None:
         _missing("the playwright package is not installed (pip install playwright)")
     if not (Path(CHROMIUM).exists() or shutil.which(CHROMIUM)):
         _missing(f"Chromium was not found at {CHROMIUM} (apt install chromium, or set VAE_CHROMIUM)")
     port = _free_port()
     SHOTS.mkdir(exist_ok=True)
-    log = open(SHOTS / "streamlit-server.log", "wb")
+    log = open(SHOTS / log_name, "wb")
     proc = subprocess.Popen(
         [sys.executable, "-m", "streamlit", "run", "serve.py", "--server.headless", "true",
          "--server.address", "127.0.0.1", "--server.fileWatcherType", "none", "--server.port", str(port),
          "--browser.gatherUsageStats", "false"],
-        cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, env=dict(os.environ, VAE_MAX_RUNS="1"))  # one at a time
+        cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, env=dict(os.environ, **env))
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + STARTUP_TIMEOUT_S
     try:
@@ -84,7 +89,7 @@ def server():
             except OSError:
                 pass
             if proc.poll() is not None:
-                pytest.fail(f"streamlit exited with code {proc.returncode}; see tests/e2e/screenshots/streamlit-server.log")
+                pytest.fail(f"streamlit exited with code {proc.returncode}; see tests/e2e/screenshots/{log_name}")
             if time.monotonic() > deadline:
                 pytest.fail(f"streamlit did not answer /_stcore/health within {STARTUP_TIMEOUT_S} s")
             time.sleep(0.3)
@@ -96,6 +101,12 @@ def server():
         except subprocess.TimeoutExpired:
             proc.kill()
         log.close()
+
+
+@pytest.fixture(scope="module")
+def server():
+    with streamlit_server("streamlit-server.log", VAE_MAX_RUNS="1") as url:  # one run at a time
+        yield url
 
 
 @pytest.fixture(scope="module")
@@ -262,6 +273,29 @@ def test_latent_space_opens_with_a_scatter_and_box_selection(browser, server):
     no_exception(pg)
     shot(pg, "latent_space")
     pg.context.close()
+
+
+def test_a_fresh_server_shows_the_latent_map_before_torch_has_loaded(browser):
+    """A new server's first visitor opens the Latent page by its address: the default model's stored still picture
+    of the map is on screen while the server is still importing torch, and the interactive chart takes its place
+    once Plotly has drawn it; the sidebar follows the page."""
+    with streamlit_server("streamlit-fresh-server.log") as url:
+        context = browser.new_context(viewport={"width": 1400, "height": 1000})
+        pg = context.new_page()
+        pg.goto(f"{url}/latent")
+        area = pg.locator(f".st-key-{first_paint.MAP_KEY}")
+        still, chart = area.locator('[data-testid="stImage"] img'), area.locator(".js-plotly-plot .main-svg")
+        expect(still).to_be_visible(timeout=60_000)
+        assert chart.count() == 0  # a first paint: the page is still waiting for the library
+        expect(pg.get_by_text("A still picture of the map").first).to_be_visible()
+        pg.screenshot(path=str(SHOTS / "latent_first_paint.png"))
+        expect(chart.first).to_be_attached(timeout=120_000)
+        expect(still).to_be_hidden()
+        settled(pg)
+        expect(pg.locator('[data-testid="stSidebar"]').get_by_text("Active model")).to_be_visible()
+        no_exception(pg)
+        shot(pg, "latent_after_first_paint")
+        context.close()
 
 
 def test_decoder_grid_slider(browser, server):

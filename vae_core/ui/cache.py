@@ -13,7 +13,8 @@ import torch
 from .. import checkpoint as ckpt_io
 from .. import lab_plots, pictures, ppca, replay, replay_plots, store
 from ..complexity import compressed_nats
-from ..data import Dataset, available_builtin
+from ..data import Dataset
+from ..locations import available_builtin
 from ..decoding import cell_to_latent, density_2d, overview, run_picture_rows
 from ..device import default_device
 from ..estimates import Estimate, iwae_seconds, run_seconds

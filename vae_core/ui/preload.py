@@ -6,7 +6,7 @@ from __future__ import annotations
 import plotly.graph_objects  # noqa: F401 — the figures' module, slow to import the first time
 
 from .. import plots, store  # noqa: F401
-from ..data import available_builtin
+from ..locations import available_builtin
 from ..device import default_device
 from . import cache, jobs, state, widgets  # noqa: F401 — the pages' helpers (and torch through them)
 

@@ -16,10 +16,11 @@ from pathlib import Path
 import streamlit as st
 
 from .. import checkpoint as ckpt_io
+from .. import locations
 from .. import store
 from ..data import BUILTIN, DataError, Dataset
 from ..jobs import format_duration
-from . import cache
+from . import cache, first_paint
 from .jobs import service
 from .text import plain
 
@@ -98,12 +99,8 @@ def model_options() -> dict[str, str]:
 
 def default_model_id() -> str | None:
     """Fashion-MNIST's shipped model when its data is found locally, else digits, else anything there is."""
-    shipped = {p.stem for p in store.shipped_models()}
-    if "fashion-mnist-2d" in shipped and cache.builtin_available().get("fashion-mnist"):
-        return "shipped:fashion-mnist-2d"
-    if "digits-2d" in shipped:
-        return "shipped:digits-2d"
-    return next(iter(model_options()), None)
+    name = first_paint.default_shipped()
+    return f"shipped:{name}" if name else next(iter(model_options()), None)
 
 
 def resolve_name(name: str) -> str | None:
@@ -271,7 +268,7 @@ def active() -> ActiveModel | None:
             path, label = run.saved, run.label
         else:
             path = (store.Workspace().model_path(ident) if kind == "saved"
-                    else ckpt_io.CHECKPOINT_DIR / f"{ident}{ckpt_io.SUFFIX}")
+                    else locations.CHECKPOINT_DIR / f"{ident}{ckpt_io.SUFFIX}")
             label = ident
         mtime = path.stat().st_mtime_ns
         ckpt = cache.load_checkpoint_file(str(path), mtime)

@@ -5,9 +5,9 @@ from __future__ import annotations
 import contextlib
 import hashlib
 from pathlib import Path
+from typing import NoReturn
 
 import streamlit as st
-from streamlit.commands import navigation as st_navigation
 from streamlit.errors import StreamlitPageNotFoundError
 
 from .. import checkpoint as ckpt_io
@@ -15,7 +15,7 @@ from .. import replay, store
 from ..config import ConfigError
 from ..data import DataError, load_array_file
 from ..executors import ExecutorError
-from . import cache, state
+from . import cache, first_paint, state
 from .jobs import service
 from .text import plain, sentence
 
@@ -37,13 +37,6 @@ def guard(what: str):
     except Exception as err:  # noqa: BLE001 — the page must never show a traceback
         st.error(f"Could not {what} ({type(err).__name__}: {plain(err)}). Reload the page; if it happens again, "
                  "pick another model in the sidebar or retrain it.")
-
-
-def page_header(title: str, caption: str, formula: str | None = None) -> None:
-    st.title(title)
-    st.caption(caption)
-    if formula:
-        st.latex(formula)
 
 
 def image(picture, caption: str | None = None, **kwargs):
@@ -68,39 +61,31 @@ def file_upload(container, label: str, key: str, **kwargs):
     return container.file_uploader(label, key=key, **kwargs)
 
 
-# ---------------------------------------------------------------- navigation
-
-def _no_page_not_found(ctx) -> None:  # noqa: ARG001 — the signature of the function it replaces
-    """Send nothing: the app's main page (the Overview) runs, and the browser's address becomes /."""
-
-
-def quiet_unknown_addresses() -> None:
-    """An address that names no page (a typo, an old link, or /overview: Streamlit serves the default page at /
-    only, whatever its url_path) runs the Overview and shows it at /. Streamlit would also put a "Page not found"
-    dialog over it, which blocks every click until it is closed. Streamlit has no option for that, so its sender
-    (`streamlit.commands.navigation.send_page_not_found`, looked up by name on every call) is replaced;
-    tests/test_app.py checks that it still exists."""
-    if hasattr(st_navigation, "send_page_not_found"):
-        st_navigation.send_page_not_found = _no_page_not_found
-
-
 # ---------------------------------------------------------------- the active model
 
+def stop() -> NoReturn:
+    """st.stop() for the app's pages. In the app it ends only the page: the shell, which draws the sidebar after
+    the page (`first_paint.run_page`), still draws it."""
+    if first_paint.in_shell():
+        raise first_paint.PageStopped
+    st.stop()
+
+
 def require_model(need_data: bool = True) -> state.ActiveModel:
-    """The active model, or a message and st.stop() when there is none. With `need_data`, a model whose test
+    """The active model, or a message and stop() when there is none. With `need_data`, a model whose test
     images are missing gets the missing-data panel (message and uploader) instead of the page."""
     try:
         am = state.active()
     except ckpt_io.CheckpointError:
         st.info("This page needs a model, and the one selected cannot be loaded (the sidebar says why). "
                 "Pick another one there.")
-        st.stop()
+        stop()
     if am is None:
         st.error("No model yet: train one on the **Train** page or upload a .safetensors file in the sidebar.")
-        st.stop()
+        stop()
     if need_data and am.data is None:
         missing_data_panel(am)
-        st.stop()
+        stop()
     return am
 
 

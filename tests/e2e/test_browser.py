@@ -17,7 +17,7 @@ import shutil
 import socket
 import subprocess
 import sys
-import time
+import threading
 import urllib.request
 from pathlib import Path
 
@@ -62,10 +62,20 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+def _relay(output, log, ready: threading.Event) -> None:
+    """Copy the server's output to its log; set `ready` once it prints its URL (it is listening) or ends."""
+    for line in output:
+        log.write(line)
+        log.flush()
+        if b"URL:" in line:
+            ready.set()
+    ready.set()
+
+
 @contextlib.contextmanager
 def streamlit_server(log_name: str, **env):
-    """`streamlit run serve.py` on a free loopback port, stopped afterwards; yields its URL once it answers its
-    health check (a fresh server: its background preload has only just started)."""
+    """`streamlit run serve.py` on a free loopback port, stopped afterwards; yields its URL once the server says it
+    is listening and answers its health check (a fresh server: its background preload has only just started)."""
     if sync_playwright is None:
         _missing("the playwright package is not installed (pip install playwright)")
     if not (Path(CHROMIUM).exists() or shutil.which(CHROMIUM)):
@@ -77,22 +87,18 @@ def streamlit_server(log_name: str, **env):
         [sys.executable, "-m", "streamlit", "run", "serve.py", "--server.headless", "true",
          "--server.address", "127.0.0.1", "--server.fileWatcherType", "none", "--server.port", str(port),
          "--browser.gatherUsageStats", "false"],
-        cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, env=dict(os.environ, **env))
+        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=dict(os.environ, **env))
+    ready = threading.Event()
+    relay = threading.Thread(target=_relay, args=(proc.stdout, log, ready), daemon=True)
+    relay.start()
     url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + STARTUP_TIMEOUT_S
     try:
-        while True:
-            try:
-                with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as r:
-                    if r.status == 200:
-                        break
-            except OSError:
-                pass
-            if proc.poll() is not None:
-                pytest.fail(f"streamlit exited with code {proc.returncode}; see tests/e2e/screenshots/{log_name}")
-            if time.monotonic() > deadline:
-                pytest.fail(f"streamlit did not answer /_stcore/health within {STARTUP_TIMEOUT_S} s")
-            time.sleep(0.3)
+        if not ready.wait(STARTUP_TIMEOUT_S):
+            pytest.fail(f"streamlit did not start listening within {STARTUP_TIMEOUT_S} s")
+        if proc.poll() is not None:
+            pytest.fail(f"streamlit exited with code {proc.returncode}; see tests/e2e/screenshots/{log_name}")
+        with urllib.request.urlopen(f"{url}/_stcore/health", timeout=10) as r:
+            assert r.status == 200, f"/_stcore/health answered {r.status}"
         yield url
     finally:
         proc.terminate()
@@ -100,6 +106,7 @@ def streamlit_server(log_name: str, **env):
             proc.wait(20)
         except subprocess.TimeoutExpired:
             proc.kill()
+        relay.join(10)
         log.close()
 
 

@@ -80,16 +80,17 @@ def default_shipped() -> str | None:
 
 # ---------------------------------------------------------------- a new session's first pictures
 
-def new_session_preview() -> previews.Preview | None:
-    """On a session's first page, the stored pictures of the model it is about to open (the shipped default,
-    unless the address names another), if they match that checkpoint; None on every later run."""
+def new_session_preview() -> tuple[str, previews.Preview] | None:
+    """On a session's first page, (the name, the stored pictures) of the model it is about to open (the shipped
+    default, unless the address names another), if they match that checkpoint; None on every later run."""
     if st.session_state.get(SEEN_KEY):
         return None
     st.session_state[SEEN_KEY] = True
     name = default_shipped()
     if name is None or st.query_params.get("model", name) != name:
         return None
-    return previews.current(locations.CHECKPOINT_DIR / f"{name}.safetensors")
+    preview = previews.current(locations.CHECKPOINT_DIR / f"{name}.safetensors")
+    return None if preview is None else (name, preview)
 
 
 def overview_caption(label: str, latent_dim: int, n_classes: int, class_names, n_test: int | None) -> str:
@@ -116,11 +117,12 @@ def overview_caption(label: str, latent_dim: int, n_classes: int, class_names, n
 
 def overview_preview(slot) -> None:
     """The Overview's picture of the model a new session opens, into `slot` (an st.empty the page fills later)."""
-    preview = new_session_preview()
-    if preview is not None:
+    found = new_session_preview()
+    if found is not None:
+        name, preview = found
         f = preview.facts
-        slot.image(preview.overview_png, caption=overview_caption(default_shipped(), f.latent_dim, f.n_classes,
-                                                                  f.class_names, f.n_test))
+        slot.image(preview.overview_png, caption=overview_caption(name, f.latent_dim, f.n_classes, f.class_names,
+                                                                  f.n_test))
 
 
 def latent_map_area():
@@ -128,8 +130,8 @@ def latent_map_area():
     app's style sheet lays under the interactive chart and hides once Plotly has drawn it."""
     area = st.container(key=MAP_KEY)
     still = area.empty()  # always there, so that the chart keeps its place (and its state) on later runs
-    preview = new_session_preview()
-    if preview is not None:
-        still.image(preview.latent_png, caption="A still picture of the map: the interactive chart replaces it in a "
+    found = new_session_preview()
+    if found is not None:
+        still.image(found[1].latent_png, caption="A still picture of the map: the interactive chart replaces it in a "
                                                 "moment.")
     return area

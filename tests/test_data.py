@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import torch
 
+from vae_core import array_files, pixels
 from vae_core import data as D
 from vae_core.data import DataError, load_array_file
 
@@ -52,8 +53,8 @@ def test_mnist_style_folder_from_env(tmp_path, monkeypatch):
     monkeypatch.setenv("VAE_DATA_DIR", str(tmp_path))
     ds = D.load_dataset("mnist")
     assert ds.x_train.shape == (12, 1, 28, 28) and ds.x_test.shape == (5, 1, 28, 28)
-    assert ds.x_train.dtype == torch.float32 and 0 <= ds.x_train.min() and ds.x_train.max() <= 1
-    assert torch.allclose(ds.x_train[:, 0] * 255, torch.tensor(arrays["train_x"], dtype=torch.float32))
+    assert ds.x_train.dtype == torch.uint8  # 8-bit pixels, made floats per batch (pixels.as_float)
+    assert torch.equal(ds.x_train[:, 0], torch.tensor(arrays["train_x"], dtype=torch.uint8))
     assert ds.y_test.tolist() == arrays["test_y"].tolist()
 
 
@@ -102,7 +103,8 @@ def test_debian_fashion_mnist_when_installed():
         pytest.skip("Fashion-MNIST is not installed (apt install dataset-fashion-mnist)")
     ds = D.load_dataset("fashion-mnist")
     assert ds.x_train.shape == (60000, 1, 28, 28) and ds.x_test.shape == (10000, 1, 28, 28)
-    assert ds.n_classes == 10 and float(ds.x_train.max()) == 1.0
+    assert ds.n_classes == 10 and ds.x_train.dtype == torch.uint8 and int(ds.x_train.max()) == 255
+    assert ds.x_train.element_size() * ds.x_train.nelement() == 60000 * 784  # 47 MB: a quarter of float32's
 
 
 def test_unknown_dataset():
@@ -129,8 +131,20 @@ def test_npz_uint8_with_labels(tmp_path):
     path = tmp_path / "ok.npz"
     path.write_bytes(npz_bytes(x=x, y=np.arange(10) % 3))
     out = load_array_file(path)
-    assert out.x.shape == (10, 1, 6, 6) and out.x.dtype == np.float32
-    assert np.allclose(out.x[:, 0] * 255, x) and out.y.tolist() == (np.arange(10) % 3).tolist()
+    assert out.x.shape == (10, 1, 6, 6) and out.x.dtype == np.uint8  # 8-bit pixels stay 8-bit
+    assert np.array_equal(out.x[:, 0], x) and out.y.tolist() == (np.arange(10) % 3).tolist()
+
+
+def test_pixels_stay_8_bit_wherever_the_values_allow():
+    k = np.arange(256, dtype=np.float64)
+    assert pixels.to_pixels(k / 255).dtype == np.uint8  # floats that are exactly k/255
+    assert pixels.to_pixels(k).dtype == np.uint8  # whole numbers 0…255 as floats
+    assert np.array_equal(pixels.as_float(pixels.to_pixels(k / 255)), (k / 255).astype(np.float32))
+    sixteenths = np.arange(17) / 16  # the digits' grey levels are not 8-bit: kept as float32, values unchanged
+    out = pixels.to_pixels(sixteenths)
+    assert out.dtype == np.float32 and np.array_equal(out, sixteenths.astype(np.float32))
+    assert torch.equal(pixels.as_float(torch.tensor([0, 128, 255], dtype=torch.uint8)),
+                       torch.tensor([0, 128, 255], dtype=torch.float32) / 255)
 
 
 def test_npz_channels_last_float():
@@ -141,7 +155,7 @@ def test_npz_channels_last_float():
 
 def test_npy_float_0_255_is_scaled():
     x = np.full((3, 4, 4), 255.0)
-    assert np.allclose(load_array_file(npy_bytes(x), "a.npy").x, 1.0)
+    assert np.allclose(pixels.as_float(load_array_file(npy_bytes(x), "a.npy").x), 1.0)
 
 
 def test_csv_with_header_label_column():
@@ -149,7 +163,7 @@ def test_csv_with_header_label_column():
     rows += [f"{i % 2}," + ",".join(str((i * 7 + j) % 256) for j in range(16)) for i in range(5)]
     out = load_array_file("\n".join(rows).encode(), "a.csv")
     assert out.x.shape == (5, 1, 4, 4) and out.y.tolist() == [0, 1, 0, 1, 0]
-    assert np.isclose(out.x[1, 0, 0, 1], 8 / 255)
+    assert out.x[1, 0, 0, 1] == 8 and np.isclose(pixels.as_float(out.x)[1, 0, 0, 1], 8 / 255)
 
 
 def test_csv_without_header_extra_first_column_is_label():
@@ -163,14 +177,14 @@ def test_csv_without_labels():
     assert out.x.shape == (2, 1, 2, 2) and out.y is None
 
 
-def _zip_bomb() -> bytes:
+def _zip_bomb(mib: int = 10) -> bytes:
     buf = io.BytesIO()
     with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as z:
         header = npy_bytes(np.zeros(1, dtype=np.uint8))[:128]
         with z.open("x.npy", "w", force_zip64=True) as f:
             f.write(header)
             chunk = b"\0" * (1 << 20)
-            for _ in range((D.MAX_ARRAY_BYTES >> 20) + 2):
+            for _ in range(mib):
                 f.write(chunk)
     return buf.getvalue()
 
@@ -194,7 +208,7 @@ BAD_FILES = {
     "zero rows csv": (b"label,a,b,c,d\n", "a.csv", "no rows"),
     "zero images": (npy_bytes(np.zeros((0, 4, 4))), "a.npy", "no images"),
     "non-square csv": (b"1,2,3\n4,5,6\n", "a.csv", "square"),
-    "too large images": (npy_bytes(np.zeros((1, D.MAX_SIDE + 1, 4), dtype=np.uint8)), "a.npy", "supported size"),
+    "too large images": (npy_bytes(np.zeros((1, pixels.MAX_SIDE + 1, 4), dtype=np.uint8)), "a.npy", "supported size"),
     "unknown extension": (b"abc", "a.txt", "unsupported file type"),
     "zip bomb": (_zip_bomb(), "a.npz", "expands past"),
     "truncated npy": (npy_bytes(np.zeros((20, 8, 8)))[:200], "a.npy", "could not be read"),
@@ -202,14 +216,15 @@ BAD_FILES = {
 
 
 @pytest.mark.parametrize("kind", list(BAD_FILES))
-def test_bad_user_files_raise_data_error(kind):
+def test_bad_user_files_raise_data_error(kind, monkeypatch):
+    monkeypatch.setattr(array_files, "MAX_ARRAY_BYTES", 8 << 20)  # the zip bomb expands to 10 MiB
     blob, name, msg = BAD_FILES[kind]
     with pytest.raises(DataError, match=msg):
         load_array_file(blob, name)
 
 
 def test_too_many_images(monkeypatch):
-    monkeypatch.setattr(D, "MAX_IMAGES", 5)
+    monkeypatch.setattr(pixels, "MAX_IMAGES", 5)
     with pytest.raises(DataError, match="limit of 5"):
         load_array_file(npy_bytes(np.zeros((6, 4, 4))), "a.npy")
 

@@ -1,6 +1,7 @@
 """Folders and .zip files of PNG/JPEG images (vae_core/image_folder.py): class folders as labels, grey or colour,
 the size rule, every kind of bad input with its own message, the store keeping class names, and the CLI."""
 import io
+import json
 import struct
 import zipfile
 import zlib
@@ -8,13 +9,17 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import safetensors.numpy
+import torch
 from PIL import Image
 
 from vae_core import checkpoint as C
+from vae_core import dataset_file, pixels
 from vae_core import image_folder as F
 from vae_core import store
 from vae_core.__main__ import main
 from vae_core.data import ArrayData, DataError, from_arrays, load_array_file
+from vae_core.pixels import split_order
 
 
 def save(path: Path, image: Image.Image, **kwargs) -> None:
@@ -64,9 +69,9 @@ def test_class_folders_are_sorted_labels_with_their_names_and_junk_is_ignored(tm
         (root / junk).parent.mkdir(parents=True, exist_ok=True)
         (root / junk).write_bytes(b"junk")
     out = load_array_file(root)
-    assert out.class_names == ("cat", "dog") and out.x.shape == (12, 1, 8, 8) and out.x.dtype == np.float32
+    assert out.class_names == ("cat", "dog") and out.x.shape == (12, 1, 8, 8) and out.x.dtype == np.uint8
     assert out.y.tolist() == [0] * 6 + [1] * 6  # files in sorted path order
-    assert np.rint(out.x[:, 0, 0, 0] * 255).tolist() == [0, 10, 20, 30, 40, 7, 100, 110, 120, 130, 140, 150]
+    assert out.x[:, 0, 0, 0].tolist() == [0, 10, 20, 30, 40, 7, 100, 110, 120, 130, 140, 150]
     ds = from_arrays("pets", out)
     assert ds.class_names == ("cat", "dog") and ds.n_classes == 2
 
@@ -105,7 +110,7 @@ def test_colour_images_have_three_channels_with_the_right_values(tmp_path):
         save(tmp_path / "red" / f"{i}.png", Image.new("RGB", (6, 6), (255, 0, 0)))
     out = load_array_file(tmp_path / "red")
     assert out.x.shape == (10, 3, 6, 6)
-    assert (out.x[:, 0] == 1).all() and (out.x[:, 1:] == 0).all()
+    assert (out.x[:, 0] == 255).all() and (out.x[:, 1:] == 0).all()
 
 
 def test_transparency_is_composited_on_white(tmp_path):
@@ -120,9 +125,9 @@ def test_transparency_is_composited_on_white(tmp_path):
         save(folder / f"{i}.jpg", Image.new("RGB", (4, 4), (0, 200, 0)))
     out = load_array_file(folder)
     assert out.x.shape == (10, 3, 4, 4)
-    assert (out.x[0] == 1).all() and (out.x[3] == 1).all()
-    assert out.x[1, :, 0, 0].tolist() == [0, 0, 1]
-    assert np.allclose(out.x[2], 204 / 255, atol=1.5 / 255)
+    assert (out.x[0] == 255).all() and (out.x[3] == 255).all()
+    assert out.x[1, :, 0, 0].tolist() == [0, 0, 255]
+    assert np.allclose(out.x[2], 204, atol=1.5)
 
 
 def test_grey_modes_give_one_channel(tmp_path):
@@ -138,7 +143,7 @@ def test_grey_modes_give_one_channel(tmp_path):
     out = load_array_file(folder)
     assert out.x.shape == (10, 1, 4, 4)
     names = sorted(p.name for p in folder.iterdir())
-    value = {n: round(float(out.x[i, 0, 0, 0]) * 255) for i, n in enumerate(names)}
+    value = {n: int(out.x[i, 0, 0, 0]) for i, n in enumerate(names)}
     assert (value["la.png"], value["p.png"], value["sixteen.png"]) == (255, 90, 40)
 
 
@@ -157,9 +162,9 @@ def test_a_picked_size_scales_the_shorter_side_and_crops_the_centre(tmp_path):
     stripes[:, 10:20] = 255
     for i in range(10):
         save(tmp_path / "wide" / f"{i}.png", Image.fromarray(stripes))
-    assert (load_array_file(tmp_path / "wide", image_size=10).x == 1).all()  # the centre 10×10 is the white third
+    assert (load_array_file(tmp_path / "wide", image_size=10).x == 255).all()  # the centre 10×10 is the white third
     small = load_array_file(tmp_path / "wide", image_size=4).x  # (10, 1, 4, 4): Lanczos, antialiased
-    assert small.shape == (10, 1, 4, 4) and small[:, :, :, 1:3].min() > 0.9
+    assert small.shape == (10, 1, 4, 4) and small[:, :, :, 1:3].min() > 0.9 * 255
     assert load_array_file(tmp_path / "wide").x.shape == (10, 1, 10, 30)  # one size for all: kept
 
 
@@ -169,7 +174,7 @@ def test_the_default_size_is_the_most_common_one_capped_at_64(tmp_path):
     for i in range(4):
         save(tmp_path / "mixed" / f"b{i}.png", grey(50, (20, 40)))
     out = load_array_file(tmp_path / "mixed")
-    assert out.x.shape == (10, 1, 32, 32) and np.allclose(out.x, 50 / 255, atol=1 / 255)
+    assert out.x.shape == (10, 1, 32, 32) and np.allclose(out.x, 50, atol=1)
     for i in range(10):
         save(tmp_path / "big" / f"{i}.png", grey(9, (200, 100)))  # (W, H): one non-square size
     assert load_array_file(tmp_path / "big").x.shape == (10, 1, 32, 64)  # its shape kept, longer side 64
@@ -272,28 +277,49 @@ def test_too_few_images_images_beside_class_folders_and_a_bad_size(tmp_path):
     pets(folder)
     with pytest.raises(DataError, match=r"0.png in d/ lies next to class folders"):
         load_array_file(folder)
-    with pytest.raises(DataError, match=r"image size must be 2…128 pixels, got 1"):
+    with pytest.raises(DataError, match=r"image size must be 2…256 pixels, got 1"):
         load_array_file(pets(tmp_path / "p"), image_size=1)
 
 
 # ---------------------------------------------------------------- the store and the CLI
 
-def test_the_store_keeps_class_names_and_old_hashes_do_not_change(tmp_path):
+def test_the_store_keeps_class_names_and_reads_datasets_stored_before_format_2(tmp_path):
     x = (np.arange(24, dtype=np.float32) / 255).reshape(3, 1, 2, 4)  # (N, C, H, W)
-    # digests of the content hash before class names existed: datasets stored then keep their names
-    assert store.content_hash(ArrayData(x, np.array([0, 1, 1]))) == \
+    # format 1's digests (float32 values, original order): the checkpoints made then record them, and stay valid
+    assert dataset_file.content_hash_v1(ArrayData(x, np.array([0, 1, 1]))) == \
         "2949ae1604ade9a00f5eb7ed1406454e458cf0a0e00f35097addbbc0711b0c4c"
-    assert store.content_hash(ArrayData(x, None)) == "f16a6395628c4c58a5a78098e9fc36a4324b63cb87e76f922b6c676db8c3b562"
+    assert dataset_file.content_hash_v1(ArrayData(x, None)) == \
+        "f16a6395628c4c58a5a78098e9fc36a4324b63cb87e76f922b6c676db8c3b562"
+    u8 = ArrayData(pixels.to_pixels(x), np.array([0, 1, 1]))  # the same values as 8-bit pixels
+    assert dataset_file.content_hash_v1(u8) == "2949ae1604ade9a00f5eb7ed1406454e458cf0a0e00f35097addbbc0711b0c4c"
     ws = store.Workspace(tmp_path / "home")
     arrays = load_array_file(pets(tmp_path / "pets"))
     rec = ws.put_dataset(arrays, "pets")
     back, name = ws.load_arrays(rec.hash)
     assert name == "pets" and back.class_names == ("cat", "dog") and rec.class_names == ("cat", "dog")
-    assert np.array_equal(back.x, arrays.x) and store.content_hash(back) == rec.hash
+    assert np.array_equal(back.x, arrays.x[split_order(12)[0]]) and store.content_hash(back) == rec.hash
+    assert back.names == tuple(arrays.names[i] for i in split_order(12)[0])  # each row's file name, kept
     assert store.load(store.DataRef("pets", rec.hash), "cpu", ws).class_names == ("cat", "dog")
     plain = ws.put_dataset(ArrayData(arrays.x, arrays.y), "pets.npz")  # the same pixels, numbered classes
     assert plain.hash != rec.hash and plain.class_names is None and ws.load_arrays(plain.hash)[0].class_names is None
     assert store.load(store.DataRef("pets.npz", plain.hash), "cpu", ws).class_names == ("0", "1")
+
+    # a dataset stored in format 1 (whole float32 or uint8 arrays, original order) still opens, and is checked
+    old = ArrayData(pixels.to_pixels(np.random.default_rng(0).random((20, 1, 4, 4)) > 0.5), np.arange(20) % 2)
+    digest = dataset_file.content_hash_v1(old)
+    meta = {"format_version": 1, "hash": digest, "file_name": "old.npz", "n_images": 20, "image_shape": [1, 4, 4],
+            "n_classes": 2, "created": "2026-11-01T00:00:00"}
+    blob = safetensors.numpy.save({"x": old.x, "y": old.y}, metadata={dataset_file.KEY: json.dumps(meta)})
+    ws.dataset_path(digest).write_bytes(blob)
+    loaded = store.load(store.DataRef("old.npz", digest), "cpu", ws)
+    assert len(loaded.x_train) == 16 and torch.equal(loaded.x_test, torch.from_numpy(old.x[split_order(20)[0][16:]]))
+    ws.dataset_path(digest).write_bytes(blob[:-3] + bytes([blob[-3] ^ 1]) + blob[-2:])
+    with pytest.raises(DataError, match="is damaged"):
+        ws.load_arrays(digest)
+    # … and uploading those images again for a model that records the old hash attaches them for good
+    again = ws.attach(old, "old.npz", digest)
+    assert again.hash != digest and ws.dataset_info(digest).hash == again.hash
+    assert np.array_equal(ws.load_arrays(digest)[0].x, old.x[split_order(20)[0]])
 
 
 def test_cli_trains_a_conv_model_on_a_folder_of_colour_images(tmp_path, monkeypatch, capsys):

@@ -13,6 +13,7 @@ from vae_core import store
 from vae_core.config import ModelConfig
 from vae_core.data import DataError, load_array_file
 from vae_core.model import VAE
+from vae_core.pixels import split_order
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -59,9 +60,12 @@ def test_a_dataset_is_stored_once_and_loads_back_identically(ws):
     assert again.hash == rec.hash and again.file_name == "mine.npz"  # the same images: stored once
     assert [p.name for p in ws.datasets_dir.iterdir()] == [f"{rec.hash}.safetensors"]
     back, name = ws.load_arrays(rec.hash)
-    assert name == "mine.npz" and back.x.dtype == np.float32
-    assert np.array_equal(back.x, arrays.x) and np.array_equal(back.y, arrays.y)  # bit for bit
-    assert rec.size_bytes < arrays.x.nbytes / 2  # 8-bit images are kept as 8 bits (a quarter of float32)
+    order, n_test = split_order(50)
+    assert name == "mine.npz" and back.x.dtype == np.uint8 and back.n_test == n_test == 10
+    assert np.array_equal(back.x, arrays.x[order]) and np.array_equal(back.y, arrays.y[order])  # bit for bit, split order
+    assert np.array_equal(back.source_index, order)  # where each stored row was in the file
+    assert isinstance(back.x, np.memmap)  # read memory-mapped: opening it copies nothing
+    assert rec.size_bytes < arrays.x.size * 4 / 2  # 8-bit images are kept as 8 bits (a quarter of float32)
     assert b"pickle" not in ws.dataset_path(rec.hash).read_bytes()[:200]  # a safetensors file, no pickle
 
 
@@ -70,7 +74,8 @@ def test_grey_values_other_than_k_over_255_are_kept_exactly(ws):
     arrays = load_array_file(npz(x), "floats.npz")
     rec = ws.put_dataset(arrays, "floats.npz")
     back, _ = ws.load_arrays(rec.hash)
-    assert np.array_equal(back.x, arrays.x) and back.y is None and rec.n_classes == 0
+    assert back.x.dtype == np.float32 and np.array_equal(back.x, arrays.x[split_order(20)[0]])
+    assert back.y is None and rec.n_classes == 0
 
 
 def test_a_damaged_stored_file_is_a_clear_error_and_uploading_again_repairs_it(ws):
@@ -88,7 +93,8 @@ def test_a_damaged_stored_file_is_a_clear_error_and_uploading_again_repairs_it(w
         ws.load_arrays(rec.hash)
     assert ws.dataset_info(rec.hash) is None and [d.hash for d in ws.list_datasets()] == [keep.hash]
     repaired = ws.put_dataset(load_array_file(npz(x, y), "mine.npz"), "mine.npz")
-    assert repaired.hash == rec.hash and np.array_equal(ws.load_arrays(rec.hash)[0].x, load_array_file(npz(x, y), "m.npz").x)
+    assert repaired.hash == rec.hash
+    assert np.array_equal(ws.load_arrays(rec.hash)[0].x, load_array_file(npz(x, y), "m.npz").x[split_order(40)[0]])
     assert ws.load_arrays(keep.hash)[1] == "other.npz"  # nothing else was touched
 
 

@@ -11,7 +11,7 @@ from pathlib import Path
 from . import checkpoint as ckpt_io
 from . import previews, store
 from .config import ConfigError, ModelConfig, ObjectiveConfig, TrainConfig, tutorial_preset
-from .data import BUILTIN, DataError, Dataset, load_array_file, load_dataset
+from .data import BUILTIN, DataError, Dataset, load_dataset
 from .device import DEVICE_CHOICES, pick_device
 from .executors import ExecutorError, LocalExecutor, RayExecutor
 from .jobs import format_duration, progress_text
@@ -45,19 +45,68 @@ def _ints(text: str) -> tuple[int, ...]:
     return tuple(int(t) for t in text.split(",") if t.strip())
 
 
+def register(path: Path, image_size: int | None, workspace: store.Workspace) -> store.StoredDataset:
+    """Store a user's file in the workspace (`Workspace.register`) with a progress bar: elapsed time and time left."""
+    if image_size is not None and not (path.is_dir() or path.suffix.lower() == ".zip"):
+        raise DataError(f"--image-size applies to a folder or .zip of images, not to {path.name}")
+    bar, t0, drawn = ProgressBar(), time.monotonic(), []
+
+    def progress(fraction: float, message: str) -> None:
+        elapsed = time.monotonic() - t0
+        left = f" · about {format_duration(elapsed / fraction * (1 - fraction))} left" if fraction > 0.02 else ""
+        bar.draw(fraction, f"storing {path.name}: {message} · elapsed {format_duration(elapsed)}{left}")
+        drawn.append(True)
+
+    try:
+        stored = workspace.register(path, image_size=image_size, progress=progress)
+    finally:
+        if drawn:
+            bar.close()
+    print(f"dataset {stored.file_name}: {stored.n_images:,} images of {stored.image_shape}, stored in the "
+          f"workspace as {stored.short}… ({format_duration(time.monotonic() - t0)})", file=sys.stderr)
+    return stored
+
+
+def stored_dataset(name: str, workspace: store.Workspace) -> store.StoredDataset:
+    """A dataset in the workspace by its file name or the start of its hash (at least 6 characters)."""
+    found = [d for d in workspace.list_datasets()
+             if d.file_name == name or (len(name) >= 6 and d.hash.startswith(name.lower()))]
+    if len(found) != 1:
+        known = ", ".join(d.file_name for d in workspace.list_datasets()) or "none"
+        why = "matches several stored datasets" if found else "is neither a built-in dataset nor a stored one"
+        raise DataError(f"--dataset {name} {why}; built-in: {', '.join(BUILTIN)}; stored: {known} "
+                        "(python -m vae_core datasets)")
+    return found[0]
+
+
 def data_ref(args, workspace: store.Workspace) -> store.DataRef:
-    """The dataset the command names. A --data-file (an array file, or a folder or .zip of images resized to
-    --image-size) is validated and stored in the workspace under its content hash (once), so a model trained on
-    it opens in the app with its data."""
+    """The dataset the command names: a built-in one, one stored in the workspace (`--dataset` by file name or
+    hash), or a --data-file (an array file, or a folder or .zip of images resized to --image-size), which is
+    validated and stored in the workspace under its content hash, so a model trained on it opens in the app with
+    its data."""
     if getattr(args, "data_file", None):
         path = Path(os.path.abspath(args.data_file))  # a folder given as "." or "pets/" still has a name
-        if args.image_size is not None and not (path.is_dir() or path.suffix.lower() == ".zip"):
-            raise DataError(f"--image-size applies to a folder or .zip of images, not to {path.name}")
-        stored = workspace.put_dataset(load_array_file(path, image_size=args.image_size), path.name)
-        print(f"dataset {stored.file_name}: {stored.n_images:,} images of {stored.image_shape}, stored in the "
-              f"workspace as {stored.short}…", file=sys.stderr)
+        stored = register(path, args.image_size, workspace)
         return store.DataRef(stored.file_name, stored.hash)
-    return store.DataRef(args.dataset)
+    if args.dataset in BUILTIN:
+        return store.DataRef(args.dataset)
+    stored = stored_dataset(args.dataset, workspace)
+    return store.DataRef(stored.file_name, stored.hash)
+
+
+def cmd_datasets(args) -> int:
+    ws = store.Workspace()
+    if args.add:
+        register(Path(os.path.abspath(args.add)), args.image_size, ws)
+        return 0
+    rows = ws.list_datasets()
+    if not rows:
+        print(f"no datasets stored in {ws.datasets_dir}", file=sys.stderr)
+    for d in rows:
+        classes = f"{d.n_classes} classes" if d.n_classes else "unlabelled"
+        print(f"{d.short}  {d.file_name:30s} {d.n_images:>9,} images of {'×'.join(map(str, d.image_shape)):10s} "
+              f"{classes:12s} {d.size_bytes / 2**20:9,.1f} MiB  {d.created}")
+    return 0
 
 
 def load_data(ref: store.DataRef, args, device, workspace: store.Workspace) -> Dataset:
@@ -312,8 +361,10 @@ def build_parser() -> argparse.ArgumentParser:
         sp.add_argument("--ray-address", default=None,
                         help="a Ray cluster's address (HOST:PORT); default $RAY_ADDRESS, else a local Ray on 127.0.0.1")
 
+    dataset_help = (f"{', '.join(BUILTIN)}, or a dataset stored in the workspace by its file name or hash "
+                    "(python -m vae_core datasets)")
     t = sub.add_parser("train", help="train a VAE and save a checkpoint")
-    t.add_argument("--dataset", default="digits", choices=BUILTIN)
+    t.add_argument("--dataset", default="digits", help=dataset_help)
     data_args(t)
     t.add_argument("--preset", choices=["tutorial"], help="tutorial: MLP 784-400-d, BCE, Adam 1e-3, batch 128")
     t.add_argument("--latent-dim", type=int, default=2)
@@ -355,7 +406,7 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--json", action="store_true", help="print one JSON object")
     e.set_defaults(func=cmd_evaluate)
     w = sub.add_parser("sweep", help="train every combination of β, free bits and warm-up (collapse lab)")
-    w.add_argument("--dataset", default="digits", choices=BUILTIN)
+    w.add_argument("--dataset", default="digits", help=dataset_help)
     data_args(w)
     w.add_argument("--latent-dim", type=int, default=16)
     w.add_argument("--arch", default="mlp", choices=["mlp", "conv", "linear"])
@@ -388,6 +439,11 @@ def build_parser() -> argparse.ArgumentParser:
     w.set_defaults(func=cmd_sweep)
     add_ppca_check(sub, data_args)
     add_previews(sub)
+    d = sub.add_parser("datasets", help="list the datasets stored in the workspace, or store one (--add)")
+    d.add_argument("--add", metavar="FILE", help="a .npz/.npy/.csv, or a folder or .zip of PNG/JPEG images, to "
+                   "store (decoded in parallel, with progress; Ctrl-C cancels and leaves nothing behind)")
+    d.add_argument("--image-size", type=int, default=None, metavar="N", help="as for train --data-file")
+    d.set_defaults(func=cmd_datasets)
     return p
 
 

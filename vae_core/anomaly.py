@@ -72,14 +72,16 @@ SCORE_KEYS = {RAW_SCORE: "neg_elbo", CORRECTED_SCORE: "corrected"}  # curve name
 
 
 def _images(x, what: str, shape: tuple[int, ...], device: torch.device) -> torch.Tensor:
-    """`x` (N, C, H, W) in [0, 1] as a float32 tensor on `device`, after checking its image shape and range."""
-    x = torch.as_tensor(x if isinstance(x, torch.Tensor) else np.asarray(x), dtype=torch.float32).to(device)
+    """`x` (N, C, H, W) as a tensor on `device` — 8-bit pixels as they are, anything else as float32 in [0, 1] —
+    after checking its image shape and range."""
+    x = torch.as_tensor(x if isinstance(x, torch.Tensor) else np.asarray(x))
+    x = (x if x.dtype == torch.uint8 else x.to(torch.float32)).to(device)
     if x.ndim != 4 or tuple(x.shape[1:]) != tuple(shape):
         got = "×".join(map(str, x.shape[1:])) if x.ndim == 4 else f"an array of shape {tuple(x.shape)}"
         raise ValueError(f"the {what} are {got} (C×H×W) but the model takes {'×'.join(map(str, shape))} images")
     if len(x) == 0:
         raise ValueError(f"there are no {what}")
-    if not bool(torch.isfinite(x).all()) or float(x.min()) < 0 or float(x.max()) > 1:
+    if x.dtype != torch.uint8 and (not bool(torch.isfinite(x).all()) or float(x.min()) < 0 or float(x.max()) > 1):
         raise ValueError(f"the {what} must have pixel values in [0, 1]")
     return x
 

@@ -16,11 +16,13 @@ NATS_PER_BYTE = 8 * math.log(2)
 
 
 def quantise(x: np.ndarray) -> np.ndarray:
-    """Images in [0, 1], (N, C, H, W) → 8-bit (N, H, W, C): round(x·255), clipped to 0…255."""
-    x = np.asarray(x, dtype=np.float32)
+    """Images (N, C, H, W), 8-bit or in [0, 1] → 8-bit (N, H, W, C): as they are, or round(x·255) clipped to 0…255."""
+    x = np.asarray(x)
     if x.ndim != 4:
         raise ValueError(f"expected images of shape (N, C, H, W), got {x.shape}")
-    return np.clip(np.rint(x * 255.0), 0, 255).astype(np.uint8).transpose(0, 2, 3, 1)
+    if x.dtype == np.uint8:
+        return x.transpose(0, 2, 3, 1)
+    return np.clip(np.rint(x.astype(np.float32) * 255.0), 0, 255).astype(np.uint8).transpose(0, 2, 3, 1)
 
 
 def png_bytes(image: np.ndarray) -> bytes:

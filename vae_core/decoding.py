@@ -9,6 +9,7 @@ import torch
 
 from . import pictures
 from .model import VAE
+from .pixels import as_float
 from .projection import pca, subsample
 
 
@@ -199,7 +200,7 @@ def run_picture_rows(model: VAE, x_test: torch.Tensor, y_test: torch.Tensor | No
     idx = torch.as_tensor(one_per_class(labels, len(x_test)), device=x_test.device)  # (n,)
     gen = torch.Generator(device=x_test.device).manual_seed(0)
     model = model.eval()
-    x = x_test[idx]  # (n, C, H, W)
+    x = as_float(x_test[idx])  # (n, C, H, W) in [0, 1]
     n = len(x)
     z_prior = torch.randn(n, model.latent_dim, generator=gen, device=x.device)  # (n, d)
     if model.config.autoregressive:

@@ -25,6 +25,14 @@ def fsync_dir(folder: Path) -> None:
         os.close(fd)
 
 
+def pwrite_all(fd: int, data, offset: int) -> None:
+    """Write all of `data` (bytes or a contiguous array) at `offset` of the open file `fd`."""
+    view = memoryview(data).cast("B")
+    while len(view):
+        written = os.pwrite(fd, view, offset)
+        view, offset = view[written:], offset + written
+
+
 def atomic_write(path: str | os.PathLike, data: bytes, *, overwrite: bool = True, mode: int = 0o644) -> Path:
     """Write `data` to `path` atomically. Without `overwrite`, raise FileExistsError if `path` exists."""
     path = Path(path)

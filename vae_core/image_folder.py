@@ -22,17 +22,24 @@ antialiased when shrinking) so that it covers the target — for a square target
 Safety. Nothing is extracted to disk (zip members are read into memory one at a time, so a name like
 `../../x.png` is only a name, and is refused). Before any pixel is decoded: the number of files, every file's
 and all image files' uncompressed size (zip headers), each member's compression ratio, each image's width×height
-(its header) and the final array's size (`data.check_array_shape`) are checked; while reading, a member that
-yields more than its header says is refused. Every failure is one `DataError` naming the file at fault.
+and all images' pixels together (their headers), and the final array against the memory available
+(`pixels.check_array_shape`) are checked; while reading, a member that yields more than its header says is
+refused. Every failure is one `DataError` naming the file at fault.
+
+Scale. `plan_images` reads the file list and the headers; `decode` then decodes the images in parallel threads,
+block by block, into whatever the caller writes them to (an array in memory, or a stored dataset's file,
+`store.Workspace.register`), so 200,000 JPEGs never need more than the output plus a few blocks in memory.
 """
 from __future__ import annotations
 
 import io
+import multiprocessing
 import os
 import zipfile
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass
+from concurrent.futures import FIRST_EXCEPTION, ProcessPoolExecutor, wait
+from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
 from typing import BinaryIO
@@ -40,36 +47,244 @@ from typing import BinaryIO
 import numpy as np
 from PIL import Image, ImageOps
 
-from .data import (MAX_ARRAY_BYTES, MAX_CLASSES, MAX_SIDE, ArrayData, DataError, check_array_shape, check_image_count,
-                   read_source, to_unit_range)
+from .array_files import open_source
+from .files import pwrite_all
+from .pixels import MAX_CLASSES, MAX_IMAGES, MAX_SIDE, ArrayData, DataError, check_array_shape, check_image_count
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg")
 PIL_FORMATS = ("PNG", "JPEG")  # the only decoders Pillow may use on these files
 JUNK_NAMES = ("__macosx", "thumbs.db", "desktop.ini")  # skipped, as are names starting with a dot
 DEFAULT_MAX_SIDE = 64  # the default size's longer side, in pixels
-MAX_FILES = 250_000  # files in a folder, members in a zip
+MAX_FILES = MAX_IMAGES + MAX_IMAGES // 4  # files in a folder, members in a zip (junk files included)
 MAX_FILE_BYTES = 128 << 20  # one image file, uncompressed
-MAX_TOTAL_BYTES = 1 << 30  # all image files together, uncompressed
+MAX_TOTAL_BYTES = 64 << 30  # all image files together, uncompressed (read one at a time, never all at once)
+MAX_SOURCE_PIXELS = 1 << 34  # width × height summed over all images, from their headers: bounds the decoding time
 MAX_COMPRESSION_RATIO = 100  # uncompressed : compressed, for a zip member over RATIO_MIN_BYTES
 RATIO_MIN_BYTES = 1 << 20
 MAX_IMAGE_PIXELS = 4096 * 4096  # width × height of one image, read from its header before decoding
 WHITE = (255, 255, 255, 255)
 GREY_MODES = ("1", "L", "LA", "I", "I;16", "I;16B", "I;16L", "I;16N")
 ROTATED = (5, 6, 7, 8)  # EXIF orientations that swap width and height
+BLOCK = 256  # images decoded by one worker before its block is written out
+PARALLEL_MIN = 2000  # images from which worker processes read them (their start-up, ~1 s, then pays)
+Progress = Callable[[float, str], None]  # (fraction, what is happening); it may raise to cancel
 
 
 @dataclass(frozen=True)
 class _File:
-    """One file of the folder or zip: its name in messages, its path parts, its (uncompressed) size, an opener."""
+    """One file of the folder or zip: its name in messages, its path parts, its (uncompressed) size, an opener, and
+    what a worker process opens it by (a folder's relative path, a zip member's index)."""
 
     name: str
     parts: tuple[str, ...]
     size: int
     open: Callable[[], BinaryIO]
+    key: str | int = ""
+
+
+@dataclass(frozen=True)
+class FileRows:
+    """Rows of a file being written (a stored dataset's pixels): row r, `row_bytes` long, at offset + r·row_bytes,
+    written by position, so that any process can write any block."""
+
+    path: str
+    offset: int
+    row_bytes: int
+
+    def write(self, start: int, block: np.ndarray) -> None:
+        fd = os.open(self.path, os.O_WRONLY)
+        try:
+            pwrite_all(fd, np.ascontiguousarray(block), self.offset + start * self.row_bytes)
+        finally:
+            os.close(fd)
+
+
+@dataclass
+class ImagePlan:
+    """What a folder or zip of images will become, known from the file list and the image headers before any pixel
+    is decoded: the files (sorted), their labels and class names, grey or colour, and the target size. Holds the
+    zip and the worker processes open until `close` (a context manager)."""
+
+    files: list[_File]
+    where: str
+    y: np.ndarray | None
+    class_names: tuple[str, ...] | None
+    grey: bool
+    size: tuple[int, int]  # (W, H) of every image
+    source: tuple[str, str] | None = None  # ("zip" | "folder", path): what worker processes open themselves
+    pool: ProcessPoolExecutor | None = None
+    _closing: list = field(default_factory=list, repr=False)
+
+    @property
+    def shape(self) -> tuple[int, int, int, int]:
+        """(N, C, H, W) of the decoded images."""
+        width, height = self.size
+        return len(self.files), 1 if self.grey else 3, height, width
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        return tuple(f.name for f in self.files)
+
+    def close(self) -> None:
+        if self.pool is not None:
+            self.pool.shutdown(wait=True, cancel_futures=True)
+            self.pool = None
+        for closer in self._closing:
+            closer()
+        self._closing.clear()
+
+    def __enter__(self) -> "ImagePlan":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def is_image_set(source, filename: str | None = None) -> bool:
+    """Whether `source` (a path, or bytes named `filename`) is a folder or a .zip of images."""
+    if isinstance(source, (str, os.PathLike)) and Path(source).is_dir():
+        return True
+    name = filename or (source if isinstance(source, (str, os.PathLike)) else getattr(source, "name", "")) or ""
+    return Path(str(name)).suffix.lower() == ".zip"
+
+
+def plan_images(source, filename: str | None = None, *, image_size: int | None = None,
+                progress: Progress | None = None, workers: int | None = None) -> ImagePlan:
+    """The plan of a folder (a path) or a .zip (a path, bytes or a binary file; `filename` names it). A folder or a
+    zip given as a path of at least PARALLEL_MIN images is read by `workers` processes (default: one per core):
+    the headers now, the pixels in `decode`."""
+    if isinstance(source, (str, os.PathLike)) and Path(source).is_dir():
+        files, where = _folder_files(source)
+        return _plan(files, where, image_size, progress, ("folder", os.fspath(source)), workers)
+    files, where, archive = _zip_files(source, filename)
+    path = os.fspath(source) if isinstance(source, (str, os.PathLike)) else None
+    try:
+        plan = _plan(files, where, image_size, progress, None if path is None else ("zip", path), workers)
+    except BaseException:
+        archive.close()
+        raise
+    plan._closing.append(archive.close)
+    return plan
 
 
 def read_image_folder(path: str | os.PathLike, *, image_size: int | None = None) -> ArrayData:
-    """The PNG/JPEG images under the folder `path` (layout, colour and size rules: the module's docstring)."""
+    """The PNG/JPEG images under the folder `path`, all in memory (layout, colour and size rules: the module's
+    docstring)."""
+    with plan_images(path, image_size=image_size) as plan:
+        return _read_all(plan)
+
+
+def read_image_zip(source: str | os.PathLike | bytes | BinaryIO, name: str | None = None, *,
+                   image_size: int | None = None) -> ArrayData:
+    """The PNG/JPEG images in a .zip given as a path, bytes or a binary file object, all in memory (layout, colour
+    and size rules: the module's docstring). The zip is checked from its directory before a member is read."""
+    with plan_images(source, name or getattr(source, "name", None) or "the zip", image_size=image_size) as plan:
+        return _read_all(plan)
+
+
+def _read_all(plan: ImagePlan) -> ArrayData:
+    x = np.empty(plan.shape, dtype=np.uint8)  # (N, C, H, W)
+    decode(plan, x)
+    return ArrayData(x=x, y=plan.y, class_names=plan.class_names, names=plan.names)
+
+
+def decode(plan: ImagePlan, out: np.ndarray | FileRows, order: np.ndarray | None = None, *,
+           progress: Progress | None = None) -> None:
+    """Decode every image of `plan` into `out` — an array (N, C, H, W) uint8 in memory, or the rows of a file —
+    where output row r is the image `files[order[r]]` (default: the files' own order). The plan's worker processes
+    decode blocks of BLOCK images in parallel (Pillow's decoders hold the GIL for much of their work, so threads
+    would take turns) and write them to a file themselves; at most two blocks per worker are under way, so memory
+    stays bounded whatever the number of images. `progress(fraction, message)` is called as blocks finish, in
+    the calling thread; an exception it raises (a cancellation) stops the work: no block starts after it, and the
+    running ones end before it propagates."""
+    n = len(plan.files)
+    order = np.arange(n) if order is None else np.asarray(order)
+    _, c, h, w = plan.shape
+    starts = iter(range(0, n, BLOCK))
+    done = 0
+
+    def finished(start: int, block: np.ndarray | int) -> None:
+        nonlocal done
+        if isinstance(block, np.ndarray):
+            _put(out, start, block)
+            block = len(block)
+        done += block
+        if progress:
+            progress(done / n, f"decoded {done:,} of {n:,} images")
+
+    if plan.pool is None:
+        for start in starts:
+            rows = order[start:start + BLOCK]
+            finished(start, _decode_block([plan.files[int(r)] for r in rows], plan.where, plan.grey, plan.size, c))
+        return
+    target = out if isinstance(out, FileRows) else None
+
+    def submit(start: int):
+        keys = [plan.files[int(r)].key for r in order[start:start + BLOCK]]
+        return plan.pool.submit(_decode_task, plan.source, keys, plan.where, plan.grey, plan.size, c, target, start)
+
+    running = {submit(s): s for s in _take(starts, 2 * plan.pool._max_workers)}
+    try:
+        while running:
+            ready, _ = wait(running, return_when=FIRST_EXCEPTION)
+            for future in ready:
+                finished(running.pop(future), future.result())  # a bad image's DataError surfaces here
+                running.update({submit(s): s for s in _take(starts, 1)})
+    except BaseException:
+        for future in running:
+            future.cancel()
+        wait(running)  # the blocks already being decoded finish before the caller cleans up
+        raise
+
+
+def _put(out: np.ndarray | FileRows, start: int, block: np.ndarray) -> None:
+    if isinstance(out, FileRows):
+        out.write(start, block)
+    else:
+        out[start:start + len(block)] = block
+
+
+def _decode_block(files: list[_File], where: str, grey: bool, size: tuple[int, int], channels: int) -> np.ndarray:
+    block = np.empty((len(files), channels, size[1], size[0]), dtype=np.uint8)  # (B, C, H, W)
+    for i, f in enumerate(files):
+        block[i] = _decode(f, where, grey, size)
+    return block
+
+
+# ---------------------------------------------------------------- in a worker process
+
+_OPENED: dict[str, zipfile.ZipFile] = {}  # the zips this worker process has open
+
+
+def _worker_files(source: tuple[str, str], keys: list) -> list[_File]:
+    """The files `keys` name, opened by this worker itself (a folder's relative paths, a zip's member indices)."""
+    kind, path = source
+    if kind == "folder":
+        return [_File(str(k), (), os.stat(Path(path, k)).st_size, partial(open, Path(path, k), "rb"), k) for k in keys]
+    archive = _OPENED.get(path)
+    if archive is None:
+        archive = _OPENED[path] = zipfile.ZipFile(path)
+    infos = archive.infolist()
+    return [_File(infos[k].filename, (), infos[k].file_size, partial(archive.open, infos[k]), k) for k in keys]
+
+
+def _headers_task(source: tuple[str, str], keys: list, where: str) -> list[tuple[int, int, bool]]:
+    return [_header(f, where) for f in _worker_files(source, keys)]
+
+
+def _decode_task(source, keys, where, grey, size, channels, target: FileRows | None, start: int):
+    block = _decode_block(_worker_files(source, keys), where, grey, size, channels)
+    if target is None:
+        return block
+    target.write(start, block)
+    return len(block)
+
+
+def _take(iterator, k: int) -> list:
+    return [v for _, v in zip(range(k), iterator)]
+
+
+def _folder_files(path: str | os.PathLike) -> tuple[list[_File], str]:
     root = Path(path)
     where = f"{root.name or root.resolve().name}/"
     files = []
@@ -82,29 +297,36 @@ def read_image_folder(path: str | os.PathLike, *, image_size: int | None = None)
             if len(files) == MAX_FILES:
                 raise DataError(f"{where} holds more than {MAX_FILES:,} files; that is the limit")
             rel = file_path.relative_to(root)
-            files.append(_File(rel.as_posix(), rel.parts, file_path.stat().st_size, partial(open, file_path, "rb")))
-    return _read_images(files, where, image_size)
+            files.append(_File(rel.as_posix(), rel.parts, file_path.stat().st_size, partial(open, file_path, "rb"),
+                               rel.as_posix()))
+    return files, where
 
 
-def read_image_zip(source: str | os.PathLike | bytes | BinaryIO, name: str | None = None, *,
-                   image_size: int | None = None) -> ArrayData:
-    """The PNG/JPEG images in a .zip given as a path, bytes or a binary file object (layout, colour and size
-    rules: the module's docstring). The zip is checked from its directory before a member is read."""
-    raw, source_name = read_source(source)
+def _zip_files(source, name: str | None) -> tuple[list[_File], str, zipfile.ZipFile]:
+    """The zip's image members, checked from its directory (no member read yet), and the open archive."""
+    stream, source_name, size = open_source(source)
     where = Path(str(name or source_name)).name or "the zip"
-    if not raw:
+    if size == 0:
+        stream.close()
         raise DataError(f"{where} is empty")
-    if len(raw) > MAX_ARRAY_BYTES:
-        raise DataError(f"{where} is {len(raw) / 2**20:.1f} MiB; the limit is {MAX_ARRAY_BYTES >> 20} MiB")
     try:
-        archive = zipfile.ZipFile(io.BytesIO(raw))
+        archive = zipfile.ZipFile(stream)
         infos = archive.infolist()
     except (zipfile.BadZipFile, OSError, ValueError):
+        stream.close()
         raise DataError(f"{where} is not a valid zip file") from None
+    try:
+        return _zip_members(archive, infos, where), where, archive
+    except BaseException:
+        archive.close()
+        raise
+
+
+def _zip_members(archive: zipfile.ZipFile, infos: list[zipfile.ZipInfo], where: str) -> list[_File]:
     if len(infos) > MAX_FILES:
         raise DataError(f"{where} has {len(infos):,} entries; at most {MAX_FILES:,} are accepted")
     files = []
-    for info in infos:
+    for index, info in enumerate(infos):
         parts = tuple(p for p in info.filename.replace("\\", "/").split("/") if p not in ("", "."))
         if info.filename.startswith(("/", "\\")) or ".." in parts:
             raise DataError(f"{where} has an entry named {info.filename!r} that points outside the zip; "
@@ -117,16 +339,17 @@ def read_image_zip(source: str | os.PathLike | bytes | BinaryIO, name: str | Non
             raise DataError(f"{info.filename} in {where} would expand {info.file_size // max(1, info.compress_size):,}"
                             f" times (images compress at most {MAX_COMPRESSION_RATIO}:1); the zip looks like a zip "
                             "bomb and is refused")
-        files.append(_File(info.filename, parts, info.file_size, partial(archive.open, info)))
-    return _read_images(files, where, image_size)
+        files.append(_File(info.filename, parts, info.file_size, partial(archive.open, info), index))
+    return files
 
 
 def _is_junk(part: str) -> bool:
     return part.startswith(".") or part.lower() in JUNK_NAMES
 
 
-def _read_images(files: list[_File], where: str, image_size: int | None) -> ArrayData:
-    """Check the files, find the classes, choose C and the size from the headers, then decode into one array."""
+def _plan(files: list[_File], where: str, image_size: int | None, progress: Progress | None,
+          source: tuple[str, str] | None, workers: int | None) -> ImagePlan:
+    """Check the files, find the classes, choose C and the size from the headers (nothing decoded)."""
     if image_size is not None and not 2 <= image_size <= MAX_SIDE:
         raise DataError(f"the image size must be 2…{MAX_SIDE} pixels, got {image_size}")
     files = sorted(files, key=lambda f: f.parts)
@@ -143,23 +366,51 @@ def _read_images(files: list[_File], where: str, image_size: int | None) -> Arra
     total = sum(f.size for f in files)
     if total > MAX_TOTAL_BYTES:
         raise DataError(f"the images in {where} take {total / 2**20:,.1f} MiB uncompressed; the limit is "
-                        f"{MAX_TOTAL_BYTES >> 20} MiB")
+                        f"{MAX_TOTAL_BYTES >> 20:,} MiB")
     check_image_count(where, len(files))
+    if len(files) > MAX_IMAGES:
+        raise DataError(f"{where} holds {len(files):,} images; the limit is {MAX_IMAGES:,}")
     y, class_names = _labels(files, where)
+    workers = workers or os.cpu_count() or 1
+    pool = None
+    if source is not None and workers > 1 and len(files) >= PARALLEL_MIN:
+        pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"))  # safe beside threads
+    try:
+        return _check_headers(files, where, y, class_names, image_size, progress, source, pool)
+    except BaseException:
+        if pool is not None:
+            pool.shutdown(wait=True, cancel_futures=True)
+        raise
 
-    headers = [_header(f, where) for f in files]  # (width, height, grey) each, nothing decoded
+
+def _check_headers(files, where, y, class_names, image_size, progress, source, pool) -> ImagePlan:
+    """Every image's (width, height, grey) from its header — in the worker processes when there are some — then
+    the checks that need them all, and the plan."""
+    headers = []  # (width, height, grey) each, nothing decoded
+    chunk = 2000
+    if pool is None:
+        parts = ([_header(f, where) for f in files[i:i + chunk]] for i in range(0, len(files), chunk))
+    else:
+        parts = pool.map(_headers_task, [source] * ((len(files) + chunk - 1) // chunk),
+                         [[f.key for f in files[i:i + chunk]] for i in range(0, len(files), chunk)],
+                         [where] * ((len(files) + chunk - 1) // chunk))
+    for part in parts:
+        headers += part
+        if progress:
+            progress(len(headers) / len(files), f"read {len(headers):,} of {len(files):,} image headers")
+    source_pixels = sum(w * h for w, h, _ in headers)
+    if source_pixels > MAX_SOURCE_PIXELS:
+        raise DataError(f"the images in {where} hold {source_pixels:,} pixels in all; at most {MAX_SOURCE_PIXELS:,} "
+                        "are decoded (scale them down first)")
     grey = [f for f, (_, _, g) in zip(files, headers) if g]
     colour = [f for f, (_, _, g) in zip(files, headers) if not g]
     if grey and colour:
         raise DataError(f"{where} mixes grey and colour images (grey: {grey[0].name}, colour: {colour[0].name}); "
                         "convert them all to one kind")
-    n, c = len(files), 1 if grey else 3
-    width, height = _target_size([(w, h) for w, h, _ in headers], image_size)
-    check_array_shape(n, c, height, width)
-    x = np.empty((n, c, height, width), dtype=np.uint8)  # (N, C, H, W)
-    for i, f in enumerate(files):
-        x[i] = _decode(f, where, bool(grey), (width, height))  # (C, H, W)
-    return ArrayData(x=to_unit_range(x), y=y, class_names=class_names)  # x: (N, C, H, W) float32 in [0, 1]
+    size = _target_size([(w, h) for w, h, _ in headers], image_size)
+    plan = ImagePlan(files, where, y, class_names, bool(grey), size, source, pool)
+    check_array_shape(*plan.shape)
+    return plan
 
 
 def _labels(files: list[_File], where: str) -> tuple[np.ndarray | None, tuple[str, ...] | None]:

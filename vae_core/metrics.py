@@ -10,6 +10,7 @@ import torch
 
 from .model import VAE
 from .objectives import LOG_2PI, elbo_terms, iwae_bound, log_normal
+from .pixels import as_float
 
 ACTIVE_UNIT_THRESHOLD = 0.01
 
@@ -34,20 +35,23 @@ def active_units(mu: torch.Tensor, threshold: float = ACTIVE_UNIT_THRESHOLD) -> 
 
 @torch.no_grad()
 def per_sample_scores(model: VAE, x: torch.Tensor, y: torch.Tensor | None = None, *, batch_size: int = 1000,
-                      seed: int = 0) -> dict[str, np.ndarray]:
+                      seed: int = 0, progress: Callable[[float], None] | None = None) -> dict[str, np.ndarray]:
     """Per image: −ELBO, distortion (−log p(x|z)), KL, squared reconstruction error of the posterior mean,
-    and the posterior means/log-variances. One seeded posterior sample per image."""
+    and the posterior means/log-variances. One seeded posterior sample per image. `progress` gets the fraction
+    done after each batch (and may raise to stop)."""
     model.eval()
     out: dict[str, list] = {k: [] for k in ("neg_elbo", "recon", "kl", "kl_per_dim", "sq_error", "mu", "logvar")}
     gen = generator(seed, x.device)
     for s in _batches(len(x), batch_size):
-        xb, yb = x[s], None if y is None else y[s]
+        xb, yb = as_float(x[s]), None if y is None else y[s]  # (B, C, H, W) in [0, 1]
         terms = elbo_terms(model, xb, yb, gen)
         mean_image = model.mean_of(model.decode(terms.mu, yb, xb))  # (B, C, H, W) reconstruction at z = μ
         for key, value in (("neg_elbo", terms.neg_elbo), ("recon", terms.recon), ("kl", terms.kl),
                            ("kl_per_dim", terms.kl_per_dim), ("mu", terms.mu), ("logvar", terms.logvar),
                            ("sq_error", (mean_image - xb).pow(2).flatten(1).sum(1))):
             out[key].append(value)
+        if progress:
+            progress(s.stop / len(x))
     return {k: torch.cat(v).cpu().numpy() for k, v in out.items()}
 
 
@@ -147,10 +151,13 @@ def collapsed_decoder_distortion(x_train: torch.Tensor, x_test: torch.Tensor, cl
     lowest any z-free factorised decoder can score there.) A decoder that models pixels jointly without z, such as
     a PixelCNN, can go below it.
     """
-    p = x_train.double().mean(0).clamp(clip, 1 - clip)  # (C, H, W) p̄, the per-pixel training mean
-    x = x_test.double()  # (M, C, H, W)
-    bce = -(x * p.log() + (1 - x) * torch.log1p(-p))  # (M, C, H, W)
-    return float(bce.flatten(1).sum(1).mean())
+    total = sum(as_float(x_train[s]).double().sum(0) for s in _batches(len(x_train), 4096))  # (C, H, W)
+    p = (total / len(x_train)).clamp(clip, 1 - clip)  # (C, H, W) p̄, the per-pixel training mean
+    bce = 0.0
+    for s in _batches(len(x_test), 4096):
+        x = as_float(x_test[s]).double()  # (B, C, H, W)
+        bce = bce + float((-(x * p.log() + (1 - x) * torch.log1p(-p))).flatten(1).sum(1).sum())
+    return bce / len(x_test)
 
 
 def collapse_metrics(model: VAE, x: torch.Tensor, y: torch.Tensor | None = None, *, iwae_k: int = 0,

@@ -14,6 +14,7 @@ from torch import nn
 
 from .config import ModelConfig
 from .device import one_thread
+from .pixels import as_float
 
 
 def _mlp(widths: list[int]) -> nn.Sequential:
@@ -256,7 +257,8 @@ class VAE(nn.Module):
         return self.config.latent_dim
 
     def encode(self, x: torch.Tensor, y: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-        mu, logvar = self.encoder(x, y).chunk(2, dim=1)  # (B, d), (B, d)
+        """(μ, log σ²) of q(z|x) for a batch of images, 8-bit or float (`pixels.as_float`)."""
+        mu, logvar = self.encoder(as_float(x), y).chunk(2, dim=1)  # (B, d), (B, d)
         return mu, logvar
 
     @staticmethod
@@ -302,6 +304,7 @@ class VAE(nn.Module):
         """sigmoid of the decoder's logits at z = μ(x). For an autoregressive decoder this is teacher-forced:
         each pixel's probability given z and the input's own earlier pixels (one step ahead), which looks like
         x even when z carries nothing; `generate` from μ(x) shows what z alone gives."""
+        x = as_float(x)  # (B, C, H, W) in [0, 1]
         mu, _ = self.encode(x, y)
         return self.mean_of(self.decode(mu, y, x))
 
@@ -328,6 +331,7 @@ class VAE(nn.Module):
         return x
 
     def forward(self, x: torch.Tensor, y: torch.Tensor | None = None, generator: torch.Generator | None = None):
+        x = as_float(x)  # (B, C, H, W) in [0, 1]
         mu, logvar = self.encode(x, y)
         z = self.reparameterize(mu, logvar, generator)  # (B, d)
         return self.decode(z, y, x), mu, logvar

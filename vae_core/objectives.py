@@ -14,6 +14,7 @@ import torch.nn.functional as F
 
 from .config import ObjectiveConfig
 from .model import VAE
+from .pixels import as_float
 
 LOG_2PI = math.log(2 * math.pi)
 
@@ -58,7 +59,8 @@ class ElboTerms:
 
 def elbo_terms(model: VAE, x: torch.Tensor, y: torch.Tensor | None = None,
                generator: torch.Generator | None = None) -> ElboTerms:
-    """The ELBO's parts per image with one posterior sample z ~ q(z|x) drawn from `generator`."""
+    """The ELBO's parts per image with one posterior sample z ~ q(z|x) drawn from `generator`; x may be 8-bit."""
+    x = as_float(x)  # (B, C, H, W) in [0, 1]
     logits, mu, logvar = model(x, y, generator)
     return ElboTerms(recon=-log_likelihood(model, x, logits), kl_per_dim=gaussian_kl_per_dim(mu, logvar), mu=mu,
                      logvar=logvar)
@@ -198,6 +200,7 @@ def iwae_bound(model: VAE, x: torch.Tensor, y: torch.Tensor | None = None, k: in
     It is ≥ the ELBO in expectation and grows with k towards log p(x). The k samples are drawn `chunk`
     at a time so memory stays at B × chunk decoded images.
     """
+    x = as_float(x)  # (B, C, H, W) in [0, 1]
     mu, logvar = model.encode(x, y)  # (B, d)
     b, d = mu.shape
     log_w = []

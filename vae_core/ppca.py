@@ -29,6 +29,7 @@ from .device import one_thread
 from .metrics import ACTIVE_UNIT_THRESHOLD, active_units
 from .model import VAE, init_weights
 from .objectives import LOG_2PI
+from .pixels import as_float
 
 LBFGS_MEMORY = 50  # past steps L-BFGS keeps
 GRADIENT_TOLERANCE = 1e-6  # stop when every |∂(−ELBO)/∂W| is below this, nats per image
@@ -47,7 +48,7 @@ def moments(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     if math.prod(x.shape[1:]) > MAX_VALUES:
         raise ValueError(f"pPCA works with the pixels' D×D covariance: at most {MAX_VALUES} values per image, "
                          f"got {math.prod(x.shape[1:])} ({tuple(x.shape[1:])})")
-    flat = x.detach().flatten(1).to(compute_device(x.device), torch.float64)  # (N, D)
+    flat = as_float(x.detach()).flatten(1).to(compute_device(x.device), torch.float64)  # (N, D)
     mean = flat.mean(0)  # (D,)
     centred = flat - mean  # (N, D)
     return mean, centred.T @ centred / len(flat)  # (D,), (D, D)

@@ -51,6 +51,7 @@ ENV_PER_OWNER = "VAE_RUNS_PER_SESSION"  # trainings one user may have queued or 
 STOPPED, DIVERGED, INTERRUPTED = "stopped", "diverged", "interrupted"
 RECORD = "run.json"
 PREVIEW_SIDE = 8  # the decoder preview after every epoch: an 8×8 lattice over z0, z1
+REPORT_EVERY_S = 0.25  # a run's progress (and its loss, which syncs the device) at most this often
 
 
 @dataclass(frozen=True)
@@ -229,7 +230,14 @@ def execute(spec_dict: dict, run_id: str, reporter: Reporter, *, workspace_root:
     axis = lattice_axis(PREVIEW_SIDE, "quantile")
     epoch_seconds: list[float] = []
 
+    reported = [-REPORT_EVERY_S]  # when the last step was reported (training's own clock)
+
     def on_step(p: StepProgress) -> None:
+        # Reading the loss as a number waits for the device: on a GPU that would stall every step, so progress is
+        # reported a few times a second (and at the end of each epoch), and the loss read only then.
+        if p.elapsed - reported[0] < REPORT_EVERY_S and p.step + 1 < p.steps:
+            return
+        reported[0] = p.elapsed
         if epoch_seconds:  # measured: training plus test evaluation, per epoch so far
             left = (p.epochs - p.epoch - (p.step + 1) / p.steps) * statistics.fmean(epoch_seconds)
         else:  # first epoch: the step rate

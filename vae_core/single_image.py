@@ -21,6 +21,7 @@ import torch
 from PIL import Image, ImageOps
 
 from .data import DataError
+from .pixels import as_float
 from .image_folder import MAX_IMAGE_PIXELS, PIL_FORMATS
 from .metrics import per_sample_scores
 
@@ -33,8 +34,8 @@ CANVAS_MAX_WIDTH = 560
 
 def border_pixels(x: np.ndarray) -> np.ndarray:
     """The grey levels (mean over channels) of the outer frame of images (N, C, H, W) or one (C, H, W), flat."""
-    x = np.asarray(x, dtype=np.float32)
-    grey = (x[None] if x.ndim == 3 else x).mean(axis=1)  # (N, H, W)
+    x = as_float(np.asarray(x))
+    grey = (x[None] if x.ndim == 3 else x).mean(axis=1, dtype=np.float32)  # (N, H, W)
     return np.concatenate([grey[:, 0, :].ravel(), grey[:, -1, :].ravel(), grey[:, 1:-1, 0].ravel(),
                            grey[:, 1:-1, -1].ravel()])
 

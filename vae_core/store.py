@@ -10,17 +10,19 @@ Linux, ~/Library/Application Support/vae-explorer on macOS, %LOCALAPPDATA%\\vae-
 read at call time. The shipped models and sweeps in the source tree's `checkpoints/` are read-only: nothing
 here writes there. Every write is atomic (`files.atomic_write`); nothing is ever unpickled.
 
-A dataset's content hash is the SHA-256 of its images as float32 in [0, 1] (N, C, H, W), its labels and its
-class names when it has them (an image folder's class folders), so the same images give the same hash whether
-they came as .npz, .npy, .csv, a folder or a .zip; a checkpoint trained on them records the hash
-(`Dataset.info`), and any session or the CLI finds the data again through it. Class names are kept in the stored
-file's header and come back with the images.
+A dataset is stored once under its content hash (`dataset_file.py`: the SHA-256 of its 8-bit pixels in split order,
+its labels and its class names), so the same images give the same hash whether they came as .npz, .npy, .csv, a
+folder or a .zip; a checkpoint trained on them records the hash (`Dataset.info`), and any session or the CLI finds
+the data again through it. `register` streams a folder or zip of images into the workspace, decoding in parallel,
+with progress and cancellation, never holding the pixels in memory; opening a stored dataset maps its file.
 """
 from __future__ import annotations
 
-import hashlib
+import contextlib
 import json
 import os
+import shutil
+import tempfile
 import threading
 import time
 from collections import OrderedDict
@@ -29,19 +31,17 @@ from pathlib import Path
 
 import numpy as np
 import platformdirs
-import safetensors.numpy
 import torch
 
 from . import checkpoint as ckpt_io
-from . import locations
-from . import replay
-from .data import ArrayData, DataError, Dataset, check_image_count, from_arrays, load_dataset
+from . import dataset_file, image_folder, locations, replay
+from .array_files import read_array_file
+from .data import Dataset, from_arrays, load_dataset
 from .files import atomic_write
+from .pixels import ArrayData, DataError, check_image_count, gib, split_order
 
 ENV_HOME = "VAE_HOME"
 APP_NAME = "vae-explorer"
-DATASET_FORMAT = 1
-DATASET_KEY = "vae_core_dataset"
 DATASETS_CAP_ENV = "VAE_DATASETS_MAX_MB"
 DATASETS_CAP_MB = 4096  # least recently used user datasets are removed past this total
 
@@ -99,27 +99,15 @@ class StoredDataset:
         return self.hash[:12]
 
 
-def content_hash(arrays: ArrayData) -> str:
-    """SHA-256 of the images as float32 (N, C, H, W) in [0, 1], of the labels and of the class names when there
-    are any (without them the hash is what it always was): the dataset's identity."""
-    x = np.ascontiguousarray(arrays.x, dtype=np.float32)
-    h = hashlib.sha256(b"vae_core dataset v1\n")
-    h.update(json.dumps({"shape": list(x.shape), "labels": arrays.y is not None}).encode())
-    h.update(memoryview(x).cast("B"))
-    if arrays.y is not None:
-        h.update(memoryview(np.ascontiguousarray(arrays.y, dtype=np.int64)).cast("B"))
-    if arrays.class_names is not None:
-        h.update(json.dumps({"class_names": list(arrays.class_names)}).encode())
-    return h.hexdigest()
+content_hash = dataset_file.content_hash
+Progress = image_folder.Progress
 
 
-def _as_stored_pixels(x: np.ndarray) -> np.ndarray:
-    """uint8 when every value is exactly k/255 (images that came as 8-bit: a quarter of the space and the same
-    float32 values back), else the float32 values themselves."""
-    u8 = np.rint(x * 255).astype(np.uint8)
-    back = u8.astype(np.float32)
-    np.divide(back, np.float32(255.0), out=back)  # exactly what data.to_unit_range computes
-    return u8 if np.array_equal(back, x) else np.ascontiguousarray(x, dtype=np.float32)
+def _stage(progress: Progress | None, start: float, end: float) -> Progress | None:
+    """A sub-task's progress mapped onto [start, end] of the whole."""
+    if progress is None:
+        return None
+    return lambda fraction, message: progress(start + (end - start) * fraction, message)
 
 
 def _is_hash(text: str) -> bool:
@@ -155,39 +143,140 @@ class Workspace:
             raise DataError(f"{digest!r} is not a dataset hash")
         return self.datasets_dir / f"{digest}.safetensors"
 
+    def register(self, source, file_name: str | None = None, *, image_size: int | None = None,
+                 progress: Progress | None = None) -> StoredDataset:
+        """Validate a user's file and store it under its content hash: a folder or .zip of images (a path, or the
+        bytes or binary file of an upload named `file_name`) is decoded in parallel straight into the stored file,
+        never held in memory; an array file (.npz, .npy, .csv) is read and stored. `progress(fraction, message)`
+        follows it (headers, decoding, hashing) and may raise to cancel it: nothing is left behind then."""
+        if file_name is None and isinstance(source, (str, os.PathLike)):
+            file_name = Path(os.path.abspath(source)).name  # a folder given as "." or "pets/" still has a name
+        name = Path(str(file_name or getattr(source, "name", "") or "dataset")).name
+        if not image_folder.is_image_set(source, file_name):
+            return self.put_dataset(read_array_file(source, file_name), name)
+        if not isinstance(source, (str, os.PathLike)):  # an upload: a file, so that worker processes can read it
+            with self._spooled(source) as path:
+                return self.register(path, name, image_size=image_size, progress=progress)
+        with image_folder.plan_images(source, file_name, image_size=image_size,
+                                      progress=_stage(progress, 0.0, 0.15)) as plan:
+            check_image_count(plan.where, len(plan.files))
+            order, n_test = split_order(len(plan.files))
+            names = plan.names
+            writer = self._writer(plan.shape, np.uint8, name, None if plan.y is None else plan.y[order], order, n_test,
+                                  plan.class_names, tuple(names[i] for i in order))
+            try:
+                image_folder.decode(plan, writer.rows, order, progress=_stage(progress, 0.15, 0.95))
+                if progress:
+                    progress(0.95, "checking the stored images (their SHA-256)")
+                return self._keep(*writer.finish())
+            except BaseException:
+                writer.abort()
+                raise
+
+    @contextlib.contextmanager
+    def _spooled(self, source):
+        """An uploaded zip (bytes or a binary file) as a hidden temporary file in `datasets/`, removed afterwards."""
+        self.datasets_dir.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=".upload-", suffix=".zip", dir=self.datasets_dir)
+        try:
+            with os.fdopen(fd, "wb") as f:
+                if isinstance(source, (bytes, bytearray)):
+                    f.write(source)
+                else:
+                    shutil.copyfileobj(source, f, 1 << 20)
+            yield tmp
+        finally:
+            Path(tmp).unlink(missing_ok=True)
+
     def put_dataset(self, arrays: ArrayData, file_name: str) -> StoredDataset:
-        """Store a validated user dataset under its content hash, once: storing the same images again only
-        refreshes its place in the LRU order, or replaces a copy found damaged. Returns its record."""
+        """Store a user's images held in memory (`data.load_array_file`) under their content hash, once: storing the
+        same images again only refreshes their place in the LRU order, or replaces a copy found damaged."""
         file_name = Path(str(file_name)).name or "dataset"
         check_image_count(file_name, len(arrays.x))
         digest = content_hash(arrays)
-        path = self.dataset_path(digest)
-        if path.is_file():
-            try:
-                self.load_arrays(digest)  # intact (it checks the hash, and marks it most recently used)
-                return self.dataset_info(digest)
-            except DataError:
-                pass  # damaged: written again below
-        n, c, h, w = arrays.x.shape
-        meta = {"format_version": DATASET_FORMAT, "hash": digest, "file_name": file_name, "n_images": int(n),
-                "image_shape": [int(c), int(h), int(w)],
-                "n_classes": 0 if arrays.y is None else int(arrays.y.max()) + 1,
-                "created": time.strftime("%Y-%m-%dT%H:%M:%S")}
-        if arrays.class_names is not None:
-            meta["class_names"] = list(arrays.class_names)
-        tensors = {"x": _as_stored_pixels(arrays.x)}
-        if arrays.y is not None:
-            tensors["y"] = np.ascontiguousarray(arrays.y, dtype=np.int64)
-        blob = safetensors.numpy.save(tensors, metadata={DATASET_KEY: json.dumps(meta)})
-        atomic_write(path, blob, overwrite=True)  # a damaged earlier copy is replaced, never half-written
-        self._evict_datasets(keep=digest)
+        if self._intact(digest):
+            return self.dataset_info(digest)
+        order, n_test = dataset_file.split_rows(arrays)
+        source = order if arrays.source_index is None else arrays.source_index[order]
+        writer = self._writer(arrays.x.shape, arrays.x.dtype, file_name,
+                              None if arrays.y is None else arrays.y[order], source, n_test, arrays.class_names,
+                              None if arrays.names is None else tuple(arrays.names[i] for i in order))
+        try:
+            step = max(1, (64 << 20) // max(1, arrays.x[0].nbytes))
+            for start in range(0, len(order), step):
+                writer.write_rows(start, np.ascontiguousarray(arrays.x[order[start:start + step]]))
+            return self._keep(*writer.finish())
+        except BaseException:
+            writer.abort()
+            raise
+
+    def attach(self, arrays: ArrayData, file_name: str, expected: str) -> StoredDataset:
+        """Store images uploaded for a model that recorded the hash `expected`, after checking they are those images:
+        by today's hash, or by the hash of format 1 (models from before it), which then names them too."""
+        digest = content_hash(arrays)
+        if digest != expected and dataset_file.content_hash_v1(arrays) != expected:
+            raise DataError(f"{file_name} holds other images than the ones this model was trained on (content hash "
+                            f"{digest[:12]}…, the model expects {expected[:12]}…). Upload the original file.")
+        stored = self.put_dataset(arrays, file_name)
+        if stored.hash != expected:
+            atomic_write(self._alias_path(expected), stored.hash.encode(), overwrite=True)
+            self.dataset_path(expected).unlink(missing_ok=True)  # a damaged format-1 copy: replaced by the alias
+        return stored
+
+    def _writer(self, shape, dtype, file_name: str, y, source_index, n_test: int, class_names,
+                names) -> dataset_file.Writer:
+        """A file for a new dataset in `datasets/` (labels, source positions and names in stored order), after
+        checking the disk has room for it."""
+        n, c, h, w = map(int, shape)
+        need = n * c * h * w * np.dtype(dtype).itemsize
+        self.datasets_dir.mkdir(parents=True, exist_ok=True)
+        free = shutil.disk_usage(self.datasets_dir).free
+        if need > free:
+            raise DataError(f"storing {file_name} needs {gib(need)} of disk in {self.datasets_dir}; "
+                            f"{gib(free)} is free")
+        meta = {"file_name": file_name, "n_images": n, "image_shape": [c, h, w], "n_test": int(n_test),
+                "n_classes": 0 if y is None else int(np.max(y)) + 1, "created": time.strftime("%Y-%m-%dT%H:%M:%S")}
+        if class_names is not None:
+            meta["class_names"] = list(class_names)
+        return dataset_file.Writer(self.datasets_dir, shape, dtype, meta, y=y, class_names=class_names, names=names,
+                                   source_index=np.asarray(source_index))
+
+    def _keep(self, tmp: Path, digest: str) -> StoredDataset:
+        """Put a finished file in its place, unless an intact copy is there already; then mind the size cap."""
+        if self._intact(digest):
+            tmp.unlink(missing_ok=True)
+        else:
+            dataset_file.move_into_place(tmp, self.dataset_path(digest))
+            self._evict_datasets(keep=digest)
         return self.dataset_info(digest)
+
+    def _intact(self, digest: str) -> bool:
+        """Whether the dataset `digest` is stored and intact (reading it marks it most recently used)."""
+        if not self.dataset_path(digest).is_file():
+            return False
+        try:
+            self.load_arrays(digest)
+            return True
+        except DataError:
+            return False
+
+    def _alias_path(self, digest: str) -> Path:
+        return self.dataset_path(digest).with_suffix(".alias")
+
+    def resolve(self, digest: str) -> str:
+        """The hash a dataset is stored under: `digest` itself, or the one a format-1 hash was attached to."""
+        alias = self._alias_path(digest)
+        if alias.is_file():
+            target = alias.read_text().strip()
+            if _is_hash(target):
+                return target
+        return digest
 
     def dataset_info(self, digest: str) -> StoredDataset | None:
         """The record of a stored dataset, or None if it is absent or its file's header is unreadable."""
-        path = self.dataset_path(digest)
+        path = self.dataset_path(self.resolve(digest))
         try:
-            meta = _dataset_header(path)
+            meta, _, _ = dataset_file.read_header(path)
             return StoredDataset(hash=meta["hash"], file_name=str(meta["file_name"]), n_images=int(meta["n_images"]),
                                  image_shape=tuple(int(v) for v in meta["image_shape"]),
                                  n_classes=int(meta["n_classes"]), size_bytes=path.stat().st_size,
@@ -203,23 +292,16 @@ class Workspace:
         return [i for i in infos if i is not None]
 
     def load_arrays(self, digest: str) -> tuple[ArrayData, str]:
-        """(images, labels and class names, original file name) of a stored dataset, checked against its hash.
-        Raises DataError saying what to do when it is missing or damaged."""
-        path = self.dataset_path(digest)
+        """(images, labels, class names and split, original file name) of a stored dataset, memory-mapped, checked
+        against its hash (once per process). Raises DataError saying what to do when it is missing or damaged."""
+        path = self.dataset_path(self.resolve(digest))
         if not path.is_file():
             raise DataError(f"dataset {digest[:12]}… is not in the workspace ({self.datasets_dir})")
         what = f"the stored copy of dataset {digest[:12]}…"
         try:
-            meta = _dataset_header(path)
+            meta, _, _ = dataset_file.read_header(path)
             what = f"the stored copy of {meta['file_name']} (dataset {digest[:12]}…)"
-            arrays = safetensors.numpy.load(path.read_bytes())
-            x, y = arrays["x"], arrays.get("y")
-            if x.dtype == np.uint8:
-                x = x.astype(np.float32)
-                np.divide(x, np.float32(255.0), out=x)  # the float32 values the hash was taken of
-            data = ArrayData(x=x, y=y, class_names=_class_names(meta))
-            if x.ndim != 4 or list(x.shape[1:]) != list(meta["image_shape"]) or content_hash(data) != digest:
-                raise ValueError("its content does not match its hash")
+            data, _ = dataset_file.read(path, path.stem)
         except Exception as err:  # noqa: BLE001 — OSError, bad JSON, and safetensors' own errors alike
             raise DataError(f"{what} is damaged ({err}); upload the file again to replace it") from None
         os.utime(path)  # most recently used
@@ -275,19 +357,6 @@ class Workspace:
                 if path.stem == name:
                     return kind, path
         return None
-
-
-def _dataset_header(path: Path) -> dict:
-    """The JSON record in a stored dataset's safetensors header."""
-    with open(path, "rb") as f:
-        n = int.from_bytes(f.read(8), "little")
-        if not 0 < n <= 1 << 20:
-            raise ValueError("not a dataset file")
-        header = json.loads(f.read(n))
-    meta = json.loads(header["__metadata__"][DATASET_KEY])
-    if meta.get("format_version") != DATASET_FORMAT:
-        raise ValueError(f"unknown dataset format {meta.get('format_version')!r}")
-    return meta
 
 
 def _class_names(meta: dict) -> tuple[str, ...] | None:

@@ -10,6 +10,8 @@ import threading
 import numpy  # noqa: F401 — here, not in the low-priority thread: OpenBLAS starts its worker threads on import
 import streamlit as st
 
+from vae_core import map_server  # torch-free: numpy and Pillow
+
 
 def _import_library() -> None:
     # The lowest CPU priority, for this thread alone (Linux): on a small machine the first visitor's browser,
@@ -35,4 +37,4 @@ async def _lifespan(_app):
     yield
 
 
-app = st.App("streamlit_app.py", lifespan=_lifespan)
+app = st.App("streamlit_app.py", lifespan=_lifespan, routes=map_server.routes())  # the map's points and images

@@ -23,8 +23,8 @@ import pandas as pd  # noqa: E402
 from vae_core import checkpoint as ckpt_io  # noqa: E402
 from vae_core import store  # noqa: E402
 from vae_core.config import ModelConfig, ObjectiveConfig, TrainConfig, recommended_training, tutorial_preset  # noqa: E402
-from vae_core.data import BUILTIN, DataError, load_array_file  # noqa: E402
-from vae_core.jobs import format_duration  # noqa: E402
+from vae_core.data import BUILTIN, DataError  # noqa: E402
+from vae_core.jobs import DONE, FAILED, format_duration  # noqa: E402
 from vae_core.runs import DIVERGED, STOPPED, RunLimitError, RunSpec, default_label, runs_per_owner  # noqa: E402
 from vae_core.ui import cache, cures, jobs, state, widgets  # noqa: E402
 from vae_core.ui.text import plain  # noqa: E402
@@ -38,6 +38,7 @@ RUN_KEY = "tr_run"  # the id of the run this page shows
 ACTIVATED_KEY = "tr_activated"  # runs whose model this session has already made active
 SAVED_KEY = "tr_saved"  # {run id: name it was saved under}
 UPLOAD_ERROR_KEY = "tr_upload_error"
+REGISTER_KEY = "tr_register"  # (job key, file name) of the upload being stored
 state.restore_form("train", FORM)
 svc = jobs.service(warm=True)
 ws = store.Workspace()
@@ -59,18 +60,28 @@ def dataset_options() -> dict[str, str]:
 
 
 def _store_upload() -> None:
-    """Validate an uploaded data file, store it in the workspace by content hash and select it."""
+    """Store an uploaded data file in the workspace by content hash, as a job (a .zip of many images takes a
+    while): the page follows it, and selects the dataset once it is stored."""
     up = st.session_state.get("tr_upload")
     if up is None:
         return
     size = int(st.session_state.get("tr_image_size") or 0) or None
-    try:
-        stored = ws.put_dataset(load_array_file(up.getvalue(), up.name, image_size=size), up.name)
-    except DataError as err:
-        st.session_state[UPLOAD_ERROR_KEY] = f"{up.name} cannot be used: {err}"
-        return
     st.session_state.pop(UPLOAD_ERROR_KEY, None)
-    st.session_state["tr_dataset"] = f"file:{stored.hash}"
+    st.session_state[REGISTER_KEY] = (jobs.register_job(up.getvalue(), up.name, size).key, up.name)
+
+
+def _stored_upload() -> None:
+    """The upload being stored (before the dataset selector is drawn): once stored, select it; if it failed, say
+    why (the upload's fault, in its words)."""
+    key, name = st.session_state.get(REGISTER_KEY) or (None, None)
+    job = jobs.board().get(key) if key else None
+    if job is None or not job.done:
+        return
+    st.session_state.pop(REGISTER_KEY)
+    if job.status == DONE:
+        st.session_state["tr_dataset"] = f"file:{job.result.hash}"
+    elif job.status == FAILED:
+        st.session_state[UPLOAD_ERROR_KEY] = f"{name} cannot be used: {job.error}"
 
 
 def _apply_recipe() -> None:
@@ -94,6 +105,7 @@ def _apply_recipe() -> None:
 
 # ---------------------------------------------------------------- 1 · data
 st.subheader("1 · Data")
+_stored_upload()
 options = dataset_options()
 if st.session_state.get("tr_dataset") not in options:
     st.session_state["tr_dataset"] = "digits"
@@ -113,10 +125,14 @@ with d2:
         widgets.file_upload(u1, "Images: a .zip of PNG/JPEG files (one subfolder per class gives the labels), "
                             ".npz with arrays x (N×H×W or N×H×W×C) and optional labels y, .npy, or .csv with one "
                             "image per row (optional label column)", "tr_upload", on_change=_store_upload)
-        if st.session_state.get(UPLOAD_ERROR_KEY):
+        storing = jobs.board().get(st.session_state[REGISTER_KEY][0]) if REGISTER_KEY in st.session_state else None
+        if storing is not None:
+            jobs.follow(storing, storing.label)
+        elif st.session_state.get(UPLOAD_ERROR_KEY):
             st.error(plain(st.session_state[UPLOAD_ERROR_KEY]))
         else:
-            st.info("Choose a file: it is checked, stored in the workspace and selected above.")
+            st.info("Choose a file: it is checked, stored in the workspace and selected above (a .zip of many images "
+                    "is decoded in the background, with its progress here and a Cancel button).")
     else:
         ref = store.DataRef(choice) if choice in BUILTIN else store.DataRef(ws.dataset_info(choice[5:]).file_name,
                                                                             choice[5:])

@@ -28,6 +28,7 @@ from vae_core.complexity import COMPRESSOR  # noqa: E402
 from vae_core.config import ModelConfig, TrainConfig  # noqa: E402
 from vae_core.data import BUILTIN, DataError, load_array_file  # noqa: E402
 from vae_core.export import latents_table  # noqa: E402
+from vae_core.pixels import as_float  # noqa: E402
 from vae_core.jobs import format_duration  # noqa: E402
 from vae_core.runs import DONE, RunLimitError, RunSpec  # noqa: E402
 from vae_core.store import DataRef  # noqa: E402
@@ -196,9 +197,9 @@ def new_images(choice: str):
         title = state.DATASET_LABELS[name].split(" (")[0]
     else:
         arrays, file_name = cache.stored_images(choice.split(":", 1)[1])
-        x, y, title, which_part = arrays.x, arrays.y, file_name, "the whole file"
-    total = len(x)
-    return x[:NEW_CAP], None if y is None else y[:NEW_CAP], total, title, which_part
+        first = arrays.in_file_order(NEW_CAP)  # the file's own order: the export's indices are its rows
+        return first.x, first.y, len(arrays.x), file_name, "the whole file"
+    return x[:NEW_CAP], None if y is None else y[:NEW_CAP], len(x), title, which_part
 
 
 def label_problem(y, title: str) -> str | None:
@@ -220,8 +221,8 @@ def label_problem(y, title: str) -> str | None:
 def rows_of(x, idx: np.ndarray) -> np.ndarray:
     """Images `idx` of `x` (a tensor on any device, or an array) as a numpy array."""
     if isinstance(x, torch.Tensor):
-        return x[torch.as_tensor(idx, device=x.device)].cpu().numpy()
-    return np.asarray(x)[idx]
+        return as_float(x[torch.as_tensor(idx, device=x.device)]).cpu().numpy()
+    return as_float(np.asarray(x)[idx])
 
 
 def corrected_in_words(auroc: float, unseen: str, seen: str) -> str:

@@ -16,6 +16,7 @@ from pathlib import Path
 from unittest.mock import MagicMock, patch
 
 import torch
+from streamlit.components.v2.component_manager import BidiComponentManager
 from streamlit.runtime import Runtime
 from streamlit.runtime.caching.storage.dummy_cache_storage import (
     MemoryCacheStorageManager,
@@ -137,12 +138,14 @@ def apptests_in_threads():
     download buttons then fail with "Runtime hasn't been created"); keep a runtime and the patch for the block.
     Each run also compiles the scripts in its own ScriptCache, while a real server shares one, whose lock
     serialises compiling: CPython 3.11's AST constructor is not thread-safe ("SystemError: AST constructor
-    recursion depth mismatch", python/cpython#106905), so compile under one lock here too."""
+    recursion depth mismatch", python/cpython#106905), so compile under one lock here too. Custom components
+    register with the runtime: the shared one has a real registry."""
 
     shared = MagicMock(spec=Runtime)
     shared.media_file_mgr = MediaFileManager(MemoryMediaFileStorage("/mock/media"))
     shared.dataframe_source_mgr = DataframeSourceManager()
     shared.cache_storage_manager = MemoryCacheStorageManager()
+    shared.bidi_component_registry = BidiComponentManager()  # custom components (the Latent page's map) register here
     compiling, real_get_bytecode = threading.Lock(), ScriptCache.get_bytecode
 
     def get_bytecode(self, script_path):

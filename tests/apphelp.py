@@ -20,6 +20,7 @@ SHIPPED_DIGITS = ROOT / "checkpoints" / "digits-2d.safetensors"
 DIGITS = "shipped:digits-2d"
 TIMEOUT = 120
 N_TEST = 359  # digits test images (20 % of 1,797)
+N_ALL = 1797  # digits images: the Latent page maps every one
 
 
 def shell(**query) -> AppTest:
@@ -58,6 +59,16 @@ def scatter_points(at_or_chart) -> int:
     traces = [t for t in spec["data"] if t["type"] == "scattergl"]
     assert len(traces) == 1 and traces[0]["hovertemplate"].startswith("index %{customdata}")
     return len(traces[0]["text"])
+
+
+def map_points(at, key: str = "ls_map_a") -> int:
+    """How many points the Latent page's map `key` holds (its columns are sent inline: AppTest has no map server)."""
+    import base64  # noqa: PLC0415
+
+    from vae_core.latent_map import read_payload  # noqa: PLC0415
+
+    (blob,) = [json.loads(e.proto.json) for e in at.get("bidi_component") if e.proto.id.endswith(f"-{key}")]
+    return len(read_payload(base64.b64decode(blob["points"]["b64"]))["row"])
 
 
 def progress_texts(at) -> list[str]:
@@ -133,9 +144,9 @@ def good_npz(n: int = 40, side: int = 8, seed: int = 0) -> bytes:
 
 
 def upload_data(at, name: str, blob: bytes) -> AppTest:
-    """Choose 'upload a file' on the Train page and upload `blob` as `name`."""
+    """Choose 'upload a file' on the Train page and upload `blob` as `name`; wait until it is stored (a job)."""
     at.selectbox(key="tr_dataset").set_value("upload").run()
-    return at.file_uploader(key="tr_upload").set_value((name, blob, "application/octet-stream")).run()
+    return settle(at.file_uploader(key="tr_upload").set_value((name, blob, "application/octet-stream")).run())
 
 
 def colour_shapes_zip(per_class: int = 40, side: int = 24, seed: int = 0) -> bytes:

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 from apphelp import (DIGITS, colour_shapes_zip, N_TEST, ROOT, current_run, good_npz, messages, model_options, page, progress_texts,
-                     rerun_until, save_as, scatter_points, settle, shell, texts, train_quick, upload_data)
+                     map_points, rerun_until, save_as, settle, shell, texts, train_quick, upload_data)
 from streamlit.commands import navigation as st_navigation
 from streamlit.testing.v1 import AppTest
 
@@ -59,10 +59,10 @@ def test_unknown_addresses_get_no_page_not_found_dialog():
 def test_shell_switches_to_digits_and_back():
     at = shell().run()
     at.switch_page("app_pages/2_Latent_space.py").run()
-    at.sidebar.selectbox(key=state.SELECT_KEY).set_value(DIGITS).run()
+    settle(at.sidebar.selectbox(key=state.SELECT_KEY).set_value(DIGITS).run())
     assert not at.exception
     assert "digits" in "\n".join(m.value for m in at.sidebar.markdown)
-    assert scatter_points(at.get("plotly_chart")[0]) == N_TEST
+    assert map_points(at) == 1797  # every image, training and test
     assert at.query_params["model"] == "digits-2d"  # choosing a model updates the address
 
 
@@ -85,35 +85,28 @@ def test_overview_page_alone_names_the_pages_without_links():
     assert "**Latent space**" in texts(at)
 
 
-def test_latent_space_scatter_has_every_test_point_and_colour_options():
-    at = page("app_pages/2_Latent_space.py").run()
+def test_latent_space_maps_every_image_with_colour_options_and_decodes_a_typed_point():
+    at = settle(page("app_pages/2_Latent_space.py").run())
     assert not at.exception and not at.error
-    assert scatter_points(at.get("plotly_chart")[0]) == N_TEST
-    assert not at.get("select_slider") and "All 359 test images are shown." in texts(at)  # nothing to choose
-    spec = json.loads(at.get("plotly_chart")[0].proto.spec)
-    assert any("prior" in (t.get("name") or "") for t in spec["data"])
+    assert map_points(at) == 1797 and "of 1,797 images (raw posterior means)" in texts(at)
     at.selectbox(key="ls_colour").set_value("neg_elbo").run()
-    assert not at.exception
     at.radio(key="ls_view").set_value("PCA").run()
-    assert not at.exception and scatter_points(at.get("plotly_chart")[0]) == N_TEST
-    assert "PC1" in at.get("plotly_chart")[0].proto.spec
-
-
-def test_latent_space_beside_view_and_decoding_a_typed_point():
-    at = page("app_pages/2_Latent_space.py").run()
-    at.selectbox(key="ls_beside").set_value("PCA").run()
-    assert not at.exception and len(at.get("plotly_chart")) == 2
+    assert not at.exception and map_points(at) == 1797
+    at.number_input(key="ls_z0").set_value(1.5).run()
+    at.radio(key="ls_view").set_value("raw").run()
     at.number_input(key="ls_z0").set_value(1.5).run()
     assert not at.exception and any("z = (1.50" in (i.proto.imgs[0].caption) for i in at.get("image"))
-    assert len(at.get("download_button")) == 2
+    assert [b.proto.label for b in at.get("download_button")] == ["Every image's code and scores (1,797 rows, CSV)"]
 
 
-def test_latent_space_tsne_on_a_subsample_runs_as_a_job():
-    at = page("app_pages/2_Latent_space.py").run()
-    at.radio(key="ls_view").set_value("t-SNE")
+def test_latent_space_tsne_runs_as_a_job_when_asked():
+    at = settle(page("app_pages/2_Latent_space.py").run())
+    at.radio(key="ls_view").set_value("t-SNE").run()
+    assert not at.exception and "press Compute the t-SNE map" in texts(at).replace("*", "")
+    at.button(key="ls_view_go").click().run()
     settle(at)
     assert not at.exception and not at.error
-    assert scatter_points(at.get("plotly_chart")[0]) == N_TEST  # digits has fewer points than the default cap
+    assert map_points(at) == 1797  # digits has fewer images than the default 20,000
 
 
 def test_decoder_grid_size_and_png():
@@ -254,7 +247,7 @@ def test_a_zip_of_colour_images_trains_with_the_conv_model_and_shows_in_colour_w
     at = shell().run().switch_page("app_pages/1_Train.py").run()
     at.selectbox(key="tr_dataset").set_value("upload").run()
     at.number_input(key="tr_image_size").set_value(16).run()
-    at.file_uploader(key="tr_upload").set_value(("shapes.zip", colour_shapes_zip(), "application/zip")).run()
+    settle(at.file_uploader(key="tr_upload").set_value(("shapes.zip", colour_shapes_zip(), "application/zip")).run())
     assert not at.exception and not at.error
     (stored,) = home.list_datasets()
     assert stored.image_shape == (3, 16, 16) and stored.class_names == ("disc", "square", "triangle")
@@ -264,10 +257,11 @@ def test_a_zip_of_colour_images_trains_with_the_conv_model_and_shows_in_colour_w
     at.button(key="tr_train").click().run()
     settle(at)
     assert not at.exception and not at.error and current_run(at).status == "done"
-    at.switch_page("app_pages/2_Latent_space.py").run()  # the same session, the new model active
+    settle(at.switch_page("app_pages/2_Latent_space.py").run())  # the same session, the new model active
     assert not at.exception and not at.error
-    spec = json.loads(at.get("plotly_chart")[0].proto.spec)
-    assert {"disc", "square", "triangle"} <= set(spec["data"][0]["text"])  # labels by class name on hover
+    (blob,) = [json.loads(e.proto.json) for e in at.get("bidi_component")]
+    assert blob["class_names"] == ["disc", "square", "triangle"]  # labels by class name, on hover and legend
+    assert [item["name"] for item in blob["legend"]["items"]] == ["disc", "square", "triangle"]
     at.switch_page("app_pages/3_Decoder_grid.py").run()
     assert not at.exception and not at.error
     lattice = json.loads(at.get("plotly_chart")[0].proto.spec)["data"][0]["source"]
@@ -357,8 +351,10 @@ def test_a_model_trained_on_an_uploaded_file_opens_in_a_new_session_by_its_name(
         assert "saved · my-upload-model" in model_options(other)  # saved models are listed for everyone
         assert not any("not in this workspace" in w for w in messages(other, ("warning",)))
     latent = shell(model="my-upload-model").run()
-    latent.switch_page("app_pages/2_Latent_space.py").run()
-    assert scatter_points(latent) == 60  # 20 % of 300 images
+    settle(latent.switch_page("app_pages/2_Latent_space.py").run())
+    assert map_points(latent) == 300  # every image, training and test
+    latent.radio(key="ls_split").set_value("test").run()
+    assert map_points(latent) == 60  # 20 % of 300 images
 
 
 def test_a_checkpoint_whose_data_is_missing_shows_the_decoder_and_attaches_the_file_on_upload(tmp_path, monkeypatch):
@@ -380,14 +376,15 @@ def test_a_checkpoint_whose_data_is_missing_shows_the_decoder_and_attaches_the_f
     other.switch_page("app_pages/3_Decoder_grid.py").run()
     assert not other.exception and not other.error and other.get("plotly_chart")  # the lattice needs no data
     other.switch_page("app_pages/2_Latent_space.py").run()
-    assert not other.exception and not other.get("plotly_chart")
+    assert not other.exception and not other.get("bidi_component")
     uploader = next(u for u in other.get("file_uploader") if u.key and u.key.startswith("attach_"))
     wrong = good_npz(n=200, side=8, seed=3)
     other.file_uploader(key=uploader.key).set_value(("mine.npz", wrong, "application/octet-stream")).run()
     assert any("holds other images than the ones this model was trained on" in e for e in messages(other, ("error",)))
     other.file_uploader(key=uploader.key).set_value(("renamed.npz", blob, "application/octet-stream")).run()
+    settle(other)
     assert not other.exception and not other.error
-    assert scatter_points(other) == 40  # attached: the same images, whatever the file is called now
+    assert map_points(other) == 200  # attached: the same images, whatever the file is called now
     assert [d.file_name for d in store.Workspace().list_datasets()] == ["mine.npz"]
 
 
@@ -432,10 +429,10 @@ def test_overview_of_a_5d_cvae_shows_pca_and_prior_samples(cvae_5d):
 
 
 def test_latent_space_of_a_5d_cvae_uses_pca(cvae_5d):
-    at = with_session_model("app_pages/2_Latent_space.py", cvae_5d).run()
+    at = settle(with_session_model("app_pages/2_Latent_space.py", cvae_5d).run())
     assert not at.exception and not at.error
     assert [o for o in at.radio(key="ls_view").options] == ["PCA", "t-SNE", "UMAP"]
-    assert scatter_points(at.get("plotly_chart")[0]) == N_TEST and "PC1" in at.get("plotly_chart")[0].proto.spec
+    assert map_points(at) == 1797
     at.text_input(key="ls_ztext").set_value("1, 2, x").run()
     assert any("Type exactly 5 finite numbers" in e.value for e in at.error)
 

@@ -24,8 +24,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from apphelp import (DIGITS, N_TEST, ROOT, SHIPPED_DIGITS, apptests_in_threads, current_run, good_npz, messages,
-                     model_options, npy_bytes, npz_bytes, save_as, scatter_points, settle, shell, train_quick, unescape,
+from apphelp import (DIGITS, N_ALL, ROOT, SHIPPED_DIGITS, apptests_in_threads, current_run, good_npz, messages,
+                     model_options, npy_bytes, npz_bytes, save_as, map_points, settle, shell, train_quick, unescape,
                      upload_data)
 from streamlit.testing.v1 import AppTest
 
@@ -33,7 +33,7 @@ from test_checkpoint import BAD as BAD_CHECKPOINTS  # the 20 kinds of bad checkp
 from test_data import BAD_FILES  # the 22 kinds of bad data file of the library tests
 from vae_core import checkpoint as C
 from vae_core import config as CFG
-from vae_core import data as D
+from vae_core import array_files, pixels
 from vae_core import locations, objectives, store
 from vae_core.metrics import evaluate_elbo
 from vae_core.model import VAE
@@ -137,12 +137,14 @@ def test_every_bad_checkpoint_uploaded_in_the_sidebar_is_a_clear_error(ckpt_dir,
     # … and afterwards a valid upload is accepted and explored
     at.file_uploader(key=widgets.UPLOAD_KEY).set_value(("good.safetensors", SHIPPED_DIGITS.read_bytes(),
                                                         "application/octet-stream")).run()
+    settle(at)
     assert not at.exception and not at.sidebar.error and not at.error
     assert at.session_state[state.SELECT_KEY].startswith("uploaded:")
-    assert scatter_points(at) == N_TEST
+    assert map_points(at) == N_ALL
 
 
-def test_every_bad_data_file_on_the_train_page_is_a_clear_error(ckpt_dir, tmp_path):
+def test_every_bad_data_file_on_the_train_page_is_a_clear_error(ckpt_dir, tmp_path, monkeypatch):
+    monkeypatch.setattr(array_files, "MAX_ARRAY_BYTES", 8 << 20)  # the zip bomb expands to 10 MiB
     marker = tmp_path / "MARKER"
     cases = [(f"{kind}{Path(name).suffix}", blob, msg) for kind, (blob, name, msg) in BAD_FILES.items()]
     cases += [(name, blob, "Python objects") for name, blob in pickle_payloads(marker).items()
@@ -150,7 +152,7 @@ def test_every_bad_data_file_on_the_train_page_is_a_clear_error(ckpt_dir, tmp_pa
     at = train_page().run()
     at.selectbox(key="tr_dataset").set_value("upload").run()
     for name, blob, msg in cases:
-        at.file_uploader(key="tr_upload").set_value((name, blob, "application/octet-stream")).run()
+        settle(at.file_uploader(key="tr_upload").set_value((name, blob, "application/octet-stream")).run())
         assert not at.exception, name
         errors = messages(at, ("error",))
         assert len(errors) == 1 and re.search(msg, errors[0]), (name, errors)
@@ -160,7 +162,7 @@ def test_every_bad_data_file_on_the_train_page_is_a_clear_error(ckpt_dir, tmp_pa
     assert len(cases) == len(BAD_FILES) + 2
     assert "tr_run" not in at.session_state and not store.Workspace().list_datasets()  # nothing stored
     # a valid file then works, up to a trained model
-    at.file_uploader(key="tr_upload").set_value(("ok.npz", good_npz(), "application/octet-stream")).run()
+    settle(at.file_uploader(key="tr_upload").set_value(("ok.npz", good_npz(), "application/octet-stream")).run())
     assert not at.exception and not at.error
     assert any("ok.npz" in s for s in messages(at, ("success",)))
     train_quick(at, epochs=1)
@@ -177,7 +179,7 @@ def _config() -> dict:
 
 def test_upload_size_limit_is_set_and_within_the_library_limits():
     mib = _config()["server"]["maxUploadSize"]
-    assert isinstance(mib, int) and 1 <= mib <= C.MAX_CHECKPOINT_BYTES >> 20 and mib <= D.MAX_ARRAY_BYTES >> 20
+    assert isinstance(mib, int) and 1 <= mib <= C.MAX_CHECKPOINT_BYTES >> 20 and mib <= array_files.MAX_ARRAY_BYTES >> 20
 
 
 def test_an_oversized_checkpoint_upload_names_the_limit(ckpt_dir, monkeypatch):
@@ -191,7 +193,7 @@ def test_an_oversized_checkpoint_upload_names_the_limit(ckpt_dir, monkeypatch):
 
 
 def _upload_data(at, name: str, blob: bytes) -> list[str]:
-    at.file_uploader(key="tr_upload").set_value((name, blob, "application/octet-stream")).run()
+    settle(at.file_uploader(key="tr_upload").set_value((name, blob, "application/octet-stream")).run())
     assert not at.exception
     return messages(at, ("error",))
 
@@ -204,7 +206,7 @@ def upload_page(ckpt_dir):
 
 
 def test_data_size_limits_have_clear_messages(upload_page, monkeypatch):
-    monkeypatch.setattr(D, "MAX_ARRAY_BYTES", 1 << 20)
+    monkeypatch.setattr(array_files, "MAX_ARRAY_BYTES", 1 << 20)
     big_csv = ("\n".join(",".join(["128"] * 64) for _ in range(5000))).encode()  # 64 pixels a row, 1.2 MiB
     assert len(big_csv) > 1 << 20
     assert any("big.csv is 1.2 MiB; the limit is 1 MiB" in e for e in _upload_data(upload_page, "big.csv", big_csv))
@@ -215,9 +217,10 @@ def test_data_size_limits_have_clear_messages(upload_page, monkeypatch):
 
 
 def test_image_size_and_image_count_limits_have_clear_messages(upload_page, monkeypatch):
-    wide = npy_bytes(np.zeros((12, D.MAX_SIDE + 1, 8), dtype=np.uint8))
-    assert any(f"supported size is 2…{D.MAX_SIDE} per side" in e for e in _upload_data(upload_page, "wide.npy", wide))
-    monkeypatch.setattr(D, "MAX_IMAGES", 20)
+    wide = npy_bytes(np.zeros((12, pixels.MAX_SIDE + 1, 8), dtype=np.uint8))
+    assert any(f"supported size is 2…{pixels.MAX_SIDE} per side" in e for e in _upload_data(upload_page, "wide.npy",
+                                                                                             wide))
+    monkeypatch.setattr(pixels, "MAX_IMAGES", 20)
     many = npy_bytes(np.zeros((21, 4, 4), dtype=np.uint8))
     assert any("more than the limit of 20" in e for e in _upload_data(upload_page, "many.npy", many))
     few = npy_bytes(np.zeros((9, 4, 4), dtype=np.uint8))
@@ -234,10 +237,11 @@ def test_the_train_form_refuses_a_model_too_large_for_the_server(ckpt_dir):
     assert at.button(key="tr_train").disabled and "tr_run" not in at.session_state
 
 
-def test_too_many_pixel_values_in_a_file_is_a_clear_message(upload_page, monkeypatch):
-    monkeypatch.setattr(D, "MAX_PIXELS", 10_000)  # the default, 2^28, is 1 GiB of float32
-    blob = npz_bytes(x=np.zeros((200, 8, 8), dtype=np.uint8))
-    assert any("12,800 pixel values; the limit is 10,000" in e for e in _upload_data(upload_page, "px.npz", blob))
+def test_images_the_machine_cannot_hold_are_a_clear_message_with_the_numbers(upload_page, monkeypatch):
+    monkeypatch.setattr(pixels, "available_memory", lambda: 1 << 20)  # 1 MiB available
+    blob = npz_bytes(x=np.zeros((20_000, 8, 8), dtype=np.uint8))  # 1.2 MiB of 8-bit pixels
+    assert any("20,000 images of 1×8×8 need 1.2 MiB of memory as 8-bit pixels; this machine has 1.0 MiB available"
+               in e for e in _upload_data(upload_page, "px.npz", blob))
 
 
 @pytest.mark.parametrize("key,limit", [("tr_latent", CFG.MAX_LATENT_DIM), ("tr_epochs", CFG.MAX_EPOCHS)])
@@ -259,14 +263,12 @@ def test_the_library_names_the_latent_and_epoch_limits():
         CFG.TrainConfig(epochs=CFG.MAX_EPOCHS + 1)
 
 
-def test_tsne_points_are_capped_by_the_widget(ckpt_dir):
-    at = latent_app()
-    at.radio(key="ls_view").set_value("t-SNE")
-    settle(at)
-    assert not at.exception and not at.error
-    options = [int(str(o).replace(",", "")) for o in at.select_slider(key="ls_tsne_n").options]
-    assert max(options) <= 10_000  # the widget's bound: the user cannot ask for more
-    assert scatter_points(at) == N_TEST  # digits has fewer points than the cap: all are shown
+def test_tsne_points_are_offered_up_to_every_image_and_run_only_when_asked(ckpt_dir):
+    at = settle(latent_app())
+    at.radio(key="ls_view").set_value("t-SNE").run()
+    assert not at.exception and not at.error and not at.get("progress")  # nothing runs before the button
+    options = [int(str(o).replace(",", "").replace(" (all)", "")) for o in at.select_slider(key="ls_t-SNE_points").options]
+    assert max(options) == N_ALL  # every image can be mapped (measured: 100,000 points in README's table)
 
 
 # ---------------------------------------------------------------- divergence
@@ -297,8 +299,8 @@ def test_divergence_after_an_epoch_keeps_the_last_finite_weights_usable(ckpt_dir
     save_as(at, "after-divergence")
     saved = store.Workspace().models_dir / "after-divergence.safetensors"
     assert not at.exception and C.load(saved).history == run.history
-    at.switch_page("app_pages/2_Latent_space.py").run()
-    assert not at.exception and not at.error and scatter_points(at) == N_TEST
+    settle(at.switch_page("app_pages/2_Latent_space.py").run())
+    assert not at.exception and not at.error and map_points(at) == N_ALL
 
 
 def test_learning_rate_10_through_the_shell_keeps_the_app_usable(ckpt_dir):
@@ -308,8 +310,8 @@ def test_learning_rate_10_through_the_shell_keeps_the_app_usable(ckpt_dir):
     assert not at.exception and not at.error
     assert any("diverged in epoch 1" in w and "smaller learning rate than 10" in w for w in messages(at, ("warning",)))
     assert not [o for o in model_options(at) if o.startswith("run ·")] and at.session_state[state.SELECT_KEY] == DIGITS
-    at.switch_page("app_pages/2_Latent_space.py").run()
-    assert not at.exception and not at.error and scatter_points(at) == N_TEST
+    settle(at.switch_page("app_pages/2_Latent_space.py").run())
+    assert not at.exception and not at.error and map_points(at) == N_ALL
 
 
 # ---------------------------------------------------------------- training that outlives its page
@@ -342,8 +344,8 @@ def test_training_goes_on_while_the_user_browses_and_stop_keeps_what_it_reports(
     assert evaluate_elbo(kept.model, digits.x_test)["elbo"] == pytest.approx(kept.history[-1]["test_elbo"], abs=1e-4)
     assert at.session_state[state.SELECT_KEY] == f"run:{run.id}"
     assert source_tree_files() == before  # nothing a user makes goes into the source tree
-    at.switch_page("app_pages/2_Latent_space.py").run()
-    assert not at.exception and not at.error and scatter_points(at) == N_TEST
+    settle(at.switch_page("app_pages/2_Latent_space.py").run())
+    assert not at.exception and not at.error and map_points(at) == N_ALL
 
 
 def test_leftover_temporary_hidden_and_broken_files_never_break_the_model_list(ckpt_dir):
@@ -362,8 +364,8 @@ def test_leftover_temporary_hidden_and_broken_files_never_break_the_model_list(c
     assert error in messages(at.sidebar, ("error",)) and "cannot be loaded" in error
     assert re.search(r"(truncated|corrupt)[^ ]*\. Pick another one\.$", error)  # two sentences, not run together
     assert any("the sidebar says why" in i for i in messages(at, ("info",)))
-    at.sidebar.selectbox(key=state.SELECT_KEY).set_value(DIGITS).run()
-    assert not at.exception and not at.error and scatter_points(at) == N_TEST
+    settle(at.sidebar.selectbox(key=state.SELECT_KEY).set_value(DIGITS).run())
+    assert not at.exception and not at.error and map_points(at) == N_ALL
 
 
 # ---------------------------------------------------------------- many sessions
@@ -406,12 +408,12 @@ def test_eight_sessions_at_once_train_browse_and_race_to_save(ckpt_dir):
             at.switch_page("app_pages/1_Train.py").run()
             start.wait()
             train_quick(at, epochs=1, seed=100 + i)
-            assert not at.exception and not at.error, i
+            assert not at.exception and not at.error, (i, [e.value for e in at.error])
             race.wait()
             save_as(at, "shared-name")
             saved = at.session_state.get("tr_saved", {}).get(at.session_state["tr_run"])
             warned = any("already exists" in w for w in messages(at, ("warning",)))
-            at.switch_page("app_pages/2_Latent_space.py").run()
+            settle(at.switch_page("app_pages/2_Latent_space.py").run())
             return at, saved, warned
         except BaseException:
             start.abort()  # release the other sessions instead of leaving them waiting
@@ -422,7 +424,7 @@ def test_eight_sessions_at_once_train_browse_and_race_to_save(ckpt_dir):
         sessions = list(pool.map(session, range(N_SESSIONS)))
     own_ids = []
     for i, (at, saved, warned) in enumerate(sessions):
-        assert not at.exception and not at.error, i
+        assert not at.exception and not at.error, (i, [e.value for e in at.error])
         mine = default_service().runs(owner=at.session_state[state.BROWSER_KEY])
         assert len(mine) == 1, i  # only its own run …
         run = mine[0]
@@ -431,7 +433,7 @@ def test_eight_sessions_at_once_train_browse_and_race_to_save(ckpt_dir):
         assert len(runs_listed) == 1 and run.label in runs_listed[0], (i, runs_listed)
         if saved is None:
             assert at.session_state[state.SELECT_KEY] == f"run:{run.id}"
-        assert scatter_points(at) == N_TEST
+        assert map_points(at) == N_ALL
         own_ids.append(run.id)
     assert len(set(own_ids)) == N_SESSIONS
     # exactly one save won the race; every other session was told, and nothing was overwritten
@@ -535,7 +537,7 @@ def test_a_file_name_with_html_is_shown_as_text_only(ckpt_dir):
     assert not at.exception
     assert any(e.value.startswith(r"\<img src=x onerror=alert(1)\>.npz cannot be used") for e in at.error)
     assert not _raw_html_anywhere(at), _raw_html_anywhere(at)
-    at.file_uploader(key="tr_upload").set_value((name, good_npz(), "application/octet-stream")).run()
+    settle(at.file_uploader(key="tr_upload").set_value((name, good_npz(), "application/octet-stream")).run())
     assert any(f"{XSS}.npz" in s for s in messages(at, ("success",)))
     assert any(o.startswith(f"file · {XSS}.npz") for o in at.selectbox(key="tr_dataset").options)  # plain text
     train_quick(at, epochs=1)

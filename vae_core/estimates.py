@@ -1,18 +1,20 @@
 """How long work will take, measured on this machine from a short probe, never assumed: a few optimiser steps
 of the very model a run will train, a slice of its test evaluation, a few images of an IWAE evaluation. The
 result is what a page shows before the user starts the work ("≈ 40 s"), next to the live estimate that the
-running job then gives from its own measured epoch times.
+running job then gives from its own measured epoch times. The maps' t-SNE and UMAP have no cheap probe: their
+estimate starts from rates measured on a 2-core machine and then uses this process's own last measurement.
 """
 from __future__ import annotations
 
 import math
+import threading
 import time
 from dataclasses import dataclass
 
 import torch
 
 from .data import Dataset
-from .metrics import evaluate_elbo, iwae_nll, mutual_information
+from .metrics import evaluate_elbo, iwae_nll, mutual_information, per_sample_scores
 from .model import VAE
 from .objectives import TrainingObjective, elbo_terms
 from .runs import RunSpec, build_model
@@ -100,6 +102,16 @@ def run_seconds(spec: RunSpec, data: Dataset) -> Estimate:
                     end_seconds=end_s, encoder_steps=encoder_steps)
 
 
+def encode_seconds(model: VAE, data: Dataset, probe: int = 256) -> float:
+    """Seconds `latent_map.encode` will take for every image of `data`: its per-image pass (`per_sample_scores`)
+    timed on up to `probe` test images after a warm-up, times the number of images."""
+    m = min(len(data.x_test), probe)
+    y = data.y_test[:m] if model.config.n_classes else None
+    per_sample_scores(model, data.x_test[:min(m, 8)], None if y is None else y[:8])  # warm-up
+    seconds = _timed(lambda: per_sample_scores(model, data.x_test[:m], y), data.device)
+    return seconds / max(1, m) * (len(data.x_train) + len(data.x_test))
+
+
 def iwae_seconds(model: VAE, x: torch.Tensor, y: torch.Tensor | None, k: int) -> float:
     """Seconds `metrics.iwae_nll(model, x, y, k=k)` will take, from timing it on `PROBE_IWAE_IMAGES` images
     (its cost is linear in the number of images at a fixed k)."""
@@ -107,3 +119,53 @@ def iwae_seconds(model: VAE, x: torch.Tensor, y: torch.Tensor | None, k: int) ->
     probe = lambda: iwae_nll(model, x[:m], None if y is None else y[:m], k=k, batch_size=m)  # noqa: E731
     probe()  # warm-up
     return _timed(probe, x.device) * len(x) / m
+
+
+# ---------------------------------------------------------------- t-SNE and UMAP maps
+
+UMAP_REF_SECONDS = 1.2e-3  # per point and 500 epochs at n_neighbors → 0, measured on a 2-core machine (fashion-mnist)
+UMAP_NEIGHBOUR_COST = 1 / 32  # each neighbour adds this share: 10,000 points took 18 s at 15, 31 s at 50 there
+UMAP_COMPILE_SECONDS = 10.0  # numba compiles umap-learn's code on its first use in a process
+TSNE_FIXED_SECONDS = 6.0  # openTSNE's FFT grids and start-up, whatever the size (2-core machine)
+TSNE_REF_SECONDS = 1.0e-3  # per point, 550 iterations (2-core machine)
+_MAP_TIMINGS = {"compiled": False, "UMAP": None, "t-SNE": None}  # this process's last measured rates
+_MAP_LOCK = threading.Lock()
+
+
+def map_timings() -> dict:
+    """This process's map history: whether UMAP's code is compiled yet, and the last measured rate of each."""
+    with _MAP_LOCK:
+        return dict(_MAP_TIMINGS)
+
+
+def _umap_units(n: int, n_neighbors: int) -> float:
+    epochs = 500 if n <= 10_000 else 200  # umap-learn's default
+    return n * (1 + n_neighbors * UMAP_NEIGHBOUR_COST) * epochs / 500
+
+
+def umap_seconds(n: int, n_neighbors: int) -> tuple[float, bool, bool]:
+    """(expected seconds of a UMAP of n points, whether that rate was measured here (else the reference machine's),
+    whether it includes the first run's compilation, UMAP_COMPILE_SECONDS)."""
+    t = map_timings()
+    rate = t["UMAP"] if t["UMAP"] is not None else UMAP_REF_SECONDS
+    first = not t["compiled"]
+    return rate * _umap_units(n, n_neighbors) + (UMAP_COMPILE_SECONDS if first else 0.0), t["UMAP"] is not None, first
+
+
+def tsne_seconds(n: int) -> float:
+    """Expected seconds of `projection.tsne` on n points: a fixed part and a part linear in n (openTSNE's FFT-
+    accelerated gradients, Linderman et al. 2019), at this process's last measured rate when there is one."""
+    rate = map_timings()["t-SNE"]
+    return TSNE_FIXED_SECONDS + n * (TSNE_REF_SECONDS if rate is None else rate)
+
+
+def record_map_rate(kind: str, n: int, n_neighbors: int, seconds: float) -> None:
+    """Remember what a t-SNE or UMAP of n points took, for the next estimate. A first UMAP's time is mostly numba's
+    compilation, so it only marks the code as compiled."""
+    with _MAP_LOCK:
+        if kind == "UMAP":
+            if _MAP_TIMINGS["compiled"]:
+                _MAP_TIMINGS["UMAP"] = seconds / _umap_units(n, n_neighbors)
+            _MAP_TIMINGS["compiled"] = True
+        elif kind == "t-SNE" and n >= 1000:
+            _MAP_TIMINGS["t-SNE"] = max(0.0, seconds - TSNE_FIXED_SECONDS) / n

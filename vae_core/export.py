@@ -1,8 +1,17 @@
-"""What the app lets a user download as a table: latent codes with their labels and scores."""
+"""What the app lets a user download: latent codes with their labels and scores as a table, and images as a zip
+of PNG files."""
 from __future__ import annotations
+
+import io
+import zipfile
+from typing import Callable
 
 import numpy as np
 import pandas as pd
+
+from .latent_map import Encodings, dataset_images
+from .pictures import png_bytes
+from .pixels import as_float
 
 
 def latents_table(mu: np.ndarray, ids: np.ndarray | None = None, labels: np.ndarray | None = None,
@@ -39,3 +48,52 @@ def new_data_scores_table(result: dict):
             frame[key] = np.asarray(part[key], dtype=np.float64)
         parts.append(frame)
     return pd.concat(parts, ignore_index=True)
+
+
+def map_table(enc: Encodings, rows: np.ndarray, class_names=None, sources=None):
+    """A pandas DataFrame, one line per dataset row of `rows`: row, split, index within its split, the image's
+    source (its file name, or its position in the file it came from, when known), label and class name, z0…z(d−1)
+    (posterior means), log σ² of each dimension, and the scores (nats)."""
+    rows = np.asarray(rows, dtype=np.int64)
+    test = enc.is_test(rows)
+    frame = pd.DataFrame({"row": rows, "split": np.where(test, "test", "train"),
+                          "index_in_split": np.where(test, rows - enc.n_train, rows)})
+    if sources is not None:
+        frame["source"] = [sources[r] for r in rows]
+    if enc.labels is not None:
+        labels = enc.labels[rows]
+        frame["label"] = labels
+        if class_names:
+            frame["class"] = [str(class_names[k]) if k < len(class_names) else str(k) for k in labels]
+    for j in range(enc.latent_dim):
+        frame[f"z{j}"] = enc.mu[rows, j]
+    for j in range(enc.latent_dim):
+        frame[f"logvar{j}"] = enc.logvar[rows, j]
+    for key in ("neg_elbo", "recon", "kl", "sq_error"):
+        frame[key] = enc.scores(key)[rows]
+    return frame
+
+
+def images_zip(data, rows: np.ndarray, *, progress: Callable[[float], None] | None = None,
+               names: list[str] | None = None) -> bytes:
+    """The images of dataset rows as PNG files in a .zip (stored, not deflated: PNG is compressed already), named
+    `row-<row>[-<class>].png`, or `names`."""
+    rows = np.asarray(rows, dtype=np.int64)
+    class_names = data.class_names
+    labels = None if data.y_train is None else np.concatenate([data.y_train.cpu().numpy(), data.y_test.cpu().numpy()])
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", zipfile.ZIP_STORED) as z:
+        for start in range(0, len(rows), 500):
+            part = rows[start:start + 500]
+            images = as_float(dataset_images(data, part))  # (k, C, H, W) in [0, 1]
+            for i, (row, img) in enumerate(zip(part, images)):
+                if names is not None:
+                    name = names[start + i]
+                else:
+                    label = "" if labels is None else f"-{class_names[labels[row]] if class_names else labels[row]}"
+                    name = f"row-{row}{label}.png".replace("/", "_")
+                picture = img[0] if img.shape[0] == 1 else img.transpose(1, 2, 0)
+                z.writestr(name, png_bytes(picture))
+            if progress:
+                progress(min(1.0, (start + len(part)) / max(1, len(rows))))
+    return buf.getvalue()

@@ -262,3 +262,16 @@ def overlaid_histograms(sets: dict[str, np.ndarray], name: str, bins: int = 60, 
     layout(fig, None, height)
     fig.update_layout(margin=dict(b=50))  # room under the axis title for the legend
     return fig
+
+
+def count_bars(counts: list[tuple[str, int]], top: int = 12) -> go.Figure:
+    """A selection's images per class (the `top` most, then the rest as one bar), as horizontal bars."""
+    shown = counts[:top]
+    if len(counts) > top:
+        shown = shown + [(f"{len(counts) - top} more classes", sum(c for _, c in counts[top:]))]
+    names = [name for name, _ in shown][::-1]
+    values = [c for _, c in shown][::-1]
+    fig = go.Figure(go.Bar(x=values, y=names, orientation="h", marker_color=PALETTE[0], text=values,
+                           textposition="auto", hovertemplate="%{y}: %{x}<extra></extra>"))
+    fig.update_xaxes(title="images")
+    return layout(fig, "per class", height=max(180, 60 + 24 * len(shown)))

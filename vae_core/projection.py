@@ -11,27 +11,32 @@ import numpy as np
 
 # ---------------------------------------------------------------- projections
 
-def pca(x: np.ndarray, n_components: int = 2) -> tuple[np.ndarray, np.ndarray]:
-    """Project the rows of `x` (N, D) on their top principal axes (centred SVD).
-
-    Returns (coords (N, k), explained variance ratio (k,)); k = min(n_components, D). The sign of each axis is
-    fixed so that its largest loading is positive, making the picture reproducible."""
+def pca_axes(x: np.ndarray, n_components: int = 2) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The top principal axes of the rows of `x` (N, D) (centred SVD): (mean (D,), axes (k, D) orthonormal rows,
+    explained variance ratio (k,)), k = n_components; a 1-D latent's missing axes are zero rows. The sign of each
+    axis is fixed so that its largest loading is positive, making the picture reproducible."""
     x = np.asarray(x, dtype=np.float64)
     if x.ndim != 2 or len(x) < 2:
         raise ValueError(f"PCA needs an (N ≥ 2, D) array, got shape {x.shape}")
-    centred = x - x.mean(axis=0)
-    _, s, vt = np.linalg.svd(centred, full_matrices=False)
+    mean = x.mean(axis=0)
+    _, s, vt = np.linalg.svd(x - mean, full_matrices=False)
     k = min(n_components, vt.shape[0])
     axes = vt[:k]  # (k, D)
     signs = np.sign(axes[np.arange(k), np.abs(axes).argmax(axis=1)])
     axes = axes * np.where(signs == 0, 1, signs)[:, None]
     total = float((s**2).sum())
     ratio = (s[:k] ** 2) / total if total > 0 else np.zeros(k)
-    coords = centred @ axes.T
-    if k < n_components:  # a 1-D latent: pad with zeros so callers always get two columns
-        coords = np.hstack([coords, np.zeros((len(x), n_components - k))])
+    if k < n_components:  # a 1-D latent: zero axes, so callers always get n_components coordinates
+        axes = np.vstack([axes, np.zeros((n_components - k, x.shape[1]))])
         ratio = np.concatenate([ratio, np.zeros(n_components - k)])
-    return coords, ratio
+    return mean, axes, ratio
+
+
+def pca(x: np.ndarray, n_components: int = 2) -> tuple[np.ndarray, np.ndarray]:
+    """Project the rows of `x` (N, D) on their top principal axes (`pca_axes`): (coords (N, k), explained
+    variance ratio (k,))."""
+    mean, axes, ratio = pca_axes(x, n_components)
+    return (np.asarray(x, dtype=np.float64) - mean) @ axes.T, ratio
 
 
 def subsample(n: int, max_points: int, seed: int = 0) -> np.ndarray:

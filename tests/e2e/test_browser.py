@@ -260,43 +260,21 @@ def test_every_declared_address_opens_its_page(browser, server, path, title):
     pg.context.close()
 
 
-def test_latent_space_opens_with_a_scatter_and_box_selection(browser, server):
-    pg = visit(browser, server, "latent", "Latent space")
-    no_exception(pg)
-    plot = pg.locator('[data-testid="stPlotlyChart"] .js-plotly-plot').first
-    expect(plot.locator(".nsewdrag").first).to_be_attached()
-    heading = pg.locator("h3", has_text="Selection:").first
-
-    def drag_a_box():
-        box = plot.locator(".nsewdrag").first.bounding_box()
-        pg.mouse.move(box["x"] + box["width"] * 0.40, box["y"] + box["height"] * 0.40)
-        pg.mouse.down()
-        pg.mouse.move(box["x"] + box["width"] * 0.50, box["y"] + box["height"] * 0.50, steps=10)
-        pg.mouse.move(box["x"] + box["width"] * 0.60, box["y"] + box["height"] * 0.60, steps=10)
-        pg.mouse.up()
-
-    until(drag_a_box, lambda: expect(heading).not_to_have_text("Selection: 0 images", timeout=10_000))
-    expect(pg.get_by_text("Inputs (upper rows)").first).to_be_visible()
-    no_exception(pg)
-    shot(pg, "latent_space")
-    pg.context.close()
-
-
 def test_a_fresh_server_shows_the_latent_map_before_torch_has_loaded(browser):
     """A new server's first visitor opens the Latent page by its address: the default model's stored still picture
-    of the map is on screen while the server is still importing torch, and the interactive chart takes its place
-    once Plotly has drawn it; the sidebar follows the page."""
+    of the map is on screen while the server is still importing torch, and the interactive map takes its place
+    once it has drawn every image; the sidebar follows the page."""
     with streamlit_server("streamlit-fresh-server.log") as url:
         context = browser.new_context(viewport={"width": 1400, "height": 1000})
         pg = context.new_page()
         pg.goto(f"{url}/latent")
         area = pg.locator(f".st-key-{first_paint.MAP_KEY}")
-        still, chart = area.locator('[data-testid="stImage"] img'), area.locator(".js-plotly-plot .main-svg")
+        still, chart = area.locator('[data-testid="stImage"] img'), area.locator(".vm-root[data-drawn]")
         expect(still).to_be_visible(timeout=60_000)
         assert chart.count() == 0  # a first paint: the page is still waiting for the library
-        expect(pg.get_by_text("A still picture of the map").first).to_be_visible()
+        expect(pg.get_by_text("A still picture of the test images' map").first).to_be_visible()
         pg.screenshot(path=str(SHOTS / "latent_first_paint.png"))
-        expect(chart.first).to_be_attached(timeout=120_000)
+        expect(chart.first).to_be_attached(timeout=180_000)  # (every image encoded first: a job)
         expect(still).to_be_hidden()
         settled(pg)
         expect(pg.locator('[data-testid="stSidebar"]').get_by_text("Active model")).to_be_visible()
@@ -440,7 +418,7 @@ def test_training_goes_on_while_the_user_visits_two_other_pages(browser, server)
     expect(pg.locator('[data-testid="stPlotlyChart"]').first).to_be_visible()  # and the curves so far
     shot(pg, "train_running")
     nav(pg, "Latent space")
-    expect(pg.locator('[data-testid="stPlotlyChart"]').first).to_be_visible()
+    expect(pg.locator(".vm-root[data-drawn]").first).to_be_attached()
     expect(pg.locator('[data-testid="stSidebar"]').get_by_text("training").first).to_be_visible()
     nav(pg, "Decoder grid")
     expect(pg.get_by_text("PNG (15×15)").first).to_be_visible()
@@ -515,7 +493,7 @@ def test_a_model_trained_on_an_uploaded_file_opens_in_new_contexts_by_picker_lin
     expect(other.locator('[data-testid="stImage"]').filter(has_text="359 test images").first).to_be_visible()
     no_missing_data(other)
     nav(other, "Latent space")
-    expect(other.locator('[data-testid="stPlotlyChart"]').first).to_be_visible()
+    expect(other.locator(".vm-root[data-drawn]").first).to_be_attached()
     nav(other, "Anomalies")
     expect(other.get_by_text("Flagged").first).to_be_visible()
     no_missing_data(other)
@@ -542,7 +520,7 @@ def test_a_model_trained_on_an_uploaded_file_opens_in_new_contexts_by_picker_lin
            ).to_be_visible()
     no_missing_data(uploader)
     nav(uploader, "Latent space")
-    expect(uploader.locator('[data-testid="stPlotlyChart"]').first).to_be_visible()
+    expect(uploader.locator(".vm-root[data-drawn]").first).to_be_attached()
     no_exception(uploader)
     uploader.context.close()
 
@@ -567,7 +545,8 @@ def test_a_zip_of_colour_images_is_trained_and_browsed(browser, server):
     settled(pg)
     no_exception(pg)
     nav(pg, "Latent space")
-    expect(pg.locator('[data-testid="stPlotlyChart"]').first).to_be_visible()
+    expect(pg.locator(".vm-root[data-drawn]").first).to_be_attached()
+    expect(pg.locator(".vm-legend").first).to_contain_text("triangle")  # the class folders' names
     no_exception(pg)
     shot(pg, "zip_colour_latent")
     nav(pg, "Decoder grid")
@@ -655,21 +634,21 @@ def test_latent_space_a_drawn_image_lands_on_the_map_and_the_umap_map(browser, s
     expect(pg.get_by_text("Black ×: your image's posterior mean").first).to_be_visible()
     settled(pg)
     no_exception(pg)
-    names = pg.locator('[data-testid="stPlotlyChart"] .js-plotly-plot').last.evaluate(
-        "gd => gd.data.map(t => t.name)")
-    assert "your image" in names and "your image ±2σ" in names  # the point and its posterior ellipse
+    expect(pg.locator(".vm-root[data-drawn]")).to_have_count(2)  # the map, and the map with your image on it
     shot(pg, "latent_drawn")
     # UMAP: set up first, then a background job with its progress, then the map and what it preserves
     pg.locator('[data-testid="stRadio"]', has_text="Map").get_by_text("UMAP", exact=True).click()
     start = pg.get_by_role("button", name="Compute the UMAP map")
     expect(start).to_be_enabled()
-    expect(pg.get_by_text(re.compile(r"UMAP of 359 points with n_neighbors = 15: about")).first).to_be_visible()
+    expect(pg.get_by_text(re.compile(r"UMAP of 1,797 points \(n_neighbors = 15, min_dist = 0.1\): about")).first
+           ).to_be_visible()
     settled(pg)
     start.click()
-    expect(pg.get_by_text("McInnes, Healy & Melville 2018").first).to_be_visible(timeout=120_000)
+    expect(pg.get_by_text(re.compile(r"of 1,797 images \(UMAP of 1,797 points")).first).to_be_visible(
+        timeout=120_000)
     settled(pg)
     no_exception(pg)
-    expect(pg.locator('[data-testid="stPlotlyChart"]').first).to_contain_text("UMAP 1")
+    expect(pg.locator(".st-key-ls_map .vm-root[data-drawn]").first).to_be_attached()
     expect(pg.get_by_text("The UMAP map places only the images it was computed on").first).to_be_visible()
     shot(pg, "latent_umap")
     pg.context.close()

@@ -4,25 +4,30 @@ results keyed by a model key that changes whenever the weights can (encodings, p
 estimates), and the collapse lab's sweeps and their figures (keyed by the manifest's modification time)."""
 from __future__ import annotations
 
+import threading
 import time
+from collections import OrderedDict
 
 import numpy as np
 import streamlit as st
 import torch
 
 from .. import checkpoint as ckpt_io
-from .. import lab_plots, pictures, ppca, replay, replay_plots, store
+from .. import lab_plots, latent_map, pictures, ppca, replay, replay_plots, store
 from ..complexity import compressed_nats
-from ..data import Dataset
+from ..data import DataError, Dataset
 from ..locations import available_builtin
 from ..decoding import cell_to_latent, density_2d, overview, run_picture_rows
 from ..device import default_device
 from ..estimates import Estimate, iwae_seconds, run_seconds
+from ..latent_map import model_digest
 from ..metrics import per_sample_scores
 from ..model import VAE
-from ..projection import pca
+from ..pixels import as_float
+from ..projection import pca, subsample
 from ..runs import RunSpec
 from ..single_image import background_level
+from . import map_view
 from ..sweep import load_sweep
 
 
@@ -35,6 +40,19 @@ def device() -> torch.device:
 def load_checkpoint_file(path: str, mtime_ns: int) -> ckpt_io.Checkpoint:
     """A checkpoint file, cached by path and modification time (a re-saved file is reloaded)."""
     return ckpt_io.load(path, device=device())
+
+
+@st.cache_resource(show_spinner=False, max_entries=256)
+def file_digest(path: str, mtime_ns: int) -> str:
+    """SHA-256 of a checkpoint file, per version of it: its weights' identity (the map cache's key)."""
+    return model_digest(path)
+
+
+@st.cache_resource(show_spinner=False, max_entries=256)
+def checkpoint_header(path: str, mtime_ns: int) -> tuple[dict, tuple]:
+    """(dataset record, image shape) of a checkpoint file, read from its header alone."""
+    meta = ckpt_io.peek(path)
+    return meta.get("dataset") or {}, tuple(meta["model_config"]["image_shape"])
 
 
 def dataset(ref: store.DataRef, download: bool = False) -> Dataset:
@@ -65,6 +83,111 @@ def run_estimate(spec: RunSpec) -> Estimate:
 @st.cache_resource(show_spinner="Timing the IWAE bound on a few images…", max_entries=64)
 def iwae_estimate(model_key: str, _model: VAE, _x: torch.Tensor, _y, k: int) -> float:
     return iwae_seconds(_model, _x, _y, k)
+
+
+# ---------------------------------------------------------------- the latent map of a whole dataset
+
+_MAPS_LOCK = threading.Lock()
+_ENCODINGS: OrderedDict[str, latent_map.Encodings] = OrderedDict()  # model key → every image encoded (a few)
+_VIEWS: OrderedDict[tuple, tuple[np.ndarray, np.ndarray]] = OrderedDict()  # (model key, view) → (rows, coords)
+
+
+def map_cache(am) -> latent_map.MapCache:
+    """The workspace's cache of this model's map of its dataset (`latent_map.MapCache`)."""
+    return latent_map.MapCache(store.Workspace().root / "maps", am.digest, latent_map.dataset_id(am.data))
+
+
+def _remember(table: OrderedDict, key, value, limit: int):
+    with _MAPS_LOCK:
+        table[key] = value
+        table.move_to_end(key)
+        while len(table) > limit:
+            table.popitem(last=False)
+    return value
+
+
+def encodings(am) -> latent_map.Encodings | None:
+    """Every image of the model's dataset encoded: from this process's memory, else the workspace's cache, else
+    None (then `jobs.encode_job` makes them)."""
+    with _MAPS_LOCK:
+        if am.key in _ENCODINGS:
+            _ENCODINGS.move_to_end(am.key)
+            return _ENCODINGS[am.key]
+    enc = map_cache(am).encodings()
+    return None if enc is None else _remember(_ENCODINGS, am.key, enc, 4)
+
+
+def keep_encodings(am, enc: latent_map.Encodings) -> latent_map.Encodings:
+    return _remember(_ENCODINGS, am.key, enc, 4)
+
+
+def view_coords(am, enc: latent_map.Encodings, view: latent_map.View) -> tuple[np.ndarray, np.ndarray] | None:
+    """(rows, coords) of one 2-D view: raw and PCA are made here at once; t-SNE and UMAP come from memory or the
+    workspace (else None: they are jobs, `jobs.view_job`)."""
+    key = (am.key, view)
+    with _MAPS_LOCK:
+        if key in _VIEWS:
+            _VIEWS.move_to_end(key)
+            return _VIEWS[key]
+    found = map_cache(am).view(view) if view.slow else latent_map.project(enc, view)
+    return None if found is None else _remember(_VIEWS, key, found, 16)
+
+
+def keep_view(am, view: latent_map.View, found: tuple[np.ndarray, np.ndarray]):
+    return _remember(_VIEWS, (am.key, view), found, 16)
+
+
+@st.cache_resource(show_spinner=False, max_entries=32)
+def _colouring(ident: tuple, colour_by: str, class_names, pair_keys, _enc, _rows, _pair) -> tuple[bytes, dict]:
+    if colour_by == "delta":
+        first, second = _pair
+        return latent_map.colouring(first, "delta", _rows, class_names, other=second)
+    return latent_map.colouring(_enc, colour_by, _rows, class_names)
+
+
+def map_colouring(ident: tuple, colour_by: str, enc: latent_map.Encodings, rows: np.ndarray, class_names,
+                  pair: tuple | None = None) -> tuple[dict, dict]:
+    """(how the browser gets a map's colours, its legend) for the map `ident` (model key, view, split) of `rows`:
+    made once per map and colouring. `pair` (first model's key, second's, their encodings) for the −ELBO
+    difference, which both maps show alike."""
+    pair_keys = None if pair is None else pair[:2]
+    payload, legend = _colouring(ident, colour_by, tuple(class_names or ()), pair_keys, enc, rows,
+                                 None if pair is None else pair[2:])
+    return map_view.blob(("colours", ident, colour_by, pair_keys), lambda: payload), legend
+
+
+@st.cache_resource(show_spinner=False, max_entries=4)
+def _sources(digest: str) -> tuple[str, ...] | None:
+    arrays, _ = store.Workspace().load_arrays(digest)
+    if arrays.n_test is None:  # a dataset stored before format 2: its rows are shuffled into the split here
+        return None
+    if arrays.names is not None:
+        return arrays.names
+    return None if arrays.source_index is None else tuple(f"#{i}" for i in arrays.source_index)
+
+
+def sources(am) -> tuple[str, ...] | None:
+    """Where each row of the model's dataset came from (training rows first): an image folder's file names, or
+    positions in an array file; None for built-in data."""
+    if am.data is None or am.data.hash is None:
+        return None
+    try:
+        return _sources(am.data.hash)
+    except DataError:
+        return None
+
+
+def map_csv(am, enc: latent_map.Encodings, rows: np.ndarray, row_sources) -> bytes:
+    """The CSV of `rows` (`export.map_table`), built when the user clicks."""
+    from ..export import map_table  # (pandas is imported on first use: keeps the app's start fast)
+
+    return map_table(enc, rows, am.data.class_names, row_sources).to_csv(index=False).encode()
+
+
+@st.cache_resource(show_spinner=False, max_entries=16)
+def pca_plane(model_key: str, _enc: latent_map.Encodings) -> latent_map.PCAPlane:
+    """The PCA view's projection of the posterior means, both ways (`latent_map.PCAPlane`)."""
+    return latent_map.PCAPlane(_enc.mu)
 
 
 # ---------------------------------------------------------------- per-model results
@@ -115,7 +238,7 @@ def reconstruct(am, idx: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     idx = torch.as_tensor(np.asarray(idx, dtype=np.int64), device=am.data.x_test.device)
     x = am.data.x_test[idx]
     y = None if am.labels_for_model is None else am.labels_for_model[idx]
-    return x.cpu().numpy(), am.model.eval().reconstruct(x, y).cpu().numpy()
+    return as_float(x).cpu().numpy(), am.model.eval().reconstruct(x, y).cpu().numpy()
 
 
 @torch.no_grad()
@@ -183,8 +306,8 @@ def new_data_estimate(model_key: str, dataset_id: str, _model: VAE, _x_new, _y_n
     images, after a warm-up, then scaled to the whole job. Cached per model and dataset."""
     n = len(_x_new)
     m = max(1, min(probe, n))
-    x = torch.as_tensor(np.asarray(_x_new[:m]) if not isinstance(_x_new, torch.Tensor) else _x_new[:m],
-                        dtype=torch.float32).to(next(_model.parameters()).device)
+    x = as_float(torch.as_tensor(np.asarray(_x_new[:m]) if not isinstance(_x_new, torch.Tensor) else _x_new[:m])
+                 ).to(next(_model.parameters()).device)
     y = None
     if _model.config.n_classes and _y_new is not None:
         y = torch.as_tensor(np.asarray(_y_new[:m]) if not isinstance(_y_new, torch.Tensor) else _y_new[:m]
@@ -217,7 +340,8 @@ def pca_projector(model_key: str, _mu: np.ndarray) -> tuple[np.ndarray, np.ndarr
 def test_background(model_key: str, _am) -> float:
     """The test images' background grey level (median of their border pixels, `single_image.background_level`):
     below 0.5, bright objects on a dark background."""
-    return background_level(_am.data.x_test.cpu().numpy())
+    x = _am.data.x_test
+    return background_level(x[torch.as_tensor(subsample(len(x), 2000), device=x.device)].cpu().numpy())
 
 
 # ---------------------------------------------------------------- a second dataset to score: its export

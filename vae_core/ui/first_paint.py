@@ -17,7 +17,7 @@ from .text import plain
 
 SEEN_KEY = "vae_first_paint_seen"  # set on a session's first page: later runs have the model loaded already
 DEFAULT_MODELS = (("fashion-mnist-2d", "fashion-mnist"), ("digits-2d", "digits"))  # (shipped model, its dataset)
-MAP_KEY = "ls_map"  # the Latent page's map area: its still picture stays under the chart until Plotly has drawn
+MAP_KEY = "ls_map"  # the Latent page's map area: its still picture stays under the map until the map has drawn
 
 
 def page_header(title: str, caption: str, formula: str | None = None) -> None:
@@ -127,11 +127,11 @@ def overview_preview(slot) -> None:
 
 def latent_map_area():
     """The Latent page's map area, and in it (first) the still picture of the map a new session opens, which the
-    app's style sheet lays under the interactive chart and hides once Plotly has drawn it."""
+    app's style sheet lays under the interactive map and hides once the map has drawn its points."""
     area = st.container(key=MAP_KEY)
-    still = area.empty()  # always there, so that the chart keeps its place (and its state) on later runs
+    still = area.empty()  # always there, so that the map keeps its place (and its state) on later runs
     found = new_session_preview()
     if found is not None:
-        still.image(found[1].latent_png, caption="A still picture of the map: the interactive chart replaces it in a "
-                                                "moment.")
+        still.image(found[1].latent_png, caption="A still picture of the test images' map: the interactive map of "
+                                                "every image replaces it in a moment.")
     return area

@@ -5,19 +5,18 @@ the time left and a Cancel button, redrawn every second by a fragment that rerun
 """
 from __future__ import annotations
 
-import time
+import hashlib
 from typing import Callable
 
 import numpy as np
 import streamlit as st
 
-from .. import pictures, plots, ppca
+from .. import latent_map, pictures, plots, ppca, store
 from ..anomaly import score_new_data
 from ..complexity import COMPRESSOR
 from ..executors import LocalExecutor
 from ..jobs import CANCELLED, FAILED, QUEUED, Cancelled, Job, JobBoard, format_duration, progress_text
 from ..metrics import iwae_nll
-from ..projection import UMAP_GRAPH_SHARE, UMAP_KNN_SHARE, subsample, tsne, umap
 from ..runs import Run, RunService, default_service
 
 POLL_SECONDS = 1.0
@@ -94,16 +93,6 @@ def follow_or_offer(started: Job | None, estimate: Callable[[], float], start: C
         start(seconds)
         st.rerun()  # redraw without the button: the page now follows the job
     return None
-
-
-def tsne_job(model_key: str, mu: np.ndarray, max_points: int, perplexity: float, seed: int = 0) -> Job:
-    """The t-SNE map of at most `max_points` seeded rows of `mu`: a job whose result is (row ids, coords)."""
-    ids = subsample(len(mu), max_points, seed)
-
-    def work(job: Job):
-        return ids, tsne(mu[ids], perplexity=perplexity, seed=seed, progress=job.report)
-
-    return board().submit(("tsne", model_key, max_points, perplexity, seed), work, f"t-SNE of {len(ids):,} points")
 
 
 def iwae_job(model_key: str, am, k: int, expected_seconds: float | None = None) -> Job:
@@ -217,90 +206,78 @@ def new_data_started(model_key: str, dataset_id: str) -> Job | None:
     return board().get(("new_data", model_key, dataset_id))
 
 
-# ---------------------------------------------------------------- UMAP maps (Latent space page)
+# ---------------------------------------------------------------- the latent map (Latent space page)
 
-UMAP_REF_SECONDS = 1.2e-3  # per point and 500 epochs at n_neighbors → 0, measured on a 2-core machine (fashion-mnist)
-UMAP_NEIGHBOUR_COST = 1 / 32  # each neighbour adds this share: 10,000 points took 18 s at 15, 31 s at 50 there
-UMAP_COMPILE_SECONDS = 10.0  # numba compiles umap-learn's code on its first use in a process
-
-
-@st.cache_resource(show_spinner=False)
-def _umap_timings() -> dict:
-    """This server's UMAP history: whether its code is compiled yet, and the last measured seconds per unit."""
-    return {"compiled": False, "rate": None}
-
-
-def _umap_units(n: int, n_neighbors: int) -> float:
-    epochs = 500 if n <= 10_000 else 200  # umap-learn's default
-    return n * (1 + n_neighbors * UMAP_NEIGHBOUR_COST) * epochs / 500
-
-
-def umap_seconds(n: int, n_neighbors: int) -> tuple[float, bool, bool]:
-    """(expected seconds of a UMAP of n points, whether that was measured here (else the reference machine's
-    rate), whether it includes the first run's compilation, UMAP_COMPILE_SECONDS)."""
-    t = _umap_timings()
-    rate = t["rate"] if t["rate"] is not None else UMAP_REF_SECONDS
-    first = not t["compiled"]
-    return rate * _umap_units(n, n_neighbors) + (UMAP_COMPILE_SECONDS if first else 0.0), t["rate"] is not None, first
-
-
-def _umap_key(model_key: str, n: int, max_points: int, n_neighbors: int, min_dist: float, seed: int):
-    return ("umap", model_key, min(n, max_points), int(n_neighbors), round(float(min_dist), 4), seed)
-
-
-def umap_job(model_key: str, mu: np.ndarray, max_points: int, n_neighbors: int, min_dist: float,
-             seed: int = 0) -> Job:
-    """The UMAP map of at most `max_points` seeded rows of `mu`: a job whose result is (row ids, coords), keyed by
-    (model, points, n_neighbors, min_dist, seed) so that asking again gives the same job, running or done.
-    It reports its stage, and its time left from the layout's measured epoch rate (the neighbour graph and, on
-    the server's first UMAP, numba's compilation come before any epoch)."""
-
-
-    ids = subsample(len(mu), max_points, seed)
-    expected = umap_seconds(len(ids), n_neighbors)[0]
-
+def encode_job(am, cache_folder: latent_map.MapCache, expected_seconds: float | None = None) -> Job:
+    """Every image of the active model's dataset encoded (`latent_map.encode`), stored in the workspace's map cache
+    as it finishes: a job keyed by the model, so every visitor of the same model shares it."""
     def work(job: Job):
-        timings = _umap_timings()
-        compiling = not timings["compiled"]
-        t0 = time.monotonic()
-        layout = []  # (time, fraction) of the first epoch report
+        enc = latent_map.encode(am.model, am.data, progress=job.report)
+        cache_folder.save_encodings(enc)
+        return enc
 
-        def report(f: float) -> None:
-            now = time.monotonic()
-            eta = None
-            if f < UMAP_KNN_SHARE:
-                what = f"finding each point's {n_neighbors} nearest neighbours"
-            elif f < UMAP_GRAPH_SHARE:
-                what = "building the neighbour graph" + (" and compiling UMAP's code (the first UMAP on this "
-                                                         "server, ~10 s)" if compiling else "")
-            else:
-                what = "laying out the map"
-                if f > UMAP_GRAPH_SHARE and not layout:
-                    layout.append((now, f))
-                elif layout and f > layout[0][1] + 0.02:
-                    eta = (now - layout[0][0]) / (f - layout[0][1]) * (1 - f)
-            if eta is None:
-                eta = max(1.0, expected - (now - t0)) if f < 1 else 0.0
-            job.update(f, what, eta)
+    n = len(am.data.x_train) + len(am.data.x_test)
+    return board().submit(("encode", am.key), work, f"Encoding all {n:,} images of {am.dataset_name}",
+                          expected_seconds=expected_seconds)
+
+
+def encode_started(am) -> Job | None:
+    """The encoding job of this model if one was asked for and did not fail or get cancelled, else None."""
+    job = board().get(("encode", am.key))
+    return None if job is None or job.status in (FAILED, CANCELLED) else job
+
+
+def view_job(am, enc: latent_map.Encodings, view: latent_map.View, cache_folder: latent_map.MapCache) -> Job:
+    """A t-SNE or UMAP view of the encodings (`latent_map.project`) as a job keyed by the model and the view's
+    settings (running or done, asking again gives the same job), stored in the map cache when it ends. Its
+    progress names its stage and gives the time left from the layout's measured rate."""
+    def work(job: Job):
+        def report(fraction: float, stage: str, left: float | None) -> None:
+            job.update(fraction, stage, left)
             if job.cancel_requested:
                 raise Cancelled()
 
-        coords = umap(mu[ids], n_neighbors=n_neighbors, min_dist=min_dist, seed=seed, progress=report)
-        seconds = time.monotonic() - t0
-        if not compiling:  # a first run's time is mostly compilation: it says nothing about the rate
-            timings["rate"] = seconds / _umap_units(len(ids), n_neighbors)
-        timings["compiled"] = True
-        return ids, coords
+        rows, coords = latent_map.project(enc, view, report)
+        cache_folder.save_view(view, rows, coords)
+        return rows, coords
 
-    label = f"UMAP of {len(ids):,} points (n_neighbors = {n_neighbors}, min_dist = {min_dist:g})"
-    return board().submit(_umap_key(model_key, len(mu), max_points, n_neighbors, min_dist, seed), work, label,
-                          expected_seconds=expected)
+    return board().submit(("view", am.key, view), work, view.label(enc.n), expected_seconds=view.seconds(enc.n))
 
 
-def umap_started(model_key: str, n: int, max_points: int, n_neighbors: int, min_dist: float,
-                 seed: int = 0) -> Job | None:
-    """The UMAP job for these settings if one was asked for (running or kept), else None."""
-    return board().get(_umap_key(model_key, n, max_points, n_neighbors, min_dist, seed))
+def view_started(am, view: latent_map.View) -> Job | None:
+    """The job of this view of this model if one was asked for (running or kept), else None."""
+    return board().get(("view", am.key, view))
+
+
+def register_job(blob: bytes, name: str, image_size: int | None = None) -> Job:
+    """An uploaded file stored in the workspace (`store.Workspace.register`: a .zip of images is decoded in
+    parallel, with progress and a Cancel that leaves nothing behind), as a job keyed by its content and the size
+    asked for; its result is the stored dataset's record."""
+    ws = store.Workspace()
+
+    def work(job: Job):
+        return ws.register(blob, name, image_size=image_size, progress=lambda f, message: job.report(f, message))
+
+    key = ("register", str(ws.root), hashlib.sha256(blob).hexdigest(), image_size)
+    return board().submit(key, work, f"Storing {name}")
+
+
+def _zip_key(am, rows: np.ndarray) -> tuple:
+    return "zip", am.key, hashlib.sha256(np.asarray(rows, dtype=np.int64).tobytes()).hexdigest()[:16]
+
+
+def zip_job(am, rows: np.ndarray) -> Job:
+    """The selected images as PNG files in a .zip (`export.images_zip`), as a job keyed by the selection."""
+    def work(job: Job):
+        from ..export import images_zip  # (pandas is imported on first use: keeps the app's start fast)
+
+        return images_zip(am.data, rows, progress=job.report)
+
+    return board().submit(_zip_key(am, rows), work, f"Zipping {len(rows):,} images")
+
+
+def zip_started(am, rows: np.ndarray) -> Job | None:
+    return board().get(_zip_key(am, rows))
 
 
 def ppca_job(data, sigma2s: tuple[float, ...], latent_dim: int) -> Job:

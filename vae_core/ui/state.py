@@ -174,6 +174,7 @@ class ActiveModel:
     ckpt: ckpt_io.Checkpoint
     data: Dataset | None
     missing: MissingData | None
+    digest: str = ""  # SHA-256 of the checkpoint's bytes: the identity of its weights (the map cache's key)
 
     @property
     def model(self):
@@ -258,23 +259,60 @@ def active() -> ActiveModel | None:
         mid = default_model_id()
     if mid is None:
         return None
+    return open_model(mid)
+
+
+def model_file(mid: str) -> tuple[Path, str] | None:
+    """(checkpoint path, label) of a shipped or saved model or a run; None for an upload (held in the session)."""
     kind, ident = mid.split(":", 1)
+    if kind == "run":
+        run = service().get(ident)
+        return (run.saved, run.label) if run is not None and run.saved is not None else None
+    if kind == "saved":
+        return store.Workspace().model_path(ident), ident
+    if kind == "shipped":
+        return locations.CHECKPOINT_DIR / f"{ident}{ckpt_io.SUFFIX}", ident
+    return None
+
+
+def open_model(mid: str) -> ActiveModel:
+    """The model with id `mid` (one of `model_options`), loaded (cached), with its data found."""
+    kind = mid.split(":", 1)[0]
     if kind == "uploaded":
         up = uploaded_models()[mid]
-        ckpt, key, label = up.ckpt, f"up-{up.digest}", up.label
+        ckpt, key, label, digest = up.ckpt, f"up-{up.digest}", up.label, up.digest
     else:
-        if kind == "run":
-            run = service().get(ident)
-            path, label = run.saved, run.label
-        else:
-            path = (store.Workspace().model_path(ident) if kind == "saved"
-                    else locations.CHECKPOINT_DIR / f"{ident}{ckpt_io.SUFFIX}")
-            label = ident
+        found = model_file(mid)
+        if found is None:
+            raise ckpt_io.CheckpointError(f"model {mid} is not there any more")
+        path, label = found
         mtime = path.stat().st_mtime_ns
         ckpt = cache.load_checkpoint_file(str(path), mtime)
-        key = f"{mid}:{mtime}"
+        key, digest = f"{mid}:{mtime}", cache.file_digest(str(path), mtime)
     data, missing = data_for(ckpt, key)
-    return ActiveModel(mid, key, label, kind, ckpt, data, missing)
+    return ActiveModel(mid, key, label, kind, ckpt, data, missing, digest)
+
+
+def same_data_models(am: ActiveModel) -> dict[str, str]:
+    """{model id: label} of the other models this session can open that were trained on the same images as `am`
+    (the same built-in dataset or the same stored file, the same image shape): the models its map can be compared
+    with. Read from the checkpoints' headers only."""
+    want = (store.DataRef.from_info(am.ckpt.dataset), tuple(am.config.image_shape))
+    out = {}
+    for mid, label in model_options().items():
+        if mid == am.id:
+            continue
+        try:
+            if mid.startswith("uploaded:"):
+                info, shape = uploaded_models()[mid].ckpt.dataset, uploaded_models()[mid].ckpt.config.image_shape
+            else:
+                path = model_file(mid)[0]
+                info, shape = cache.checkpoint_header(str(path), path.stat().st_mtime_ns)
+        except (ckpt_io.CheckpointError, OSError, TypeError, KeyError):
+            continue
+        if (store.DataRef.from_info(info), tuple(shape)) == want:
+            out[mid] = label
+    return out
 
 
 # ---------------------------------------------------------------- forms that outlive a page switch

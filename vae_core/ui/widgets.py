@@ -102,12 +102,11 @@ def missing_data_panel(am: state.ActiveModel) -> None:
     _, height, width = am.config.image_shape
     try:  # a .zip is resized as for training: to the model's image size
         arrays = load_array_file(up.getvalue(), up.name, image_size=height if height == width else None)
-        digest = store.content_hash(arrays)
-        if miss.hash is not None and digest != miss.hash:
-            st.error(f"{plain(up.name)} holds other images than the ones this model was trained on (content hash "
-                     f"{digest[:12]}…, the model expects {miss.hash[:12]}…). Upload the original file.")
-            return
-        store.Workspace().put_dataset(arrays, miss.file_name if miss.hash else up.name)
+        ws = store.Workspace()
+        if miss.hash is None:
+            digest = ws.put_dataset(arrays, up.name).hash
+        else:
+            digest = ws.attach(arrays, miss.file_name, miss.hash).hash
     except DataError as err:
         st.error(f"{plain(up.name)} cannot be used: {plain(err)}")
         return

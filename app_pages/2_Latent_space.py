@@ -151,9 +151,9 @@ with map_area:
         enc_b = encodings_of(second, columns[1])
     shown_b = None if enc_b is None else view_of(second, enc_b, columns[1])
 
-if shown_a is None:
-    widgets.stop()
-rows_a, coords_a = shown_a
+# Without the chosen view yet (a t-SNE or UMAP not computed), the rest of the page goes on without its map: its
+# widgets (your drawing, the picked image) must not be dropped by a run that skips them.
+rows_a, coords_a = shown_a if shown_a is not None else (enc.rows(), np.zeros((n, 2)))
 in_split = np.isin(rows_a, enc.rows(split)) if split != "all" else np.ones(len(rows_a), bool)
 rows_a, coords_a = rows_a[in_split], coords_a[in_split]
 alignment = None
@@ -161,9 +161,10 @@ if shown_b is not None:
     rows_b, coords_b = shown_b
     keep_b = np.isin(rows_b, rows_a)
     rows_b, coords_b = rows_b[keep_b], coords_b[keep_b]
-    if np.array_equal(rows_a, rows_b) and len(rows_a) > 2:  # the same images on both: align B to A
+    if shown_a is not None and np.array_equal(rows_a, rows_b) and len(rows_a) > 2:  # the same images: align B to A
         coords_b, alignment = latent_map.procrustes(coords_a, coords_b)
-selection = current_selection([("ls_map_a", rows_a)] + ([("ls_map_b", rows_b)] if shown_b is not None else []))
+selection = current_selection(([("ls_map_a", rows_a)] if shown_a is not None else [])
+                              + ([("ls_map_b", rows_b)] if shown_b is not None else []))
 if len(selection) == 1 and st.session_state.get("ls_picked_seq") != st.session_state.get(SEQ):  # a click picks
     st.session_state["ls_picked"], st.session_state["ls_picked_seq"] = int(selection[0]), st.session_state.get(SEQ)
     st.session_state["ls_show_picked"] = True
@@ -173,7 +174,7 @@ k_nn = min(int(st.session_state.get("ls_nn_k", 8)), n - 1)
 nn_idx, nn_dist = neighbours.nearest(enc.mu, picked, k_nn)
 
 
-def marks_for(point_rows, coords, model_enc) -> tuple[list[dict], list[dict]]:
+def marks_for(point_rows, coords, model_enc, moved: dict | None) -> tuple[list[dict], list[dict]]:
     """The picked image (×, with its ±2σ ellipse on raw and PCA maps) and its neighbours (circles) on one map, once
     the user has picked one (a click on the map, or its number below)."""
     if not show_picked:
@@ -186,7 +187,10 @@ def marks_for(point_rows, coords, model_enc) -> tuple[list[dict], list[dict]]:
         sigma = np.exp(0.5 * model_enc.logvar[picked])
         if kind in ("raw", "PCA"):
             w = None if kind == "raw" else cache.pca_plane(am.key if model_enc is enc else second.key, model_enc).w
-            outlines.append(dict(points=latent_map.covariance_outline((x, y), w, sigma).tolist(), colour="#d62728"))
+            shape = latent_map.covariance_outline((0.0, 0.0), w, sigma)  # in the model's own map, about its centre
+            if moved is not None:  # … turned and scaled as the second map was
+                shape = moved["scale"] * shape @ moved["rotation"]
+            outlines.append(dict(points=(shape + (x, y)).tolist(), colour="#d62728"))
     return marks, outlines
 
 
@@ -205,7 +209,10 @@ def draw_map(key: str, model, model_enc, point_rows, coords, title: str | None):
             decode_url = map_server.publish_decoder(("decode", model.digest, kind),
                                                     latent_map.decoder_at(model.model, plane))
     bits, count = map_view.highlight(selection, point_rows)
-    marks, outlines = marks_for(point_rows, coords, model_enc)
+    moved = alignment if model is not am else None
+    marks, outlines = marks_for(point_rows, coords, model_enc, moved)
+    rings = kind == "raw" and (moved is None or {"x": float(moved["shift"][0]), "y": float(moved["shift"][1]),
+                                                  "scale": moved["scale"]})  # the prior, moved with its map
     side = max(shape[1], shape[2])
     return map_view.show(key, {
         "map_id": map_server.token(ident), "title": title,
@@ -213,7 +220,7 @@ def draw_map(key: str, model, model_enc, point_rows, coords, title: str | None):
         "colours": colours, "legend": legend, "value_name": None if colour_by == "label" else COLOURINGS[colour_by],
         "class_names": list(class_names) if class_names else None,
         "axes": {"raw": ["z0", "z1"], "PCA": ["PC1", "PC2"]}.get(kind, [f"{kind} 1", f"{kind} 2"]),
-        "equal": kind in ("raw", "PCA"), "rings": kind == "raw", "height": 560 if second is None else 480,
+        "equal": kind in ("raw", "PCA"), "rings": rings, "height": 560 if second is None else 480,
         "images_url": images_url, "decode_url": decode_url, "image_px": max(40, min(64, 2 * side)),
         "hover_px": pictures.display_scale(side, 96) * side,
         "highlight": bits, "highlight_count": count, "selection_seq": st.session_state.get(SEQ, 0),
@@ -224,7 +231,8 @@ def draw_map(key: str, model, model_enc, point_rows, coords, title: str | None):
 with map_area, widgets.guard("draw the latent map"):
     title_a = None if second is None else plain(am.label)
     with columns[0]:
-        draw_map("ls_map_a", am, enc, rows_a, coords_a, title_a)
+        if shown_a is not None:
+            draw_map("ls_map_a", am, enc, rows_a, coords_a, title_a)
     if second is not None:
         with columns[1]:
             if second.data is None:
@@ -240,9 +248,10 @@ with map_area, widgets.guard("draw the latent map"):
                    "spread (0: the same map).")
     images_note = "" if map_server.mounted() else (" The images on hover and the images mode need the app's server "
                                                    "(`streamlit run serve.py`, which `make run` starts).")
-    st.caption(f"{len(rows_a):,} of {n:,} images ({how}) · hover a point to see it · Box or Lasso, then drag to "
-               "select (Shift adds), click a point to pick it, double-click or Esc to clear · wheel to zoom, Pan to "
-               f"move · **Images**: the data's own lattice beside the decoder's.{aligned}{images_note}")
+    if shown_a is not None:
+        st.caption(f"{len(rows_a):,} of {n:,} images ({how}) · hover a point to see it · Box or Lasso, then drag to "
+                   "select (Shift adds), click a point to pick it, double-click or Esc to clear · wheel to zoom, Pan "
+                   f"to move · **Images**: the data's own lattice beside the decoder's.{aligned}{images_note}")
 
 
 # ---------------------------------------------------------------- the selection

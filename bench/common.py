@@ -6,6 +6,7 @@ import argparse
 import contextlib
 import gzip
 import json
+import os
 import platform
 import shutil
 import statistics
@@ -125,6 +126,16 @@ def max_relative_difference(a, b) -> float:
 
 
 SAME_NUMBERS_RTOL = 1e-6  # what "the same numbers" means across executors (float32 rounding, not a different result)
+
+
+CHROME_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+               "--disable-sync", "--no-first-run"]  # as the browser tests start it
+
+
+def chromium_path() -> str | None:
+    """Debian's Chromium (or `$VAE_CHROMIUM`), when it is there."""
+    path = os.environ.get("VAE_CHROMIUM", "/usr/bin/chromium")
+    return path if Path(path).exists() else None
 
 
 def log(msg: str) -> None:

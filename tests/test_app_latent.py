@@ -19,7 +19,7 @@ from vae_core import checkpoint as C
 from vae_core.data import load_digits
 from vae_core.neighbours import nearest
 from vae_core.projection import pca
-from vae_core.ui import cache, jobs, state
+from vae_core.ui import cache, state
 
 LATENT = "app_pages/2_Latent_space.py"
 CKPT = ROOT / "checkpoints" / "digits-2d.safetensors"

@@ -101,6 +101,8 @@ def test_procrustes_undoes_a_rotation_a_reflection_a_scale_and_a_shift():
     aligned, info = L.procrustes(a, b)
     assert np.allclose(aligned, a, atol=1e-9) and info["disparity"] < 1e-12
     assert info["reflection"] and info["scale"] == pytest.approx(1 / 3)
+    assert np.allclose(L.aligned(b[:5], info), a[:5])  # anything drawn on the second map moves with it
+    assert np.array_equal(L.aligned(b[:5], None), b[:5])
     noisy = a + np.random.default_rng(2).normal(scale=0.3, size=a.shape)
     assert 0.02 < L.procrustes(a, noisy)[1]["disparity"] < 0.2  # what stays apart is reported, not hidden
 

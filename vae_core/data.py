@@ -20,7 +20,7 @@ import torch
 from . import image_folder
 from .array_files import read_array_file
 from .locations import DEBIAN_FASHION_MNIST, IDX_FILES, TORCHVISION_FOLDER, cache_dir, find_idx_files
-from .pixels import ArrayData, DataError, check_image_count, split_order
+from .pixels import ArrayData, DataError, check_image_count, gib, split_order
 
 DOWNLOAD_TIMEOUT_S = 30.0
 
@@ -104,7 +104,13 @@ def from_split(name, x_train, y_train, x_test, y_test, *, device="cpu", class_na
 def _as_x(x: np.ndarray, device) -> torch.Tensor:
     if x.dtype not in (np.uint8, np.float32):
         raise DataError(f"images must be uint8 or float32 pixels, got {x.dtype}")
-    return torch.from_numpy(np.ascontiguousarray(x)).to(device)
+    device = torch.device(device)
+    if device.type == "cuda":  # the whole dataset lives on the GPU: say so when it cannot
+        free, _ = torch.cuda.mem_get_info(device)
+        if x.nbytes > 0.8 * free:
+            raise DataError(f"the images need {gib(x.nbytes)} on the GPU, which has {gib(free)} free; use fewer or "
+                            "smaller images, or train on the CPU (VAE_DEVICE=cpu)")
+    return torch.from_numpy(np.ascontiguousarray(x)).to(device)  # a memory-mapped file stays mapped on the CPU
 
 
 def from_arrays(name: str, arrays: ArrayData, *, device="cpu", hash: str | None = None) -> Dataset:

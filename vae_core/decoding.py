@@ -216,3 +216,13 @@ def run_picture_rows(model: VAE, x_test: torch.Tensor, y_test: torch.Tensor | No
         rows = {"recon": torch.stack([x, model.reconstruct(x)]),  # (2, n, C, H, W)
                 "samples": model.decode_mean(z_prior)[None]}  # (1, n, C, H, W)
     return rows
+
+
+@torch.no_grad()
+def decode_codes(model: VAE, z: np.ndarray, label: int | None = None) -> np.ndarray:
+    """The decoder's images E[x|z] (n, C, H, W) in [0, 1] of latent codes z (n, d) — of class `label` for a
+    conditional model (0 when not given)."""
+    device = next(model.parameters()).device
+    zt = torch.as_tensor(np.atleast_2d(z), dtype=torch.float32, device=device)  # (n, d)
+    y = torch.full((len(zt),), int(label or 0), device=device, dtype=torch.int64) if model.config.n_classes else None
+    return model.eval().decode_mean(zt, y).cpu().numpy()

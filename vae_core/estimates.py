@@ -11,12 +11,15 @@ import threading
 import time
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 
+from .complexity import compressed_nats
 from .data import Dataset
 from .metrics import evaluate_elbo, iwae_nll, mutual_information, per_sample_scores
 from .model import VAE
 from .objectives import TrainingObjective, elbo_terms
+from .pixels import as_float
 from .runs import RunSpec, build_model
 from .train import AggressiveEncoder, make_optimizer
 
@@ -112,6 +115,26 @@ def encode_seconds(model: VAE, data: Dataset, probe: int = 256) -> float:
     return seconds / max(1, m) * (len(data.x_train) + len(data.x_test))
 
 
+def score_new_data_seconds(model: VAE, x_new, y_new, n_test: int, probe: int = 200) -> float:
+    """Seconds `anomaly.score_new_data` will take for the images `x_new` (array or tensor, 8-bit or float) against
+    `n_test` test images whose model pass is done already: the model pass and the compression (L(x)) timed on up to
+    `probe` of the new images after a warm-up, then scaled to the whole job."""
+    n = len(x_new)
+    m = max(1, min(probe, n))
+    device = next(model.parameters()).device
+    x = as_float(torch.as_tensor(np.asarray(x_new[:m]) if not isinstance(x_new, torch.Tensor) else x_new[:m])
+                 ).to(device)
+    y = None
+    if model.config.n_classes and y_new is not None:
+        y = torch.as_tensor(np.asarray(y_new[:m]) if not isinstance(y_new, torch.Tensor) else y_new[:m]).long()
+        y = y.to(device)
+    per_sample_scores(model, x[:min(m, 8)], None if y is None else y[:min(m, 8)])  # warm-up
+    model_s = _timed(lambda: per_sample_scores(model, x, y), device) / m
+    pixels = x.cpu().numpy()
+    png_s = _timed(lambda: compressed_nats(pixels), device) / m
+    return model_s * n + png_s * (n + n_test)
+
+
 def iwae_seconds(model: VAE, x: torch.Tensor, y: torch.Tensor | None, k: int) -> float:
     """Seconds `metrics.iwae_nll(model, x, y, k=k)` will take, from timing it on `PROBE_IWAE_IMAGES` images
     (its cost is linear in the number of images at a fixed k)."""
@@ -126,8 +149,8 @@ def iwae_seconds(model: VAE, x: torch.Tensor, y: torch.Tensor | None, k: int) ->
 UMAP_REF_SECONDS = 1.2e-3  # per point and 500 epochs at n_neighbors → 0, measured on a 2-core machine (fashion-mnist)
 UMAP_NEIGHBOUR_COST = 1 / 32  # each neighbour adds this share: 10,000 points took 18 s at 15, 31 s at 50 there
 UMAP_COMPILE_SECONDS = 10.0  # numba compiles umap-learn's code on its first use in a process
-TSNE_FIXED_SECONDS = 6.0  # openTSNE's FFT grids and start-up, whatever the size (2-core machine)
-TSNE_REF_SECONDS = 1.0e-3  # per point, 550 iterations (2-core machine)
+TSNE_FIXED_SECONDS = 3.5  # openTSNE's FFT grids and start-up, whatever the size (2-core machine)
+TSNE_REF_SECONDS = 0.36e-3  # per point, 550 iterations: 2k 4.4 s, 10k 7.1 s, 30k 13.5 s, 100k 39.4 s there
 _MAP_TIMINGS = {"compiled": False, "UMAP": None, "t-SNE": None}  # this process's last measured rates
 _MAP_LOCK = threading.Lock()
 

@@ -350,18 +350,25 @@ def label_counts(labels: np.ndarray | None, rows: np.ndarray, class_names) -> li
 def procrustes(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, dict]:
     """Map b (N, 2) onto a (N, 2), the same points in two maps, by the best rotation (or reflection), uniform scale
     and shift (orthogonal Procrustes, Schönemann 1966; with scale, Gower 1975): R = UVᵀ from the SVD of
-    (b − b̄)ᵀ(a − ā) = UΣVᵀ, s = tr Σ / ‖b − b̄‖². Returns (b aligned (N, 2), {rotation, scale, reflection,
-    disparity: the residual ‖a − b'‖² over ‖a − ā‖², 0 = the same map})."""
+    (b − b̄)ᵀ(a − ā) = UΣVᵀ, s = tr Σ / ‖b − b̄‖², b' = s b R + (ā − s b̄ R). Returns (b' (N, 2), {rotation,
+    scale, shift, reflection, disparity: the residual ‖a − b'‖² over ‖a − ā‖², 0 = the same map})."""
     a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
     am, bm = a.mean(0), b.mean(0)
     ac, bc = a - am, b - bm
     u, sv, vt = np.linalg.svd(bc.T @ ac)
     rotation = u @ vt  # (2, 2)
     scale = float(sv.sum() / max((bc**2).sum(), 1e-300))
-    aligned = scale * bc @ rotation + am
+    shift = am - scale * bm @ rotation  # (2,): b' = s b R + shift
+    aligned = scale * b @ rotation + shift
     disparity = float(((a - aligned) ** 2).sum() / max((ac**2).sum(), 1e-300))
-    return aligned, {"rotation": rotation, "scale": scale, "reflection": bool(np.linalg.det(rotation) < 0),
-                     "disparity": disparity}
+    return aligned, {"rotation": rotation, "scale": scale, "shift": shift,
+                     "reflection": bool(np.linalg.det(rotation) < 0), "disparity": disparity}
+
+
+def aligned(points, info: dict | None) -> np.ndarray:
+    """Points (k, 2) of the second map moved as `procrustes` moved it (`info`), or as they are (None)."""
+    points = np.asarray(points, dtype=np.float64)
+    return points if info is None else info["scale"] * points @ info["rotation"] + info["shift"]
 
 
 # ---------------------------------------------------------------- the images behind the rows

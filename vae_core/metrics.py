@@ -56,6 +56,14 @@ def per_sample_scores(model: VAE, x: torch.Tensor, y: torch.Tensor | None = None
 
 
 @torch.no_grad()
+def posterior_means(model: VAE, x: torch.Tensor, y: torch.Tensor | None = None, *, batch_size: int = 1000) -> np.ndarray:
+    """μ(x) (N, d) of q(z|x) for images x (8-bit or float), in batches."""
+    model.eval()
+    return torch.cat([model.encode(x[s], None if y is None else y[s])[0] for s in _batches(len(x), batch_size)]
+                     ).cpu().numpy()
+
+
+@torch.no_grad()
 def evaluate_elbo(model: VAE, x: torch.Tensor, y: torch.Tensor | None = None, *, batch_size: int = 1000,
                   seed: int = 0) -> dict:
     """Means over the set: `elbo` is −ELBO = `recon` + `kl`, `kl_per_dim` sums to `kl`; plus active units."""

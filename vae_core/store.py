@@ -19,7 +19,6 @@ with progress and cancellation, never holding the pixels in memory; opening a st
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import shutil
 import tempfile

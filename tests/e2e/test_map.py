@@ -12,8 +12,8 @@ import re
 import pytest
 import torch
 
-from test_browser import (CHROME_ARGS, CHROMIUM, FASHION, _missing, choose, no_exception, server,  # noqa: F401
-                          settled, shot, visit)
+from test_browser import (FASHION, browser, choose, no_exception, server, settled, shot, until,  # noqa: F401
+                          visit)
 from vae_core import checkpoint as C
 from vae_core import store
 from vae_core.config import ModelConfig, ObjectiveConfig, TrainConfig
@@ -22,27 +22,13 @@ from vae_core.model import VAE
 from vae_core.train import fit
 
 try:
-    from playwright.sync_api import expect, sync_playwright
-except ImportError:  # pragma: no cover
-    sync_playwright = None
+    from playwright.sync_api import expect
+except ImportError:  # pragma: no cover — test_browser's fixtures skip (or fail, in CI) without it
+    expect = None
 
 MODEL = "fashion-mnist-2d" if FASHION else "digits-2d"  # the shipped model whose map the tests browse
 IMAGES = 70_000 if FASHION else 1_797
 MAP = ".st-key-ls_map .vm-root"
-
-
-@pytest.fixture(scope="module")
-def browser(server):
-    if sync_playwright is None:
-        _missing("the playwright package is not installed (pip install playwright)")
-    with sync_playwright() as pw:
-        try:
-            b = pw.chromium.launch(executable_path=CHROMIUM, args=CHROME_ARGS, headless=True)
-        except Exception as err:  # noqa: BLE001
-            _missing(f"Chromium could not be started ({err})")
-        expect.set_options(timeout=60_000)
-        yield b
-        b.close()
 
 
 def open_map(browser, server, model: str = MODEL):
@@ -117,8 +103,8 @@ def test_the_images_mode_draws_the_datas_lattice_beside_the_decoders(browser, se
 def test_a_box_selection_shows_its_images_page_by_page(browser, server):
     pg = open_map(browser, server)
     heading = pg.locator("h3", has_text="Selection:").first
-    drag_box(pg, 0, 0.2, 0.2, 0.8, 0.8)
-    expect(heading).not_to_have_text("Selection: 0 images")
+    until(lambda: drag_box(pg, 0, 0.2, 0.2, 0.8, 0.8),
+          lambda: expect(heading).not_to_have_text("Selection: 0 images", timeout=10_000))
     selected = int(re.search(r"Selection: ([\d,]+)", heading.inner_text()).group(1).replace(",", ""))
     assert selected > 48
     expect(pg.get_by_text(re.compile(rf"images 1–48 of {selected:,}")).first).to_be_visible()
@@ -154,9 +140,9 @@ def test_two_models_side_by_side_show_one_selection_on_both(browser, server, sec
     expect(maps).to_have_count(2, timeout=120_000)
     settled(pg)
     expect(pg.get_by_text("orthogonal Procrustes fit").first).to_be_visible()
-    drag_box(pg, 1, 0.3, 0.3, 0.7, 0.7)  # on the second map …
     heading = pg.locator("h3", has_text="Selection:").first
-    expect(heading).not_to_have_text("Selection: 0 images")
+    until(lambda: drag_box(pg, 1, 0.3, 0.3, 0.7, 0.7),  # on the second map …
+          lambda: expect(heading).not_to_have_text("Selection: 0 images", timeout=10_000))
     selected = re.search(r"Selection: ([\d,]+)", heading.inner_text()).group(1)
     for status in pg.locator(".vm-status").all():  # … the same images, highlighted on both
         expect(status).to_contain_text(f"{selected} selected")

@@ -8,32 +8,16 @@ import io
 import re
 
 import numpy as np
-import pytest
 
-from test_browser import (CHROME_ARGS, CHROMIUM, _missing, choose, server, settled, shot,  # noqa: F401
-                          start_training)
+from test_browser import browser, choose, server, settled, shot, start_training  # noqa: F401
 
 try:
-    from playwright.sync_api import expect, sync_playwright
-except ImportError:  # pragma: no cover
-    sync_playwright = None
+    from playwright.sync_api import expect
+except ImportError:  # pragma: no cover — test_browser's fixtures skip (or fail, in CI) without it
+    expect = None
 
 XSS = "<img src=x onerror=alert(1)>"
 DIALOGS: list[str] = []  # alert()/confirm() messages seen by any page of this module
-
-
-@pytest.fixture(scope="module")
-def browser(server):
-    if sync_playwright is None:
-        _missing("the playwright package is not installed (pip install playwright)")
-    with sync_playwright() as pw:
-        try:
-            b = pw.chromium.launch(executable_path=CHROMIUM, args=CHROME_ARGS, headless=True)
-        except Exception as err:  # noqa: BLE001
-            _missing(f"Chromium could not be started ({err})")
-        expect.set_options(timeout=60_000)
-        yield b
-        b.close()
 
 
 def open_session(browser, server, path: str = "train"):

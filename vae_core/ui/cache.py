@@ -5,7 +5,6 @@ estimates), and the collapse lab's sweeps and their figures (keyed by the manife
 from __future__ import annotations
 
 import threading
-import time
 from collections import OrderedDict
 
 import numpy as np
@@ -14,17 +13,15 @@ import torch
 
 from .. import checkpoint as ckpt_io
 from .. import lab_plots, latent_map, pictures, ppca, replay, replay_plots, store
-from ..complexity import compressed_nats
 from ..data import DataError, Dataset
 from ..locations import available_builtin
-from ..decoding import cell_to_latent, density_2d, overview, run_picture_rows
+from ..decoding import cell_to_latent, decode_codes, density_2d, overview, run_picture_rows
 from ..device import default_device
-from ..estimates import Estimate, iwae_seconds, run_seconds
+from ..estimates import Estimate, iwae_seconds, run_seconds, score_new_data_seconds
 from ..latent_map import model_digest
-from ..metrics import per_sample_scores
+from ..metrics import per_sample_scores, posterior_means
 from ..model import VAE
-from ..pixels import as_float
-from ..projection import pca, subsample
+from ..projection import subsample
 from ..runs import RunSpec
 from ..single_image import background_level
 from . import map_view
@@ -214,11 +211,6 @@ def checkpoint_bytes(model_key: str, _ckpt: ckpt_io.Checkpoint) -> bytes:
     return ckpt_io.to_bytes(_ckpt)
 
 
-@st.cache_resource(show_spinner=False, max_entries=16)
-def pca_of(model_key: str, _mu: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    return pca(_mu, 2)
-
-
 @st.cache_resource(show_spinner=False, max_entries=32)
 def lattice_density(model_key: str, dims: tuple[int, int], axis: tuple[float, ...], _mu: np.ndarray,
                     per_cell: int = 4) -> tuple[np.ndarray, np.ndarray]:
@@ -232,23 +224,14 @@ def lattice_density(model_key: str, dims: tuple[int, int], axis: tuple[float, ..
     return u, density_2d(pts, lat, lat)
 
 
-@torch.no_grad()
 def reconstruct(am, idx: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(inputs, reconstructions from the posterior mean) of test images `idx`, both (n, C, H, W) numpy."""
-    idx = torch.as_tensor(np.asarray(idx, dtype=np.int64), device=am.data.x_test.device)
-    x = am.data.x_test[idx]
-    y = None if am.labels_for_model is None else am.labels_for_model[idx]
-    return as_float(x).cpu().numpy(), am.model.eval().reconstruct(x, y).cpu().numpy()
+    """(inputs, reconstructions at z = μ(x)) of test images `idx`, both (n, C, H, W) in [0, 1]."""
+    return latent_map.reconstructions(am.model, am.data, len(am.data.x_train) + np.asarray(idx, dtype=np.int64))
 
 
-@torch.no_grad()
 def decode(am, z: np.ndarray, label: int | None = None) -> np.ndarray:
-    """Decoded images (n, C, H, W) of latent codes z (n, d)."""
-    zt = torch.as_tensor(np.atleast_2d(z), dtype=torch.float32, device=device())
-    y = None
-    if am.config.n_classes:
-        y = torch.full((len(zt),), int(label or 0), device=device(), dtype=torch.int64)
-    return am.model.eval().decode_mean(zt, y).cpu().numpy()
+    """The decoder's images (n, C, H, W) of latent codes z (n, d)."""
+    return decode_codes(am.model, z, label)
 
 
 # ---------------------------------------------------------------- the collapse lab's sweeps
@@ -284,9 +267,7 @@ def run_pictures(path: str, mtime_ns: int, _model: VAE, _x: torch.Tensor, _y: to
 @st.cache_resource(show_spinner=False, max_entries=64)
 def run_means(path: str, mtime_ns: int, _model: VAE, _x: torch.Tensor) -> np.ndarray:
     """Posterior means (N, d) of a sweep run on the test images, for the 2-D latent scatters."""
-    with torch.no_grad():
-        mu, _ = _model.eval().encode(_x)
-    return mu.cpu().numpy()
+    return posterior_means(_model, _x)
 
 
 # ---------------------------------------------------------------- a second dataset to score (Anomalies page)
@@ -299,42 +280,12 @@ def stored_images(digest: str):
 
 
 @st.cache_resource(show_spinner="Timing the scoring on a few images…", max_entries=64)
-def new_data_estimate(model_key: str, dataset_id: str, _model: VAE, _x_new, _y_new, n_test: int,
-                      probe: int = 200) -> float:
-    """Seconds `anomaly.score_new_data` will take here for the images `_x_new` against `n_test` test images
-    whose model pass is already done: the model pass and the compression (L(x)) timed on up to `probe` of the new
-    images, after a warm-up, then scaled to the whole job. Cached per model and dataset."""
-    n = len(_x_new)
-    m = max(1, min(probe, n))
-    x = as_float(torch.as_tensor(np.asarray(_x_new[:m]) if not isinstance(_x_new, torch.Tensor) else _x_new[:m])
-                 ).to(next(_model.parameters()).device)
-    y = None
-    if _model.config.n_classes and _y_new is not None:
-        y = torch.as_tensor(np.asarray(_y_new[:m]) if not isinstance(_y_new, torch.Tensor) else _y_new[:m]
-                            ).long().to(x.device)
-    per_sample_scores(_model, x[:min(m, 8)], None if y is None else y[:min(m, 8)])  # warm-up
-    t0 = time.perf_counter()
-    per_sample_scores(_model, x, y)
-    model_s = (time.perf_counter() - t0) / m
-    pixels = x.cpu().numpy()
-    t0 = time.perf_counter()
-    compressed_nats(pixels)
-    png_s = (time.perf_counter() - t0) / m
-    return model_s * n + png_s * (n + n_test)
+def new_data_estimate(model_key: str, dataset_id: str, _model: VAE, _x_new, _y_new, n_test: int) -> float:
+    """`estimates.score_new_data_seconds`, cached per model and dataset."""
+    return score_new_data_seconds(_model, _x_new, _y_new, n_test)
 
 
 # ---------------------------------------------------------------- one image from outside the test set (Latent space)
-
-@st.cache_resource(show_spinner=False, max_entries=16)
-def pca_projector(model_key: str, _mu: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(mean (D,), W (D, 2)) such that (z − mean) @ W gives the coordinates `pca_of` shows for the test means:
-    places a new code on the same PCA map (W is recovered from those very coordinates by least squares)."""
-    coords, _ = pca_of(model_key, _mu)
-    mu = np.asarray(_mu, dtype=np.float64)
-    mean = mu.mean(axis=0)
-    w, *_ = np.linalg.lstsq(mu - mean, coords, rcond=None)  # (D, 2)
-    return mean, w
-
 
 @st.cache_resource(show_spinner=False, max_entries=16)
 def test_background(model_key: str, _am) -> float:

@@ -148,11 +148,12 @@ class MapView {
         this.draw();
       }).catch((err) => { this.status.textContent = `The map could not be loaded (${err.message}).`; });
     }
-    if ((old.colours || {}).url !== data.colours.url || (old.colours || {}).key !== data.colours.key) {
+    const colours = (c) => (c ? c.url || c.key : null);
+    if (colours(old.colours) !== colours(data.colours)) {
       this.col = null;
-      const want = data.colours;
-      blob(want).then((buf) => {
-        if (this.data.colours !== want) return;
+      const want = colours(data.colours);
+      blob(data.colours).then((buf) => {
+        if (colours(this.data.colours) !== want) return; // another colouring was asked for meanwhile
         this.col = columns(buf);
         this.draw();
       });
@@ -233,7 +234,10 @@ class MapView {
     if (!this.bulk) return;
     let { x0, x1, y0, y1 } = this.bulk;
     if (this.data.rings) { // the prior's 3σ circle stays in view: a good model fills it
-      x0 = Math.min(x0, -3.2); x1 = Math.max(x1, 3.2); y0 = Math.min(y0, -3.2); y1 = Math.max(y1, 3.2);
+      const ring = typeof this.data.rings === "object" ? this.data.rings : { x: 0, y: 0, scale: 1 };
+      const r = 3.2 * ring.scale;
+      x0 = Math.min(x0, ring.x - r); x1 = Math.max(x1, ring.x + r);
+      y0 = Math.min(y0, ring.y - r); y1 = Math.max(y1, ring.y + r);
     }
     const px = (x1 - x0) * 0.04, py = (y1 - y0) * 0.04;
     this.view = { x0: x0 - px, x1: x1 + px, y0: y0 - py, y1: y1 + py };
@@ -308,8 +312,10 @@ class MapView {
     const layers = this.sel ? [false, true] : [null];
     const image = ctx.createImageData(w, h);
     const out = image.data;
+    if (!this.acc || this.acc.length !== w * h * 4) this.acc = new Float32Array(w * h * 4);
+    const acc = this.acc;
     for (const layer of layers) {
-      const acc = new Float32Array(w * h * 4);
+      acc.fill(0);
       let most = 0;
       for (let i = 0; i < this.n; i++) {
         if (layer !== null && ((this.sel[i >> 3] >> (i & 7)) & 1) !== (layer ? 1 : 0)) continue;
@@ -387,7 +393,9 @@ class MapView {
   }
 
   paintRings(ctx) {
-    // The prior N(0, I)'s circles at 1, 2, 3σ: they hold 39 %, 86 % and 99 % of its mass.
+    // The prior N(0, I)'s circles at 1, 2, 3σ: they hold 39 %, 86 % and 99 % of its mass (on a second map aligned
+    // to the first, moved with it: data.rings gives their centre and scale there).
+    const ring = typeof this.data.rings === "object" ? this.data.rings : { x: 0, y: 0, scale: 1 };
     ctx.save();
     ctx.beginPath();
     ctx.rect(MARGIN.left, MARGIN.top, this.plotW(), this.plotH());
@@ -397,7 +405,8 @@ class MapView {
     ctx.fillStyle = "rgba(0,0,0,0.55)";
     ctx.font = "10px sans-serif";
     for (const [r, share] of [[1, "39%"], [2, "86%"], [3, "99%"]]) {
-      const cx = this.sx(0), cy = this.sy(0), rx = this.sx(r) - cx, ry = cy - this.sy(r);
+      const cx = this.sx(ring.x), cy = this.sy(ring.y);
+      const rx = this.sx(ring.x + r * ring.scale) - cx, ry = cy - this.sy(ring.y + r * ring.scale);
       ctx.beginPath();
       ctx.ellipse(cx, cy, Math.abs(rx), Math.abs(ry), 0, 0, 2 * Math.PI);
       ctx.stroke();

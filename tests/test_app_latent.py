@@ -149,10 +149,11 @@ def test_a_click_on_one_image_picks_it_for_its_neighbours_everywhere_on_the_page
 def test_umap_is_set_up_first_runs_as_a_job_and_is_kept_for_every_visitor(latent):
     at = latent
     at.radio(key="ls_view").set_value("UMAP").run()
+    at.slider(key="ls_umap_nn").set_value(10)
+    at.slider(key="ls_umap_md").set_value(0.35).run()  # settings no other test (or earlier visit) has computed
     assert not at.exception and not at.error and "ls_map_a" not in maps(at)
     assert any("press Compute the UMAP map" in m.replace("*", "") for m in messages(at))
-    assert re.search(r"UMAP of 1,797 points \(n_neighbors = 15, min_dist = 0.1\): about \S+", texts(at))
-    at.slider(key="ls_umap_nn").set_value(10)
+    assert re.search(r"UMAP of 1,797 points \(n_neighbors = 10, min_dist = 0.35\): about \S+", texts(at))
     at.button(key="ls_view_go").click().run()
     settle(at)
     assert not at.exception and not at.error
@@ -160,9 +161,10 @@ def test_umap_is_set_up_first_runs_as_a_job_and_is_kept_for_every_visitor(latent
     assert len(columns(blob["points"])["row"]) == N_ALL and blob["axes"] == ["UMAP 1", "UMAP 2"] and not blob["rings"]
     other = page(LATENT).run()
     other.radio(key="ls_view").set_value("UMAP").run()
-    other.slider(key="ls_umap_nn").set_value(10).run()
+    other.slider(key="ls_umap_nn").set_value(10)
+    other.slider(key="ls_umap_md").set_value(0.35).run()
     assert not progress_texts(other) and len(columns(maps(other)["ls_map_a"]["points"])["row"]) == N_ALL
-    assert list((store.Workspace().root / "maps").glob("*/umap-1797-10-0.1-0.safetensors"))
+    assert list((store.Workspace().root / "maps").glob("*/umap-1797-10-0.35-0.safetensors"))
     at.radio(key="ls_view").set_value("raw").run()
 
 
@@ -270,7 +272,8 @@ def test_an_uploaded_png_of_a_test_digit_lands_on_its_posterior_mean_with_a_simi
 def test_on_a_umap_view_your_image_is_shown_on_the_raw_map_and_the_page_says_why(latent):
     at = page(LATENT).run()
     at.radio(key="ls_view").set_value("UMAP").run()
-    at.slider(key="ls_umap_nn").set_value(10).run()  # the map computed above: kept
+    at.slider(key="ls_umap_nn").set_value(10)
+    at.slider(key="ls_umap_md").set_value(0.35).run()  # the map computed above: kept
     upload(at, "digit-7.png", digit_png(7, side=40))
     assert not at.exception and not at.error
     assert "The UMAP map places only the images it was computed on" in texts(at)

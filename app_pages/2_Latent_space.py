@@ -508,7 +508,7 @@ def own_image() -> None:
                 "colours": colours, "legend": legend, "class_names": list(class_names) if class_names else None,
                 "axes": ["z0", "z1"] if on_raw else ["PC1", "PC2"], "equal": True, "rings": on_raw, "height": 420,
                 "marks": own_marks, "outlines": [dict(points=outline.tolist(), colour="#d62728")],
-                "images_url": None, "decode_url": None, "highlight": None, "selection_seq": 0})
+                "images_url": None, "decode_url": None, "highlight": None, "selection_seq": 0, "selectable": False})
             where = "raw z" if on_raw else "PCA (the same projection as the map above)"
             why = "" if kind in ("raw", "PCA") else (f" The {kind} map places only the images it was computed on (it "
                                                       "keeps no mapping for new ones), so yours is shown on the "

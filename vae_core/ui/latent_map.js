@@ -160,6 +160,9 @@ class MapView {
     }
     if (data.mode && data.mode !== old.mode) this.mode = data.mode;
     this.modeButton.disabled = !data.images_url;
+    const selecting = data.selectable !== false; // a map that only shows where something lands: pan and zoom
+    for (const b of [this.tools.box, this.tools.lasso, this.clearButton, this.modeButton]) b.hidden = !selecting;
+    if (!selecting && this.tool !== "pan") this.setTool("pan");
     this.modeButton.classList.toggle("vm-on", this.mode === "images");
     this.main.title.textContent = data.title || "";
     this.main.title.hidden = !data.title && this.mode !== "images";
@@ -732,7 +735,7 @@ class MapView {
       if (!dr) return;
       const p = at(e);
       const moved = Math.hypot(p[0] - dr.start[0], p[1] - dr.start[1]);
-      if (moved < 4 && selectable) { // a click: that point alone
+      if (moved < 4 && selectable && this.data.selectable !== false) { // a click: that point alone
         const i = this.nearest(p[0], p[1]);
         if (i >= 0) this.select([i], dr.add, "click");
       } else if (dr.tool === "box" || dr.tool === "lasso") {

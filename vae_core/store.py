@@ -158,7 +158,6 @@ class Workspace:
                 return self.register(path, name, image_size=image_size, progress=progress)
         with image_folder.plan_images(source, file_name, image_size=image_size,
                                       progress=_stage(progress, 0.0, 0.15)) as plan:
-            check_image_count(plan.where, len(plan.files))
             order, n_test = split_order(len(plan.files))
             names = plan.names
             writer = self._writer(plan.shape, np.uint8, name, None if plan.y is None else plan.y[order], order, n_test,

@@ -159,6 +159,7 @@ def main() -> None:
     p = parser(__doc__)
     p.add_argument("--no-browser", action="store_true")
     args = p.parse_args()
+    os.environ["VAE_HOME"] = tempfile.mkdtemp(prefix="vae-bench-app-")  # the pages' map cache: not the user's
     session = {state.SELECT_KEY: MODEL}
     browser = {}
     if not args.no_browser:  # first: the AppTest runs below leave this process with threads of its own

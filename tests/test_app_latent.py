@@ -46,7 +46,7 @@ def select(at, rows: np.ndarray, key: str = "ls_map_a", seq: int = 1) -> AppTest
     """What the browser sends when the user selects `rows` on the map `key`: a bitset over its points."""
     point_rows = columns(maps(at)[key]["points"])["row"]
     at.session_state[key] = {"selection": {"seq": seq, "bits": latent_map.rows_to_bits(rows, point_rows),
-                                           "count": len(rows), "how": "lasso"}, "mode": None}
+                                           "count": len(rows), "how": "lasso"}}
     return at.run()
 
 

@@ -25,11 +25,6 @@ def covariance_ellipse(center: np.ndarray, cov: np.ndarray, n_sigma: float = 2.0
     return np.asarray(center, float) + ellipse(np.zeros(2), np.sqrt(np.clip(vals, 0, None)), n_sigma, points) @ vecs.T
 
 
-def posterior_sigma(logvar: np.ndarray) -> np.ndarray:
-    """σ = exp(½ log σ²) of a diagonal Gaussian posterior."""
-    return np.exp(0.5 * np.asarray(logvar, float))
-
-
 def prior_circles(radii=(1.0, 2.0, 3.0), points: int = 120) -> list[tuple[float, np.ndarray]]:
     """The standard normal prior's density contours in 2-D are circles; radius r holds 1−exp(−r²/2) of the mass."""
     return [(float(r), ellipse(np.zeros(2), np.ones(2), r, points)) for r in radii]

@@ -129,9 +129,8 @@ class MapView {
 
   // ---------------------------------------------------------------- data from Python
 
-  update(data, setState, setTrigger) {
+  update(data, setState) {
     this.setState = setState;
-    this.setTrigger = setTrigger;
     const old = this.data || {};
     this.data = data;
     if (old.map_id !== data.map_id) {
@@ -158,7 +157,6 @@ class MapView {
         this.draw();
       });
     }
-    if (data.mode && data.mode !== old.mode) this.mode = data.mode;
     this.modeButton.disabled = !data.images_url;
     const selecting = data.selectable !== false; // a map that only shows where something lands: pan and zoom
     for (const b of [this.tools.box, this.tools.lasso, this.clearButton, this.modeButton]) b.hidden = !selecting;
@@ -687,7 +685,6 @@ class MapView {
     this.mode = mode;
     this.modeButton.classList.toggle("vm-on", mode === "images");
     this.root.dataset.mode = mode;
-    if (this.setState) this.setState("mode", mode);
     this.layout(); // one panel or two: then the whole map again, in the new shape
     this.resetView();
     this.draw();
@@ -788,13 +785,13 @@ class MapView {
 }
 
 export default function (component) {
-  const { data, parentElement, setStateValue, setTriggerValue } = component;
+  const { data, parentElement, setStateValue } = component;
   let view = parentElement.__vaeMap;
   if (!view) {
     view = new MapView(parentElement);
     parentElement.__vaeMap = view;
   }
-  view.update(data, setStateValue, setTriggerValue);
+  view.update(data, setStateValue);
   return () => { // unmounted: a later mount builds the map afresh
     view.resize.disconnect();
     view.root.remove();

@@ -41,9 +41,9 @@ def blob(key, make) -> dict:
 
 
 def show(key: str, data: dict):
-    """Mount the map under `key` (its state — the selection, the mode — lives in st.session_state[key])."""
-    return _COMPONENT(key=key, data=data, default={"selection": None, "mode": None}, height="content",
-                      on_selection_change=lambda: None, on_mode_change=lambda: None)
+    """Mount the map under `key` (its state, the selection, lives in st.session_state[key])."""
+    return _COMPONENT(key=key, data=data, default={"selection": None}, height="content",
+                      on_selection_change=lambda: None)
 
 
 def selection_of(key: str) -> dict | None:
@@ -52,14 +52,6 @@ def selection_of(key: str) -> dict | None:
     state = st.session_state.get(key)
     try:
         return state.get("selection") if state else None
-    except AttributeError:
-        return None
-
-
-def mode_of(key: str) -> str | None:
-    state = st.session_state.get(key)
-    try:
-        return state.get("mode") if state else None
     except AttributeError:
         return None
 

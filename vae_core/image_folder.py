@@ -113,6 +113,7 @@ class ImagePlan:
     size: tuple[int, int]  # (W, H) of every image
     source: tuple[str, str] | None = None  # ("zip" | "folder", path): what worker processes open themselves
     pool: ProcessPoolExecutor | None = None
+    workers: int = 1  # processes in the pool
     _closing: list = field(default_factory=list, repr=False)
 
     @property
@@ -223,7 +224,7 @@ def decode(plan: ImagePlan, out: np.ndarray | FileRows, order: np.ndarray | None
         keys = [plan.files[int(r)].key for r in order[start:start + BLOCK]]
         return plan.pool.submit(_decode_task, plan.source, keys, plan.where, plan.grey, plan.size, c, target, start)
 
-    running = {submit(s): s for s in _take(starts, 2 * plan.pool._max_workers)}
+    running = {submit(s): s for s in _take(starts, 2 * plan.workers)}
     try:
         while running:
             ready, _ = wait(running, return_when=FIRST_EXCEPTION)
@@ -376,7 +377,9 @@ def _plan(files: list[_File], where: str, image_size: int | None, progress: Prog
     if source is not None and workers > 1 and len(files) >= PARALLEL_MIN:
         pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"))  # safe beside threads
     try:
-        return _check_headers(files, where, y, class_names, image_size, progress, source, pool)
+        plan = _check_headers(files, where, y, class_names, image_size, progress, source, pool)
+        plan.workers = workers if pool is not None else 1
+        return plan
     except BaseException:
         if pool is not None:
             pool.shutdown(wait=True, cancel_futures=True)

@@ -126,7 +126,9 @@ with d2:
                             ".npz with arrays x (N×H×W or N×H×W×C) and optional labels y, .npy, or .csv with one "
                             "image per row (optional label column)", "tr_upload", on_change=_store_upload)
         storing = jobs.board().get(st.session_state[REGISTER_KEY][0]) if REGISTER_KEY in st.session_state else None
-        if storing is not None:
+        if storing is not None and storing.done:
+            st.rerun()  # it ended during this run: the top of the page takes its result
+        elif storing is not None:
             jobs.follow(storing, storing.label)
         elif st.session_state.get(UPLOAD_ERROR_KEY):
             st.error(plain(st.session_state[UPLOAD_ERROR_KEY]))

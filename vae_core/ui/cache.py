@@ -191,7 +191,12 @@ def pca_plane(model_key: str, _enc: latent_map.Encodings) -> latent_map.PCAPlane
 
 @st.cache_resource(show_spinner="Encoding the test set…", max_entries=8)
 def test_scores(model_key: str, _am) -> dict[str, np.ndarray]:
-    """Per test image: posterior mean/log-variance, −ELBO, reconstruction term, KL, squared error."""
+    """Per test image: posterior mean/log-variance, −ELBO, reconstruction term, KL, squared error — the test rows of
+    the Latent page's map when it is cached (the same seeded numbers: `latent_map.encode`), else computed."""
+    enc = encodings(_am)
+    if enc is not None:
+        test = enc.rows("test")
+        return {key: getattr(enc, key)[test] for key in ("mu", "logvar", *latent_map.SCORES)}
     return per_sample_scores(_am.model, _am.data.x_test, _am.labels_for_model)
 
 

@@ -28,6 +28,7 @@ from vae_core.data import DataError  # noqa: E402
 from vae_core.estimates import encode_seconds  # noqa: E402
 from vae_core.jobs import CANCELLED, FAILED, format_duration  # noqa: E402
 from vae_core.latent_map import COLOURINGS, View  # noqa: E402
+from vae_core.pixels import as_float  # noqa: E402
 from vae_core.ui import cache, jobs, map_view, state, widgets  # noqa: E402
 from vae_core.ui.text import plain, sentence  # noqa: E402
 
@@ -187,10 +188,10 @@ def marks_for(point_rows, coords, model_enc, moved: dict | None) -> tuple[list[d
         sigma = np.exp(0.5 * model_enc.logvar[picked])
         if kind in ("raw", "PCA"):
             w = None if kind == "raw" else cache.pca_plane(am.key if model_enc is enc else second.key, model_enc).w
-            shape = latent_map.covariance_outline((0.0, 0.0), w, sigma)  # in the model's own map, about its centre
+            ellipse = latent_map.covariance_outline((0.0, 0.0), w, sigma)  # in the model's own map, about its centre
             if moved is not None:  # … turned and scaled as the second map was
-                shape = moved["scale"] * shape @ moved["rotation"]
-            outlines.append(dict(points=(shape + (x, y)).tolist(), colour="#d62728"))
+                ellipse = moved["scale"] * ellipse @ moved["rotation"]
+            outlines.append(dict(points=(ellipse + (x, y)).tolist(), colour="#d62728"))
     return marks, outlines
 
 
@@ -313,9 +314,8 @@ def label_of(row: int) -> str:
 
 def gallery(rows, captions: list[str], per_row: int = 9, side: int = 72) -> None:
     """Dataset rows as pictures in rows of equal columns, each with its caption under it."""
-    images = latent_map.dataset_images(am.data, np.asarray(rows))
-    pics = [pictures.to_uint8(pictures.tile(img[None, None] / (255.0 if img.dtype == np.uint8 else 1.0)),
-                              pictures.display_scale(shape[2], side)) for img in images]
+    images = as_float(latent_map.dataset_images(am.data, np.asarray(rows)))  # (k, C, H, W) in [0, 1]
+    pics = [pictures.to_uint8(pictures.tile(img[None, None]), pictures.display_scale(shape[2], side)) for img in images]
     for start in range(0, len(pics), per_row):
         for col, pic, cap in zip(st.columns(per_row), pics[start:start + per_row], captions[start:start + per_row]):
             with col:

@@ -56,7 +56,7 @@ def _open(name: str):
 
 
 def encode_figures(name: str) -> dict:
-    from vae_core import latent_map
+    from vae_core import latent_map, store
     from vae_core.estimates import encode_seconds
 
     path, ckpt, data = _open(name)
@@ -67,8 +67,7 @@ def encode_figures(name: str) -> dict:
     enc = latent_map.encode(ckpt.model, data)
     seconds = time.perf_counter() - t0
     log(f"  took {seconds:.0f} s")
-    cache = latent_map.MapCache(Path(os.environ["VAE_HOME"]) / "maps", latent_map.model_digest(path),
-                                latent_map.dataset_id(data))
+    cache = latent_map.MapCache.of_checkpoint(store.Workspace().maps_dir, path, data)
     cache.save_encodings(enc)
     t0 = time.perf_counter()
     assert cache.encodings() is not None
@@ -154,11 +153,10 @@ def hover_times(pg) -> list[float]:
 
 
 def slow_views(name: str, points: int) -> dict:
-    from vae_core import latent_map
+    from vae_core import latent_map, store
 
     path, ckpt, data = _open(name)
-    cache = latent_map.MapCache(Path(os.environ["VAE_HOME"]) / "maps", latent_map.model_digest(path),
-                                latent_map.dataset_id(data))
+    cache = latent_map.MapCache.of_checkpoint(store.Workspace().maps_dir, path, data)
     enc = cache.encodings()
     out = {}
     for view in (latent_map.View("UMAP", points=points), latent_map.View("t-SNE", points=points)):

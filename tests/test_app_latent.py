@@ -93,7 +93,7 @@ def test_reopening_the_model_draws_its_map_from_the_workspace_at_once(latent):
         cache._VIEWS.clear()
     at = page(LATENT).run()  # one run, no progress bar: read from the workspace's map cache
     assert not at.exception and not progress_texts(at) and len(columns(maps(at)["ls_map_a"]["points"])["row"]) == N_ALL
-    assert list((store.Workspace().root / "maps").glob("*/encodings.safetensors"))
+    assert list(store.Workspace().maps_dir.glob("*/encodings.safetensors"))
 
 
 # ---------------------------------------------------------------- selections
@@ -164,7 +164,7 @@ def test_umap_is_set_up_first_runs_as_a_job_and_is_kept_for_every_visitor(latent
     other.slider(key="ls_umap_nn").set_value(10)
     other.slider(key="ls_umap_md").set_value(0.35).run()
     assert not progress_texts(other) and len(columns(maps(other)["ls_map_a"]["points"])["row"]) == N_ALL
-    assert list((store.Workspace().root / "maps").glob("*/umap-1797-10-0.35-0.safetensors"))
+    assert list(store.Workspace().maps_dir.glob("*/umap-1797-10-0.35-0.safetensors"))
     at.radio(key="ls_view").set_value("raw").run()
 
 

@@ -209,6 +209,12 @@ def read_header(path: Path) -> tuple[dict, dict, int]:
     return meta, header, 8 + n
 
 
+def class_names_of(meta: dict) -> tuple[str, ...] | None:
+    """The class names a dataset's record keeps (None: numbered classes, as in files stored before names)."""
+    names = meta.get("class_names")
+    return None if names is None else tuple(str(n) for n in names)
+
+
 _NUMPY = {"U8": np.uint8, "F32": np.float32, "I64": np.int64}
 _VERIFIED: set[tuple] = set()  # (path, size, mtime) of files whose hash this process has checked
 _VERIFIED_LOCK = threading.Lock()
@@ -219,8 +225,7 @@ def read(path: Path, digest: str) -> tuple[ArrayData, dict]:
     against `digest` once per process and file version. Format 2 is memory-mapped (copy-on-write: nothing is
     read until used, nothing is ever written back); format 1 is read whole. Raises ValueError when damaged."""
     meta, header, start = read_header(path)
-    names = meta.get("class_names")
-    class_names = None if names is None else tuple(str(v) for v in names)
+    class_names = class_names_of(meta)
     if meta["format_version"] == 1:
         return _read_format_1(path, meta, class_names, digest), meta
     size = path.stat().st_size

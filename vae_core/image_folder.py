@@ -26,9 +26,10 @@ and all images' pixels together (their headers), and the final array against the
 (`pixels.check_array_shape`) are checked; while reading, a member that yields more than its header says is
 refused. Every failure is one `DataError` naming the file at fault.
 
-Scale. `plan_images` reads the file list and the headers; `decode` then decodes the images in parallel threads,
-block by block, into whatever the caller writes them to (an array in memory, or a stored dataset's file,
-`store.Workspace.register`), so 200,000 JPEGs never need more than the output plus a few blocks in memory.
+Scale. `plan_images` reads the file list and the headers; `decode` then decodes the images block by block — in
+worker processes for a folder or zip on disk of PARALLEL_MIN images or more — into whatever the caller writes them
+to (an array in memory, or a stored dataset's file, `store.Workspace.register`), so 200,000 JPEGs never need more
+than the output plus a few blocks in memory.
 """
 from __future__ import annotations
 
@@ -269,7 +270,7 @@ def _worker_files(source: tuple[str, str], keys: list) -> list[_File]:
     return [_File(infos[k].filename, (), infos[k].file_size, partial(archive.open, infos[k]), k) for k in keys]
 
 
-def _headers_task(source: tuple[str, str], keys: list, where: str) -> list[tuple[int, int, bool]]:
+def _headers_task(source: tuple[str, str], keys: list, *, where: str) -> list[tuple[int, int, bool]]:
     return [_header(f, where) for f in _worker_files(source, keys)]
 
 
@@ -390,13 +391,11 @@ def _check_headers(files, where, y, class_names, image_size, progress, source, p
     """Every image's (width, height, grey) from its header — in the worker processes when there are some — then
     the checks that need them all, and the plan."""
     headers = []  # (width, height, grey) each, nothing decoded
-    chunk = 2000
+    chunks = [files[i:i + 2000] for i in range(0, len(files), 2000)]  # progress after each
     if pool is None:
-        parts = ([_header(f, where) for f in files[i:i + chunk]] for i in range(0, len(files), chunk))
+        parts = ([_header(f, where) for f in chunk] for chunk in chunks)
     else:
-        parts = pool.map(_headers_task, [source] * ((len(files) + chunk - 1) // chunk),
-                         [[f.key for f in files[i:i + chunk]] for i in range(0, len(files), chunk)],
-                         [where] * ((len(files) + chunk - 1) // chunk))
+        parts = pool.map(partial(_headers_task, source, where=where), [[f.key for f in chunk] for chunk in chunks])
     for part in parts:
         headers += part
         if progress:

@@ -262,6 +262,11 @@ class MapCache:
         self.folder = self.root / hashlib.sha256(f"{model}\n{data}".encode()).hexdigest()[:32]
         self.key = (model, data)
 
+    @classmethod
+    def of_checkpoint(cls, root: Path, path, data) -> "MapCache":
+        """The map of the model in the checkpoint file `path` over the dataset `data`."""
+        return cls(root, model_digest(path), dataset_id(data))
+
     def _read(self, name: str) -> tuple[dict, dict] | None:
         path = self.folder / f"{name}.safetensors"
         try:
@@ -269,7 +274,7 @@ class MapCache:
             arrays = safetensors.numpy.load(raw)
             n = int.from_bytes(raw[:8], "little")
             meta = json.loads(json.loads(raw[8:8 + n])["__metadata__"]["vae_core_map"])
-        except (OSError, ValueError, KeyError, TypeError, Exception):  # noqa: BLE001 — absent or damaged: recompute
+        except Exception:  # noqa: BLE001 — absent or damaged (any error of the file or its JSON): recompute
             return None
         if meta.get("format") != FORMAT or meta.get("key") != list(self.key):
             return None
@@ -453,7 +458,6 @@ def colouring(enc: Encodings, key: str, rows: np.ndarray, class_names=None,
         values = enc.scores(key)[rows].astype(np.float64)
     rgba, legend = colour_scale(values, diverging=key == "delta")
     return payload(rgba=rgba, value=values.astype(np.float32)), legend
-
 
 
 VIRIDIS = ["#440154", "#482878", "#3e4989", "#31688e", "#26828e", "#1f9e89", "#35b779", "#6ece58", "#b5de2b",

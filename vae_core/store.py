@@ -135,6 +135,11 @@ class Workspace:
     def sweeps_dir(self) -> Path:
         return self.root / "sweeps"
 
+    @property
+    def maps_dir(self) -> Path:
+        """The latent maps of models over their datasets (`latent_map.MapCache`)."""
+        return self.root / "maps"
+
     # ------------------------------------------------------------ datasets
 
     def dataset_path(self, digest: str) -> Path:
@@ -278,7 +283,7 @@ class Workspace:
             return StoredDataset(hash=meta["hash"], file_name=str(meta["file_name"]), n_images=int(meta["n_images"]),
                                  image_shape=tuple(int(v) for v in meta["image_shape"]),
                                  n_classes=int(meta["n_classes"]), size_bytes=path.stat().st_size,
-                                 created=str(meta.get("created", "")), class_names=_class_names(meta))
+                                 created=str(meta.get("created", "")), class_names=dataset_file.class_names_of(meta))
         except (OSError, ValueError, KeyError, TypeError):
             return None
 
@@ -355,12 +360,6 @@ class Workspace:
                 if path.stem == name:
                     return kind, path
         return None
-
-
-def _class_names(meta: dict) -> tuple[str, ...] | None:
-    """The class names a stored dataset's record keeps (None: numbered classes, as in files stored before names)."""
-    names = meta.get("class_names")
-    return None if names is None else tuple(str(n) for n in names)
 
 
 def _checkpoint_files(folder: Path) -> list[Path]:

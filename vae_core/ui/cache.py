@@ -18,7 +18,6 @@ from ..locations import available_builtin
 from ..decoding import cell_to_latent, decode_codes, density_2d, overview, run_picture_rows
 from ..device import default_device
 from ..estimates import Estimate, iwae_seconds, run_seconds, score_new_data_seconds
-from ..latent_map import model_digest
 from ..metrics import per_sample_scores, posterior_means
 from ..model import VAE
 from ..projection import subsample
@@ -42,7 +41,7 @@ def load_checkpoint_file(path: str, mtime_ns: int) -> ckpt_io.Checkpoint:
 @st.cache_resource(show_spinner=False, max_entries=256)
 def file_digest(path: str, mtime_ns: int) -> str:
     """SHA-256 of a checkpoint file, per version of it: its weights' identity (the map cache's key)."""
-    return model_digest(path)
+    return latent_map.model_digest(path)
 
 
 @st.cache_resource(show_spinner=False, max_entries=256)
@@ -91,7 +90,7 @@ _VIEWS: OrderedDict[tuple, tuple[np.ndarray, np.ndarray]] = OrderedDict()  # (mo
 
 def map_cache(am) -> latent_map.MapCache:
     """The workspace's cache of this model's map of its dataset (`latent_map.MapCache`)."""
-    return latent_map.MapCache(store.Workspace().root / "maps", am.digest, latent_map.dataset_id(am.data))
+    return latent_map.MapCache(store.Workspace().maps_dir, am.digest, latent_map.dataset_id(am.data))
 
 
 def _remember(table: OrderedDict, key, value, limit: int):

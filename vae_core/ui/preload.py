@@ -21,7 +21,6 @@ def warm_up() -> None:
     path = locations.CHECKPOINT_DIR / f"{name}{ckpt_io.SUFFIX}"
     ckpt = ckpt_io.load(path, device=default_device())
     data = store.load(store.DataRef.from_info(ckpt.dataset), default_device())
-    maps = latent_map.MapCache(store.Workspace().root / "maps", latent_map.model_digest(path),
-                               latent_map.dataset_id(data))
+    maps = latent_map.MapCache.of_checkpoint(store.Workspace().maps_dir, path, data)
     if maps.encodings() is None:
         maps.save_encodings(latent_map.encode(ckpt.model, data))

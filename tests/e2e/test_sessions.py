@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import io
 import re
+import time
 
 import numpy as np
 
@@ -44,9 +45,14 @@ def sidebar_models(page) -> list[str]:
 
 
 def train_quick(page) -> None:
+    """Train 2 epochs and wait until the new model is the sidebar's active one (the page activates it in a rerun
+    after "Training finished" first shows, so that text alone can be read from the run before)."""
     start_training(page, 2)
     expect(page.get_by_text("Training finished: 2 epochs").first).to_be_visible(timeout=180_000)
     settled(page)
+    deadline = time.monotonic() + 60
+    while not any(m.startswith("run") for m in sidebar_models(page)) and time.monotonic() < deadline:
+        settled(page)  # polls the app's state: the list is read again once the activating rerun has drawn
 
 
 def no_exception(page) -> None:

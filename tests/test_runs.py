@@ -139,13 +139,33 @@ def test_records_survive_a_restart_and_an_unfinished_run_is_marked_interrupted(t
     second.executor.shutdown()
 
 
+def test_a_run_saved_under_a_name_remembers_it_and_a_discarded_run_is_gone(tmp_path):
+    ws = store.Workspace(tmp_path / "home")
+    service = RunService(ws, LocalExecutor(1))
+    kept, dropped = service.submit(spec(epochs=1), owner="me"), service.submit(spec(epochs=1), owner="me")
+    for r in (kept, dropped):
+        assert r.wait(60) and r.status == "done", r.error
+    path = service.save(kept, "my-model")
+    assert path == ws.models_dir / "my-model.safetensors" and C.load(path).history == kept.history
+    assert kept.saved_as == "my-model"
+    with pytest.raises(C.CheckpointExistsError):
+        service.save(dropped, "my-model")
+    service.discard(dropped)
+    assert service.runs(owner="me") == [kept] and not (ws.runs_dir / dropped.id).exists()
+    service.executor.shutdown()
+    again = RunService(ws, LocalExecutor(1))  # after a restart: the name is in the record, the discarded run gone
+    assert [(r.id, r.saved_as) for r in again.runs(owner="me")] == [(kept.id, "my-model")]
+    again.executor.shutdown()
+
+
 def test_only_the_most_recent_runs_are_kept(tmp_path):
     service = RunService(store.Workspace(tmp_path / "home"), LocalExecutor(1), keep=2)
     runs = [service.submit(spec(epochs=1)) for _ in range(4)]
     for r in runs:
         r.wait(60)
     assert [r.id for r in service.runs()] == [runs[3].id, runs[2].id]
-    assert sorted(p.name for p in service.workspace.runs_dir.iterdir()) == sorted([runs[2].id, runs[3].id])
+    folders = [p.name for p in service.workspace.runs_dir.iterdir() if p.is_dir()]
+    assert sorted(folders) == sorted([runs[2].id, runs[3].id])
     service.executor.shutdown()
 
 

@@ -159,8 +159,12 @@ def follow(runs: list[Run], service: RunService, what: str) -> None:
 
 
 def cmd_train(args) -> int:
-    device = pick_device(args.device)
     ws = store.Workspace()
+    if args.resume:
+        return cmd_resume(args, ws)
+    if not args.out:
+        raise ValueError("train needs --out NAME (or --resume RUN)")
+    device = pick_device(args.device)
     ref = data_ref(args, ws)
     data = load_data(ref, args, device, ws)
     if args.preset == "tutorial":
@@ -185,6 +189,23 @@ def cmd_train(args) -> int:
     print(f"training on {data.name} ({len(data.x_train)} train / {len(data.x_test)} test, {data.image_shape}) "
           f"on {device}", file=sys.stderr)
     run = service.submit(spec, label=out.stem, owner="cli", out=out, overwrite=args.overwrite)
+    return finish_training(run, service)
+
+
+def cmd_resume(args, ws: store.Workspace) -> int:
+    """`train --resume RUN`: continue an interrupted or stopped run from its last complete epoch."""
+    service = make_service(args, ws)
+    run = service.resume(args.resume)
+    print(f"resuming run {run.id} ({run.label}) after epoch {len(run.history)} of {run.spec.train.epochs}",
+          file=sys.stderr)
+    return finish_training(run, service)
+
+
+def finish_training(run: Run, service: RunService) -> int:
+    """Follow a training run to its end and say how it ended (the CLI's exit status)."""
+    out = run.out
+    print(f"run {run.id}: if this process is stopped, `python -m vae_core train --resume {run.id}` continues it",
+          file=sys.stderr)
     try:
         follow([run], service, "training")
     except KeyboardInterrupt:
@@ -393,9 +414,12 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--lr", type=float, default=TrainConfig.lr)
     t.add_argument("--batch-size", type=int, default=TrainConfig.batch_size)
     t.add_argument("--seed", type=int, default=0)
-    t.add_argument("--out", required=True, help="a checkpoint path (e.g. out/NAME.safetensors), or a bare NAME: "
+    t.add_argument("--out", help="a checkpoint path (e.g. out/NAME.safetensors), or a bare NAME: "
                    "saved as $VAE_HOME/models/NAME.safetensors, where the app lists it")
     t.add_argument("--overwrite", action="store_true")
+    t.add_argument("--resume", metavar="RUN", help="continue an interrupted or stopped run (its id, printed when it "
+                   "started) from its last complete epoch, with the result the uninterrupted run gives; the other "
+                   "options are taken from the run")
     executor_args(t, "local executor: runs at once (one here)")
     t.set_defaults(func=cmd_train)
 
@@ -451,7 +475,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except (DataError, ConfigError, ckpt_io.CheckpointError, ExecutorError, ValueError) as err:
+    except (DataError, ConfigError, ckpt_io.CheckpointError, ExecutorError, ValueError, OSError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

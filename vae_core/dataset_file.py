@@ -21,13 +21,12 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tempfile
 import threading
 from pathlib import Path
 
 import numpy as np
 
-from .files import fsync_dir, pwrite_all
+from .files import fsync_dir, pwrite_all, temporary
 from .image_folder import FileRows
 from .pixels import ArrayData, DataError, as_float, split_order
 
@@ -124,8 +123,7 @@ class Writer:
                          extras_sha256=_extras_digest(self.extra.values()))
         self.head = len(_header_bytes(self.tensors, self.meta))
         folder.mkdir(parents=True, exist_ok=True)
-        self.fd, self.path = tempfile.mkstemp(prefix=".register-", suffix=".tmp", dir=folder)
-        self.path = Path(self.path)
+        self.fd, self.path = temporary(folder, "register")
         self._lock = threading.Lock()
         try:
             os.fchmod(self.fd, 0o644)

@@ -4,13 +4,56 @@ The bytes go to a hidden temporary file in the target's folder, are flushed and 
 replace the target in one rename (`overwrite=True`) or are hard-linked to it, which fails if the target
 exists (`overwrite=False`: "create if absent", atomic even when several writers race for one name).
 A reader therefore sees the old file or the new one, never a mixture, even if the writer is killed.
+A killed writer leaves its temporary file behind; the names hold the writer's process id, so
+`remove_stale_temporaries` can tell those of dead processes from files still being written.
 """
 from __future__ import annotations
 
 import json
 import os
+import re
 import tempfile
 from pathlib import Path
+
+_TEMPORARY = re.compile(r"^\..*~(\d+)~[^/]*\.tmp$")  # .NAME~PID~random.tmp
+
+
+def temporary(folder: str | os.PathLike, name: str) -> tuple[int, Path]:
+    """A new hidden temporary file in `folder` for writing `name`: (open fd, path). Its name holds this process's
+    id (`remove_stale_temporaries`)."""
+    fd, tmp = tempfile.mkstemp(prefix=f".{name}~{os.getpid()}~", suffix=".tmp", dir=folder)
+    return fd, Path(tmp)
+
+
+def remove_stale_temporaries(folder: str | os.PathLike) -> int:
+    """Remove the temporary files in `folder` whose writer process is gone (killed during a save). How many."""
+    removed = 0
+    try:
+        entries = list(os.scandir(folder))
+    except OSError:
+        return 0
+    for entry in entries:
+        match = _TEMPORARY.match(entry.name)
+        if match and entry.is_file() and not process_alive(int(match.group(1))):
+            try:
+                os.unlink(entry.path)
+                removed += 1
+            except OSError:
+                pass
+    return removed
+
+
+def process_alive(pid: int) -> bool:
+    """Whether process `pid` runs on this machine (this process counts as alive)."""
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # it exists, as another user's
+        return True
+    return True
 
 
 def fsync_dir(folder: Path) -> None:
@@ -37,7 +80,7 @@ def atomic_write(path: str | os.PathLike, data: bytes, *, overwrite: bool = True
     """Write `data` to `path` atomically. Without `overwrite`, raise FileExistsError if `path` exists."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    fd, tmp = temporary(path.parent, path.name)
     try:
         os.fchmod(fd, mode)  # mkstemp makes 0600; these files are meant to be read by others
         with os.fdopen(fd, "wb") as f:

@@ -147,6 +147,27 @@ class Recorder:
         c, h, w = images.shape[1:]
         return pictures.to_uint8(pictures.tile(images.reshape(LATTICE, LATTICE, c, h, w)))
 
+    def state(self) -> tuple[dict[str, torch.Tensor], dict]:
+        """What was recorded so far, as tensors and JSON (kept with a run's training state, `resume.py`)."""
+        tensors = {}
+        if self.epochs:
+            tensors = {"mu": np.stack(self.mu), "var": np.stack(self.var), "kl": np.stack(self.kl)}  # (F, P, d) …
+            if self.lattices:
+                tensors["lattices"] = np.stack(self.lattices)  # (F, h, w, C)
+        if self._plane is not None:
+            tensors["plane"] = self._plane
+        meta = {"epochs": self.epochs, "au": self.au, "mi": self.mi, "seconds": self.seconds, "trained": self.trained}
+        return {f"replay.{k}": torch.from_numpy(np.ascontiguousarray(v)) for k, v in tensors.items()}, meta
+
+    def restore(self, tensors: dict[str, torch.Tensor], meta: dict) -> None:
+        """Continue from `state()`'s output."""
+        arrays = {k.removeprefix("replay."): v.numpy() for k, v in tensors.items() if k.startswith("replay.")}
+        self.epochs, self.au, self.mi = list(meta["epochs"]), list(meta["au"]), list(meta["mi"])
+        self.seconds, self.trained = list(meta["seconds"]), float(meta["trained"])
+        self.mu, self.var, self.kl = ([] if not self.epochs else list(arrays[k]) for k in ("mu", "var", "kl"))
+        self.lattices = list(arrays["lattices"]) if "lattices" in arrays else []
+        self._plane = arrays.get("plane")
+
     def finish(self) -> Replay | None:
         """The replay (None before any epoch). With d > 2 the means and covariances of every epoch are projected on
         the principal axes of the last epoch's means: Σ_map = Wᵀ diag(σ²) W."""

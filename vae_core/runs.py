@@ -23,22 +23,30 @@ import os
 import shutil
 import statistics
 import threading
+import time
+import weakref
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Protocol
+
+try:
+    import fcntl
+except ImportError:  # pragma: no cover — Windows: `WorkspacePresence` then never counts as alone
+    fcntl = None
 
 import numpy as np
 
 from . import anomaly
 from . import checkpoint as ckpt_io
 from . import replay
+from . import resume as train_state
 from . import store
 from .config import ConfigError, ModelConfig, ObjectiveConfig, TrainConfig, check_int
 from .decoding import decode_lattice, lattice_axis
 from .device import default_device
 from .executors import LocalExecutor, from_environment
-from .files import atomic_write, write_json
+from .files import atomic_write, process_alive, remove_stale_temporaries, write_json
 from .jobs import CANCELLED, DONE, FAILED, FINAL, QUEUED, Cancelled, Job
 from .metrics import collapse_metrics
 from .model import VAE, init_weights
@@ -52,6 +60,7 @@ STOPPED, DIVERGED, INTERRUPTED = "stopped", "diverged", "interrupted"
 RECORD = "run.json"
 PREVIEW_SIDE = 8  # the decoder preview after every epoch: an 8×8 lattice over z0, z1
 REPORT_EVERY_S = 0.25  # a run's progress (and its loss, which syncs the device) at most this often
+PERSIST_EVERY_S = 2.0  # a running run's record (its history so far) is rewritten at most this often
 
 
 @dataclass(frozen=True)
@@ -111,9 +120,12 @@ class Run(Job):
         self.evaluation: dict | None = None  # JSON-able summary, stored in the record and the checkpoint
         self.stop_reason: str | None = None
         self.saved: Path | None = None
+        self.saved_as: str | None = None  # the name its model was saved under in the workspace's models
         self.outcome = DONE  # how a run that returned ended: done, stopped or diverged
         self.limited = False  # counts towards its owner's limit of trainings at once
+        self.resuming = False  # continues from the training state its folder holds (`resume.py`)
         self._on_final: list[Callable[["Run"], None]] = []
+        self._on_epoch: list[Callable[["Run"], None]] = []
 
     def stop(self) -> None:
         """End the run at its next step, keeping the weights of the last complete epoch (what its history reports)."""
@@ -124,6 +136,8 @@ class Run(Job):
         self.history = [*self.history, record]  # a new list: observers never see one half-appended
         if preview is not None:
             self.preview = preview
+        for hook in self._on_epoch:
+            hook(self)
 
     @property
     def reason(self) -> str | None:
@@ -148,16 +162,19 @@ class Run(Job):
                 "pid": os.getpid(),
                 "created": self.created, "started": self.started, "finished": self.finished,
                 "spec": self.spec.to_dict(), "history": self.history, "evaluation": self.evaluation,
-                "reason": self.reason, "checkpoint": None if self.saved is None else str(self.saved)}
+                "reason": self.reason, "checkpoint": None if self.saved is None else str(self.saved),
+                "out": None if self.out is None else str(self.out), "keep_partial": self.keep_partial,
+                "saved_as": self.saved_as}
 
     @classmethod
     def from_record(cls, rec: dict) -> "Run":
         run = cls(RunSpec.from_dict(rec["spec"]), label=str(rec.get("label", "")), owner=rec.get("owner"),
-                  group=rec.get("group"))
+                  group=rec.get("group"), keep_partial=bool(rec.get("keep_partial", True)))
         run.id = str(rec["id"])
         run.created, run.started, run.finished = rec.get("created", 0.0), rec.get("started"), rec.get("finished")
         run.history = list(rec.get("history") or [])
         run.evaluation = rec.get("evaluation")
+        run.saved_as = rec.get("saved_as") if isinstance(rec.get("saved_as"), str) else None
         status = rec.get("status", FAILED)
         if status not in FINAL:  # it was queued or running when the server stopped
             status, run.stop_reason = INTERRUPTED, "the server stopped before this run finished"
@@ -167,6 +184,7 @@ class Run(Job):
             run.stop_reason = rec.get("reason")
         if rec.get("checkpoint") and Path(rec["checkpoint"]).is_file():
             run.saved = Path(rec["checkpoint"])
+        run.out = Path(rec["out"]) if rec.get("out") else run.saved
         run.status = status
         run._done.set()
         return run
@@ -211,12 +229,15 @@ class Outcome:
 
 
 def execute(spec_dict: dict, run_id: str, reporter: Reporter, *, workspace_root: str | None = None,
-            arrays: tuple | None = None) -> Outcome:
+            arrays: tuple | None = None, resuming: bool = False) -> Outcome:
     """Train and evaluate one run (seed → build → fit → evaluate → checkpoint bytes), reporting as it goes.
     Plain values in, plain values out, so it executes anywhere: in the run's thread, a worker process or a Ray
     worker. The data comes from the workspace at `workspace_root`, or (`arrays`: (ArrayData, file name), shipped
-    by a remote executor) from memory. Raises on bad data or settings."""
+    by a remote executor) from memory. After every epoch the training state goes to the run's folder in that
+    workspace (`resume.py`); `resuming` continues from it. Raises on bad data or settings."""
     spec = RunSpec.from_dict(spec_dict)
+    folder = store.Workspace(workspace_root).runs_dir / run_id if workspace_root else None
+    start = train_state.load(folder, spec_dict) if resuming and folder is not None else None
     device = default_device()
     reporter.update(0.0, "loading the data")
     data = store.load(spec.data, device, store.Workspace(workspace_root) if workspace_root else None, arrays=arrays)
@@ -247,6 +268,8 @@ def execute(spec_dict: dict, run_id: str, reporter: Reporter, *, workspace_root:
 
     recorder = replay.Recorder(data.x_test, data.y_test, y_condition=bool(spec.model.n_classes),
                                class_names=data.class_names, epochs=spec.train.epochs)
+    if start is not None:
+        recorder.restore(start.extra, start.extra_meta)
 
     def on_epoch(record: dict, m: VAE) -> None:
         record["replay_seconds"] = recorder.record(record["epoch"], m, record["seconds"] + record["eval_seconds"])
@@ -256,8 +279,16 @@ def execute(spec_dict: dict, run_id: str, reporter: Reporter, *, workspace_root:
             preview = decode_lattice(m, axis, axis, label=0 if spec.model.n_classes else None)
         reporter.epoch(record, preview)
 
+    def on_state(state: train_state.TrainState) -> None:
+        state.extra, state.extra_meta = recorder.state()
+        try:
+            train_state.save(folder, state, spec_dict)
+        except OSError as err:  # a full disk costs the chance to resume, not the run
+            log.warning("could not save the training state of run %s: %s", run_id, err)
+
     fit_result = fit(model, data, spec.objective, spec.train, on_step=on_step, on_epoch=on_epoch,
-                     should_stop=lambda: reporter.cancel_requested)
+                     should_stop=lambda: reporter.cancel_requested, start=start,
+                     on_state=on_state if folder is not None else None)
     outcome = Outcome(status=DIVERGED if fit_result.diverged else STOPPED if fit_result.stop_reason else DONE,
                       history=list(fit_result.history), stop_reason=fit_result.stop_reason)
     if not outcome.history:
@@ -305,6 +336,10 @@ class RunService:
         self.keep = keep
         self._runs: OrderedDict[str, Run] = OrderedDict()  # oldest first
         self._lock = threading.Lock()
+        self._created: set[str] = set()  # ids of the runs this service submitted (it may remove their folders)
+        self._presence = WorkspacePresence(self.workspace.runs_dir)
+        for folder in (self.workspace.models_dir, self.workspace.datasets_dir, self.workspace.sweeps_dir):
+            remove_stale_temporaries(folder)  # left by a process killed while saving
         self._load_records()
 
     # ------------------------------------------------------------ submitting and observing
@@ -317,12 +352,41 @@ class RunService:
         a stopped run keeps no checkpoint (a sweep caches only complete runs). `expected_seconds` (a probe's
         estimate) lets others see when a queue will move. `limited`: refuse (RunLimitError) when `owner` already
         has `$VAE_RUNS_PER_SESSION` limited runs queued or running — a class sharing a server takes turns."""
+        if out is not None and not overwrite and Path(out).exists():  # said now, not after the training
+            raise ckpt_io.CheckpointExistsError(f"{Path(out).name} already exists; choose another name")
         run = Run(spec, label=label, owner=owner, group=group, overwrite=overwrite, keep_partial=keep_partial)
-        run.expected_seconds, run.limited = expected_seconds, limited
         run.out = Path(out) if out is not None else self.workspace.runs_dir / run.id / "model.safetensors"
+        return self._enqueue(run, expected_seconds, limited, on_finish)
+
+    def resume(self, run_id: str, *, expected_seconds: float | None = None, limited: bool = False) -> Run:
+        """Continue an interrupted or stopped run from the training state of its last complete epoch
+        (`resume.py`), under the same id, label and owner; it ends as the uninterrupted run would have."""
+        old = self.get(run_id)
+        if old is None:
+            raise train_state.ResumeError(f"there is no run {run_id} in this workspace")
+        if old.status not in (INTERRUPTED, STOPPED):
+            raise train_state.ResumeError(f"run {old.label} is {old.status}: only an interrupted or stopped run "
+                                          "can be resumed")
+        state = train_state.load(self.workspace.runs_dir / old.id, old.spec.to_dict())  # a clear error now
+        run = Run(old.spec, label=old.label, owner=old.owner, group=old.group, keep_partial=old.keep_partial,
+                  overwrite=old.saved is not None and old.saved == old.out)  # replaces its own partial model
+        run.id, run.created, run.resuming = old.id, old.created, True
+        run.out = old.out or self.workspace.runs_dir / run.id / "model.safetensors"
+        run.history = state.history
+        return self._enqueue(run, expected_seconds, limited, None)
+
+    def resumable(self, run: Run) -> bool:
+        """Whether `resume` can continue `run` (it was interrupted or stopped after saving an epoch's state)."""
+        return run.status in (INTERRUPTED, STOPPED) and (self.workspace.runs_dir / run.id / train_state.NAME).is_file()
+
+    def _enqueue(self, run: Run, expected_seconds: float | None, limited: bool,
+                 on_finish: Callable[[Run], None] | None) -> Run:
+        run.expected_seconds, run.limited = expected_seconds, limited
         run._on_final.append(self._finished)
+        run._on_epoch.append(self._epoch_done)
         if on_finish is not None:
             run._on_final.append(on_finish)
+        owner = run.owner
         with self._lock:
             if limited:
                 going = [r for r in self._runs.values() if r.owner == owner and r.limited and not r.done]
@@ -330,7 +394,9 @@ class RunService:
                     raise RunLimitError(f"you already have {len(going)} training(s) queued or running "
                                         f"({going[0].label}); this server allows {runs_per_owner()} at a time per "
                                         "user: wait for it to finish, or stop it")
+            self._runs.pop(run.id, None)  # a resumed run replaces its interrupted self, as the newest
             self._runs[run.id] = run
+            self._created.add(run.id)
         self._persist(run)
         self.executor.submit(run, self._execute)
         return run
@@ -343,17 +409,20 @@ class RunService:
         if self.executor.remote and not ref.builtin:  # a remote worker may not see this workspace: ship the data
             arrays = self.executor.share(("dataset", ref.hash), lambda: self.workspace.load_arrays(ref.hash))
         outcome = self.executor.call(execute, (run.spec.to_dict(), run.id), run,
-                                     workspace_root=str(self.workspace.root), arrays=arrays)
+                                     workspace_root=str(self.workspace.root), arrays=arrays, resuming=run.resuming)
         run.history, run.stop_reason, run.evaluation = outcome.history, outcome.stop_reason, outcome.evaluation
         run.outcome = outcome.status
         if outcome.checkpoint is not None and (outcome.status == DONE or run.keep_partial):
-            try:
-                run.saved = atomic_write(run.out, outcome.checkpoint, overwrite=run.overwrite)
-            except FileExistsError:
-                raise ckpt_io.CheckpointExistsError(f"{run.out.name} already exists; choose another name") from None
+            run.saved = _write_free(run.out, outcome.checkpoint, overwrite=run.overwrite)
             if outcome.replay is not None:
                 atomic_write(replay.path_for(run.saved), outcome.replay, overwrite=True)
+        if outcome.status != STOPPED:  # done (the model is kept) or diverged: nothing to go on from
+            train_state.discard(self.workspace.runs_dir / run.id)
         return outcome.result
+
+    def close(self) -> None:
+        """Stop holding the workspace open (its run folders may then be pruned by another process)."""
+        self._presence.close()
 
     def get(self, run_id: str) -> Run | None:
         with self._lock:
@@ -411,6 +480,24 @@ class RunService:
             raise ckpt_io.CheckpointError(f"run {run.label} kept no model ({run.reason or run.status})")
         return ckpt_io.load(run.saved, device=device or default_device())
 
+    def save(self, run: Run, name: str, *, overwrite: bool = False) -> Path:
+        """Keep a run's model for good: saved under `name` in the workspace's models (with its training replay),
+        the name remembered in the run's record. Returns the saved file."""
+        path = self.workspace.save_model(name, self.checkpoint(run, device="cpu"), overwrite=overwrite,
+                                         replay_of=run.saved)
+        run.saved_as = path.stem
+        self._persist(run)
+        return path
+
+    def discard(self, run: Run) -> None:
+        """Forget a finished run: its record, and its folder with the model in it (a model saved under a name
+        stays)."""
+        if not run.done:
+            raise ValueError(f"run {run.label} is still {run.status}: stop it first")
+        with self._lock:
+            self._runs.pop(run.id, None)
+        shutil.rmtree(self.workspace.runs_dir / run.id, ignore_errors=True)
+
     # ------------------------------------------------------------ records
 
     def _record_path(self, run: Run) -> Path:
@@ -422,17 +509,35 @@ class RunService:
         except (OSError, ValueError) as err:  # a full disk must not kill the run itself
             log.warning("could not write the record of run %s: %s", run.id, err)
 
+    def _epoch_done(self, run: Run) -> None:
+        """After each epoch: the record on disk follows the history (at most every PERSIST_EVERY_S), so a killed
+        process leaves its epochs listed."""
+        now = time.monotonic()
+        if now - getattr(run, "_persisted", -PERSIST_EVERY_S) >= PERSIST_EVERY_S:
+            run._persisted = now
+            self._persist(run)
+
     def _finished(self, run: Run) -> None:
         self._persist(run)
         self._prune()
 
     def _prune(self) -> None:
-        """Keep the `keep` most recent finished runs; remove older ones from memory and their folders from disk."""
+        """Keep the `keep` most recent finished runs; forget older ones, and remove their folders from disk when no
+        other process (a server, a CLI run) has this workspace open and may list them or be linked to them; with
+        others present only the folders of runs this service submitted itself go."""
         with self._lock:
             finished = [r for r in self._runs.values() if r.done]
-            for old in finished[: max(0, len(finished) - self.keep)]:
-                del self._runs[old.id]
-                shutil.rmtree(self.workspace.runs_dir / old.id, ignore_errors=True)
+            old = finished[: max(0, len(finished) - self.keep)]
+            for run in old:
+                del self._runs[run.id]
+            alone = bool(old) and self._presence.alone()
+            for run in old:
+                if alone or run.id in self._created:
+                    shutil.rmtree(self.workspace.runs_dir / run.id, ignore_errors=True)
+            if alone:  # also the folders of runs forgotten earlier, while others had the workspace open
+                for folder in self.workspace.runs_dir.iterdir():
+                    if folder.is_dir() and folder.name not in self._runs:
+                        shutil.rmtree(folder, ignore_errors=True)
 
     def _load_records(self) -> None:
         """Runs recorded by earlier processes on this workspace (a run that was still going is `interrupted`)."""
@@ -440,6 +545,7 @@ class RunService:
         if not folder.is_dir():
             return
         for path in sorted(folder.glob(f"*/{RECORD}")):  # ids sort by creation time
+            remove_stale_temporaries(path.parent)
             try:
                 rec = json.loads(path.read_text())
                 if rec.get("status") not in FINAL and _alive(rec.get("pid")):
@@ -454,17 +560,57 @@ class RunService:
         self._prune()
 
 
+class WorkspacePresence:
+    """Which processes have a workspace's runs open: each holds a shared `flock` on `runs/.in-use` for its life, so
+    a process can tell whether it is alone (it can take the lock exclusively for a moment). Where folders cannot be
+    locked (no `fcntl`), a process never counts as alone."""
+
+    def __init__(self, folder: Path):
+        self._fd = None
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            self._fd = os.open(folder / ".in-use", os.O_RDWR | os.O_CREAT, 0o644)
+            fcntl.flock(self._fd, fcntl.LOCK_SH)
+        except (AttributeError, OSError) as err:  # AttributeError: no fcntl here
+            log.warning("cannot mark the workspace as in use (%s): run folders of other processes are kept", err)
+            return
+        self._closer = weakref.finalize(self, os.close, self._fd)  # a service that is gone no longer holds it
+
+    def close(self) -> None:
+        if self._fd is not None:
+            self._closer()
+            self._fd = None
+
+    def alone(self) -> bool:
+        if self._fd is None:
+            return False
+        try:
+            fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # converts our shared lock when no one else holds one
+            return True
+        except OSError:
+            return False
+        finally:
+            fcntl.flock(self._fd, fcntl.LOCK_SH)
+
+
+def _write_free(path: Path, blob: bytes, *, overwrite: bool) -> Path:
+    """Write `blob` to `path`, or, when someone took that name while the run trained, to the first free
+    `NAME-2`, `NAME-3`, … beside it (the weights are never thrown away). The path written."""
+    for n in range(1, 1000):
+        target = path if n == 1 else path.with_name(f"{path.stem}-{n}{path.suffix}")
+        try:
+            written = atomic_write(target, blob, overwrite=overwrite and n == 1)
+        except FileExistsError:
+            continue
+        if n > 1:
+            log.warning("%s was taken while the run trained; its model was saved as %s", path.name, target.name)
+        return written
+    raise ckpt_io.CheckpointExistsError(f"{path.name} and its numbered variants are all taken")
+
+
 def _alive(pid) -> bool:
-    """Whether process `pid` still runs on this machine (a run it recorded as running may really be running)."""
-    if not isinstance(pid, int) or pid <= 0 or pid == os.getpid():
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
+    """Whether process `pid`, another than this one, still runs here (a run it recorded as running may really be)."""
+    return isinstance(pid, int) and pid != os.getpid() and process_alive(pid)
 
 
 _SERVICES: dict[Path, RunService] = {}

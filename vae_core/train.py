@@ -20,6 +20,7 @@ from .data import Dataset
 from .metrics import evaluate_elbo, mutual_information
 from .model import VAE
 from .objectives import Loss, TrainingObjective, elbo_terms
+from .resume import TrainState
 
 
 @dataclass
@@ -41,6 +42,8 @@ class StepProgress:
 
 StepCallback = Callable[[StepProgress], None]
 EpochCallback = Callable[[dict, VAE], None]  # (history record, model)
+StateCallback = Callable[[TrainState], None]  # the state to resume from, after each epoch (serialise it at once:
+# the optimisers' moments in it are the live tensors)
 
 
 @dataclass
@@ -98,6 +101,14 @@ class AggressiveEncoder:
                 return
             previous = mean
 
+    def state(self) -> dict:
+        return {"active": self.active, "best_mi": None if self.best_mi == -math.inf else self.best_mi,
+                "inner_steps": self.inner_steps}
+
+    def restore(self, state: dict) -> None:
+        self.active, self.inner_steps = bool(state["active"]), int(state["inner_steps"])
+        self.best_mi = -math.inf if state["best_mi"] is None else float(state["best_mi"])
+
     def end_epoch(self, model: VAE) -> float:
         """I(x;z) on the probe; ends the aggressive phase when it did not rise."""
         mi = mutual_information(model, self.probe, self.probe_y)
@@ -117,7 +128,8 @@ def _finite_weights(model: VAE) -> bool:
 
 def fit(model: VAE, data: Dataset, objective: ObjectiveConfig, train: TrainConfig, *,
         on_step: StepCallback | None = None, on_epoch: EpochCallback | None = None,
-        should_stop: Callable[[], bool] | None = None, eval_batch_size: int = 1000) -> FitResult:
+        should_stop: Callable[[], bool] | None = None, eval_batch_size: int = 1000,
+        start: TrainState | None = None, on_state: StateCallback | None = None) -> FitResult:
     """Train `model` on `data.x_train` and evaluate on `data.x_test` after every epoch.
 
     Each history record holds, in nats per image: train −ELBO/recon/KL (true ELBO parts, averaged over the
@@ -129,6 +141,9 @@ def fit(model: VAE, data: Dataset, objective: ObjectiveConfig, train: TrainConfi
     The weights left in `model` are always those the last history record describes: a non-finite loss, or
     `should_stop()` (polled after every step) becoming true, restores the weights from the end of the last
     complete epoch (the initial weights if none completed) and ends training.
+
+    `start` continues a run from the state `on_state` was given after one of its epochs (`resume.py`): with the
+    same data and configs the history goes on exactly as if the run had never stopped.
     """
     device = data.device
     model.to(device)
@@ -143,9 +158,18 @@ def fit(model: VAE, data: Dataset, objective: ObjectiveConfig, train: TrainConfi
     steps = math.ceil(n / train.batch_size)
     check_every = 1 if device.type == "cpu" else 32  # a finiteness check syncs an accelerator
     result = FitResult()
+    if start is not None:
+        model.load_state_dict(start.model)
+        for opt, saved in zip(optimizers, start.optimizers, strict=True):
+            opt.load_state_dict(saved)
+        gen.set_state(start.generator.to("cpu"))
+        rule.soft = start.soft
+        if aggressive is not None:
+            aggressive.restore(start.aggressive)
+        result.history = list(start.history)
     t0 = time.perf_counter()
 
-    for epoch in range(train.epochs):
+    for epoch in range(len(result.history), train.epochs):
         started = time.perf_counter()
         safe = _snapshot(model)  # the weights the last history record describes
         model.train()
@@ -204,6 +228,11 @@ def fit(model: VAE, data: Dataset, objective: ObjectiveConfig, train: TrainConfi
         result.history.append(record)
         if on_epoch:
             on_epoch(record, model)
+        if on_state:
+            on_state(TrainState(epoch=epoch + 1, model=_snapshot(model),
+                                optimizers=[opt.state_dict() for opt in optimizers], generator=gen.get_state(),
+                                soft=rule.soft, aggressive=aggressive.state() if aggressive else None,
+                                history=list(result.history)))
     return result
 
 

@@ -1,4 +1,4 @@
-"""Where runs execute (vae_core/executors.py): in the driver's thread, in worker processes, and what they ask Ray for;
+"""Where runs execute (vae_core/executors/): in the driver's thread, in worker processes, and what they ask Ray for;
 plus the run service's per-user limit and its estimate of when a queued run starts. Fake work keeps these fast."""
 import os
 import time

@@ -1,4 +1,4 @@
-"""Background jobs (vae_core/jobs.py) and the local executor (vae_core/executors.py), with fast fake jobs."""
+"""Background jobs (vae_core/jobs.py) and the local executor (vae_core/executors/local.py), with fast fake jobs."""
 import threading
 import time
 

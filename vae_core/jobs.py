@@ -1,7 +1,7 @@
 """Background work that pages observe: a `Job` is one unit (a training run, an IWAE evaluation, a t-SNE map)
 with a status, progress, elapsed time, an estimate of the time left, a result and a way to cancel it.
 
-Jobs run on an executor (`executors.py`), never in a page's script, so leaving the page, reloading it or
+Jobs run on an executor (`executors`), never in a page's script, so leaving the page, reloading it or
 closing the tab does not stop them; a page only reads a job's fields. A job's function gets the job and calls
 `job.report(fraction, message)` as it goes; once cancellation has been asked for, `report` raises
 `Cancelled`, which ends the job as cancelled. `JobBoard` keeps keyed jobs so that asking twice for the

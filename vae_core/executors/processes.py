@@ -1,0 +1,78 @@
+"""Worker processes for the local executor: a stdlib process pool, one message queue and one Stop flag per driver
+thread (its slot), given to every worker when it starts; the work's relay writes to its slot's queue."""
+from __future__ import annotations
+
+import multiprocessing
+import os
+import threading
+import time
+from concurrent.futures import ProcessPoolExecutor
+
+import torch
+
+from .relay import Relay, follow
+
+ORPHAN_CHECK_S = 1.0  # how often a worker process checks that its server is still there
+_WORKER: dict = {}  # in a worker process: the queues to the driver threads and their Stop flags
+
+
+def _init_worker(threads: int, outboxes, stops, server: int) -> None:
+    torch.set_num_threads(threads)
+    _WORKER.update(outboxes=outboxes, stops=stops)
+    threading.Thread(target=_exit_with_parent, args=(server,), name="vae-orphan-check", daemon=True).start()
+
+
+def _exit_with_parent(parent: int) -> None:
+    """End this worker process once the server that started it is gone. A server that exits normally shuts its
+    pool down; one that is killed (SIGKILL, a crash) leaves its idle workers waiting on a queue nobody writes to,
+    each holding torch's memory — they would stay forever."""
+    while os.getppid() == parent:  # (`parent` is passed in: it may be gone before this worker got here)
+        time.sleep(ORPHAN_CHECK_S)
+    os._exit(0)
+
+
+def _in_worker_process(fn, args, kwargs, slot: int):
+    """What a worker process executes: `fn` with a relay to the driver thread in charge of `slot`. Its queue is a
+    `SimpleQueue`, which writes before `put` returns: everything sent is there when the work is done."""
+    stops = _WORKER["stops"]
+    relay = Relay(_WORKER["outboxes"][slot].put, lambda: bool(stops[slot]))
+    try:
+        return fn(*args, relay, **kwargs)
+    finally:
+        relay.close()
+
+
+def _ready() -> bool:
+    """A no-op for a worker process: once it returns, the worker has started and imported torch."""
+    return True
+
+
+class ProcessPool:
+    """`workers` worker processes with `threads` torch threads each, for as many driver threads (slots)."""
+
+    def __init__(self, workers: int, threads: int):
+        context = multiprocessing.get_context("spawn")  # a clean interpreter: safe beside threads and torch
+        self.outboxes = [context.SimpleQueue() for _ in range(workers)]
+        self.stops = context.Array("b", workers, lock=False)
+        self.pool = ProcessPoolExecutor(workers, mp_context=context, initializer=_init_worker,
+                                        initargs=(threads, self.outboxes, self.stops, os.getpid()))
+        for _ in range(workers):  # start every worker now (in the background), not when the first run waits
+            self.pool.submit(_ready)
+
+    def call(self, fn, args, kwargs, slot: int, reporter):
+        """`fn(*args, relay, **kwargs)` in a worker, for the driver thread of `slot`, its reports to `reporter`."""
+        self.stops[slot] = 0
+        outbox = self.outboxes[slot]
+        future = self.pool.submit(_in_worker_process, fn, args, kwargs, slot)
+
+        def receive() -> list:
+            messages = []
+            while not outbox.empty():
+                messages.append(outbox.get())
+            return messages
+
+        follow(future, receive, lambda: self.stops.__setitem__(slot, 1), reporter)
+        return future.result()
+
+    def shutdown(self, wait: bool) -> None:
+        self.pool.shutdown(wait=wait, cancel_futures=not wait)

@@ -58,7 +58,7 @@ def test_a_dataset_is_stored_once_and_loads_back_identically(ws):
     assert (rec.file_name, rec.n_images, rec.image_shape, rec.n_classes) == ("mine.npz", 50, (1, 6, 6), 3)
     again = ws.put_dataset(load_array_file(csv(x, y), "other-name.csv"), "other-name.csv")
     assert again.hash == rec.hash and again.file_name == "mine.npz"  # the same images: stored once
-    assert [p.name for p in ws.datasets_dir.iterdir()] == [f"{rec.hash}.safetensors"]
+    assert sorted(p.name for p in ws.datasets_dir.iterdir()) == [f"{rec.hash}.owners", f"{rec.hash}.safetensors"]
     back, name = ws.load_arrays(rec.hash)
     order, n_test = split_order(50)
     assert name == "mine.npz" and back.x.dtype == np.uint8 and back.n_test == n_test == 10
@@ -168,3 +168,46 @@ def test_datasets_stay_the_same_tensors_on_the_device(ws):
     a = store.load(store.DataRef("m.npz", rec.hash), "cpu", ws)
     b = store.load(store.DataRef("m.npz", rec.hash), "cpu", ws)
     assert a.x_train.data_ptr() == b.x_train.data_ptr() and isinstance(a.x_train, torch.Tensor)  # one copy
+
+
+# ---------------------------------------------------------------- who stored what: nobody evicts another's data
+
+def stored(ws, seed, owner, n=4000):
+    return ws.put_dataset(load_array_file(npz(*images(n=n, side=8, seed=seed)), f"d{seed}.npz"), f"d{seed}.npz",
+                          owner=owner)
+
+
+def test_a_visitor_cannot_evict_another_visitors_data_and_evicts_their_own_first(ws, monkeypatch):
+    a0 = stored(ws, 0, "alice")
+    monkeypatch.setenv(store.DATASETS_CAP_ENV, str(2.5 * a0.size_bytes / 2**20))
+    a1 = stored(ws, 1, "alice")
+    with pytest.raises(DataError, match="other users' data"):  # before: bob's upload evicted alice's oldest
+        stored(ws, 2, "bob")
+    assert {d.hash for d in ws.list_datasets()} == {a0.hash, a1.hash}
+    os.utime(ws.dataset_path(a1.hash), (1, 1))  # alice's a1 is now her least recently used
+    a3 = stored(ws, 3, "alice")
+    assert {d.hash for d in ws.list_datasets()} == {a0.hash, a3.hash}
+    assert ws.dataset_owners(a0.hash) == {"alice"} and not ws.dataset_path(a1.hash).with_suffix(".owners").exists()
+    again = stored(ws, 0, "bob")  # the same images from bob: stored once, now shared, so alice cannot evict them
+    assert again.hash == a0.hash and ws.dataset_owners(a0.hash) == {"alice", "bob"}
+    os.utime(ws.dataset_path(a0.hash), (1, 1))
+    stored(ws, 4, "alice")  # room comes from a3 (hers alone), not from the shared a0
+    assert a0.hash in {d.hash for d in ws.list_datasets()}
+
+
+def test_data_a_saved_model_was_trained_on_is_never_evicted_and_quotas_hold(ws, monkeypatch):
+    a0 = stored(ws, 0, "alice")
+    ckpt = C.Checkpoint(model=VAE(ModelConfig(image_shape=(1, 8, 8), latent_dim=2, hidden=(8,))),
+                        dataset={"name": "d0.npz", "hash": a0.hash, "source": "upload"})
+    ws.save_model("on-a0", ckpt)
+    assert ws.datasets_in_use() == {a0.hash}
+    monkeypatch.setenv(store.DATASETS_CAP_ENV, str(1.5 * a0.size_bytes / 2**20))
+    with pytest.raises(DataError, match="models were trained on"):
+        stored(ws, 1, "alice")
+    assert ws.dataset_path(a0.hash).is_file()
+    monkeypatch.setenv(store.DATASETS_CAP_ENV, "4096")
+    monkeypatch.setenv(store.USER_QUOTA_ENV, str(1.5 * a0.size_bytes / 2**20))
+    with pytest.raises(DataError, match="per user"):
+        stored(ws, 1, "alice")
+    stored(ws, 1, "bob")  # a quota is per visitor
+    stored(ws, 2, store.SERVER)  # and the CLI (the server's owner) has none

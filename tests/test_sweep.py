@@ -1,4 +1,5 @@
 """The collapse lab's sweep encodes what the literature says, on small data."""
+import dataclasses
 import json
 import math
 
@@ -160,3 +161,19 @@ def test_a_ppca_sweep_trains_one_linear_vae_per_noise_variance(tmp_path):
     for bad in (dict(architecture="linear"), dict(sigma2s=(0.1,))):
         with pytest.raises(ConfigError):
             SweepSpec(**bad)
+
+
+def test_a_visitor_cannot_rewrite_another_visitors_sweep(tmp_path, digits):
+    from vae_core import store
+    from vae_core.sweep import OWNER, SweepError, sweep_owner
+    service = RunService(store.Workspace(tmp_path), LocalExecutor())
+    spec = SweepSpec(dataset="digits", latent_dim=2, epochs=1, betas=(1.0,), free_bits=(0.0,), warmups=(0.0,),
+                     n_train=200, iwae_k=0)
+    folder = tmp_path / "sweeps" / "lecture"
+    for run in submit_sweep(service, spec, folder, digits.image_shape, owner="alice"):
+        run.wait()
+    assert sweep_owner(folder) == "alice" and (folder / OWNER).is_file()
+    with pytest.raises(SweepError, match="another user"):
+        submit_sweep(service, dataclasses.replace(spec, betas=(4.0,)), folder, digits.image_shape, owner="bob")
+    assert submit_sweep(service, spec, folder, digits.image_shape, owner="alice") == []  # hers: reused
+    assert submit_sweep(service, spec, folder, digits.image_shape, owner="cli") == []  # the server's owner may

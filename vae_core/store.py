@@ -15,10 +15,17 @@ its labels and its class names), so the same images give the same hash whether t
 folder or a .zip; a checkpoint trained on them records the hash (`Dataset.info`), and any session or the CLI finds
 the data again through it. `register` streams a folder or zip of images into the workspace, decoding in parallel,
 with progress and cancellation, never holding the pixels in memory; opening a stored dataset maps its file.
+
+Who stored a dataset is kept beside it (`<sha256>.owners`: browser ids, or `SERVER` for the CLI). The folder's size
+cap (`$VAE_DATASETS_MAX_MB`) and a visitor's quota (`$VAE_USER_MAX_MB`) are checked before anything is written: room
+is made by removing that visitor's own least recently used datasets, never another's and never one a saved model or
+a run was trained on; when that is not enough the upload is refused with a message saying why.
 """
 from __future__ import annotations
 
 import contextlib
+import dataclasses
+import json
 import os
 import shutil
 import tempfile
@@ -43,6 +50,8 @@ ENV_HOME = "VAE_HOME"
 APP_NAME = "vae-explorer"
 DATASETS_CAP_ENV = "VAE_DATASETS_MAX_MB"
 DATASETS_CAP_MB = 4096  # least recently used user datasets are removed past this total
+USER_QUOTA_ENV = "VAE_USER_MAX_MB"  # each visitor's stored datasets at most this many MiB (unset: only the cap)
+SERVER = "server"  # the owner of what the CLI (the server's owner) stores, and of data from before owners were kept
 
 
 def home() -> Path:
@@ -148,7 +157,7 @@ class Workspace:
         return self.datasets_dir / f"{digest}.safetensors"
 
     def register(self, source, file_name: str | None = None, *, image_size: int | None = None,
-                 progress: Progress | None = None) -> StoredDataset:
+                 progress: Progress | None = None, owner: str = SERVER) -> StoredDataset:
         """Validate a user's file and store it under its content hash: a folder or .zip of images (a path, or the
         bytes or binary file of an upload named `file_name`) is decoded in parallel straight into the stored file,
         never held in memory; an array file (.npz, .npy, .csv) is read and stored. `progress(fraction, message)`
@@ -157,21 +166,21 @@ class Workspace:
             file_name = Path(os.path.abspath(source)).name  # a folder given as "." or "pets/" still has a name
         name = Path(str(file_name or getattr(source, "name", "") or "dataset")).name
         if not image_folder.is_image_set(source, file_name):
-            return self.put_dataset(read_array_file(source, file_name), name)
+            return self.put_dataset(read_array_file(source, file_name), name, owner=owner)
         if not isinstance(source, (str, os.PathLike)):  # an upload: a file, so that worker processes can read it
             with self._spooled(source) as path:
-                return self.register(path, name, image_size=image_size, progress=progress)
+                return self.register(path, name, image_size=image_size, progress=progress, owner=owner)
         with image_folder.plan_images(source, file_name, image_size=image_size,
                                       progress=_stage(progress, 0.0, 0.15)) as plan:
             order, n_test = split_order(len(plan.files))
             names = plan.names
             writer = self._writer(plan.shape, np.uint8, name, None if plan.y is None else plan.y[order], order, n_test,
-                                  plan.class_names, tuple(names[i] for i in order))
+                                  plan.class_names, tuple(names[i] for i in order), owner)
             try:
                 image_folder.decode(plan, writer.rows, order, progress=_stage(progress, 0.15, 0.95))
                 if progress:
                     progress(0.95, "checking the stored images (their SHA-256)")
-                return self._keep(*writer.finish())
+                return self._keep(*writer.finish(), owner)
             except BaseException:
                 writer.abort()
                 raise
@@ -191,52 +200,55 @@ class Workspace:
         finally:
             Path(tmp).unlink(missing_ok=True)
 
-    def put_dataset(self, arrays: ArrayData, file_name: str) -> StoredDataset:
+    def put_dataset(self, arrays: ArrayData, file_name: str, *, owner: str = SERVER) -> StoredDataset:
         """Store a user's images held in memory (`data.load_array_file`) under their content hash, once: storing the
-        same images again only refreshes their place in the LRU order, or replaces a copy found damaged."""
+        same images again only refreshes their place in the LRU order (and adds `owner` to theirs), or replaces a
+        copy found damaged."""
         file_name = Path(str(file_name)).name or "dataset"
         check_image_count(file_name, len(arrays.x))
         digest = content_hash(arrays)
         if self._intact(digest):
+            self._add_owner(digest, owner)
             return self.dataset_info(digest)
         order, n_test = dataset_file.split_rows(arrays)
         source = order if arrays.source_index is None else arrays.source_index[order]
         writer = self._writer(arrays.x.shape, arrays.x.dtype, file_name,
                               None if arrays.y is None else arrays.y[order], source, n_test, arrays.class_names,
-                              None if arrays.names is None else tuple(arrays.names[i] for i in order))
+                              None if arrays.names is None else tuple(arrays.names[i] for i in order), owner)
         try:
             step = max(1, (64 << 20) // max(1, arrays.x[0].nbytes))
             for start in range(0, len(order), step):
                 writer.write_rows(start, np.ascontiguousarray(arrays.x[order[start:start + step]]))
-            return self._keep(*writer.finish())
+            return self._keep(*writer.finish(), owner)
         except BaseException:
             writer.abort()
             raise
 
-    def attach(self, arrays: ArrayData, file_name: str, expected: str) -> StoredDataset:
+    def attach(self, arrays: ArrayData, file_name: str, expected: str, *, owner: str = SERVER) -> StoredDataset:
         """Store images uploaded for a model that recorded the hash `expected`, after checking they are those images:
         by today's hash, or by the hash of format 1 (models from before it), which then names them too."""
         digest = content_hash(arrays)
         if digest != expected and dataset_file.content_hash_v1(arrays) != expected:
             raise DataError(f"{file_name} holds other images than the ones this model was trained on (content hash "
                             f"{digest[:12]}…, the model expects {expected[:12]}…). Upload the original file.")
-        stored = self.put_dataset(arrays, file_name)
+        stored = self.put_dataset(arrays, file_name, owner=owner)
         if stored.hash != expected:
             atomic_write(self._alias_path(expected), stored.hash.encode(), overwrite=True)
             self.dataset_path(expected).unlink(missing_ok=True)  # a damaged format-1 copy: replaced by the alias
         return stored
 
     def _writer(self, shape, dtype, file_name: str, y, source_index, n_test: int, class_names,
-                names) -> dataset_file.Writer:
+                names, owner: str) -> dataset_file.Writer:
         """A file for a new dataset in `datasets/` (labels, source positions and names in stored order), after
-        checking the disk has room for it."""
+        checking the disk, the size cap and `owner`'s quota have room for it."""
         n, c, h, w = map(int, shape)
-        need = n * c * h * w * np.dtype(dtype).itemsize
+        need = n * (c * h * w * np.dtype(dtype).itemsize + 16)  # pixels, a label and a source position per image
         self.datasets_dir.mkdir(parents=True, exist_ok=True)
         free = shutil.disk_usage(self.datasets_dir).free
         if need > free:
             raise DataError(f"storing {file_name} needs {gib(need)} of disk in {self.datasets_dir}; "
                             f"{gib(free)} is free")
+        self._make_room(need, owner, file_name)
         meta = {"file_name": file_name, "n_images": n, "image_shape": [c, h, w], "n_test": int(n_test),
                 "n_classes": 0 if y is None else int(np.max(y)) + 1, "created": time.strftime("%Y-%m-%dT%H:%M:%S")}
         if class_names is not None:
@@ -244,14 +256,80 @@ class Workspace:
         return dataset_file.Writer(self.datasets_dir, shape, dtype, meta, y=y, class_names=class_names, names=names,
                                    source_index=np.asarray(source_index))
 
-    def _keep(self, tmp: Path, digest: str) -> StoredDataset:
-        """Put a finished file in its place, unless an intact copy is there already; then mind the size cap."""
+    def _keep(self, tmp: Path, digest: str, owner: str) -> StoredDataset:
+        """Put a finished file in its place, unless an intact copy is there already, and add `owner` to its owners."""
         if self._intact(digest):
             tmp.unlink(missing_ok=True)
         else:
             dataset_file.move_into_place(tmp, self.dataset_path(digest))
-            self._evict_datasets(keep=digest)
+        self._add_owner(digest, owner)
         return self.dataset_info(digest)
+
+    # ------------------------------------------------------------ who stored what, and room for more
+
+    def _owners_path(self, digest: str) -> Path:
+        return self.dataset_path(digest).with_suffix(".owners")
+
+    def dataset_owners(self, digest: str) -> set[str]:
+        """Who stored dataset `digest` (`SERVER` for one stored before owners were kept)."""
+        try:
+            owners = json.loads(self._owners_path(digest).read_text())
+            return {str(o) for o in owners} if isinstance(owners, list) else {SERVER}
+        except (OSError, ValueError):
+            return {SERVER}
+
+    def _add_owner(self, digest: str, owner: str) -> None:
+        path = self._owners_path(digest)
+        owners = self.dataset_owners(digest) if path.exists() else set()
+        if owner not in owners:
+            atomic_write(path, json.dumps(sorted(owners | {owner})).encode(), overwrite=True)
+
+    def datasets_in_use(self) -> set[str]:
+        """Hashes of the datasets that saved models, runs and sweeps in this workspace were trained on."""
+        checkpoints = [*self.list_models(), *self.runs_dir.glob("*/*.safetensors"),
+                       *self.sweeps_dir.glob("*/*.safetensors")]
+        used = set()
+        for path in checkpoints:
+            try:
+                digest = (ckpt_io.peek(path).get("dataset") or {}).get("hash")
+            except ckpt_io.CheckpointError:
+                continue
+            if digest:
+                used.add(self.resolve(str(digest)))
+        return used
+
+    def _make_room(self, need: int, owner: str, file_name: str) -> None:
+        """Before storing `need` bytes for `owner`: remove `owner`'s own least recently used datasets until the folder's
+        cap and `owner`'s quota hold them (the CLI, `SERVER`, may remove anyone's), never one in use; DataError when
+        that cannot make room."""
+        cap = float(os.environ.get(DATASETS_CAP_ENV, DATASETS_CAP_MB)) * 2**20
+        quota = os.environ.get(USER_QUOTA_ENV)
+        quota = float(quota) * 2**20 if quota and owner != SERVER else None
+        files = sorted(self.datasets_dir.glob("*.safetensors"), key=lambda p: p.stat().st_mtime)
+        sizes = {p: p.stat().st_size for p in files}
+        owners = {p: self.dataset_owners(p.stem) for p in files}
+        total = sum(sizes.values())
+        mine = sum(size for p, size in sizes.items() if owner in owners[p])
+        over = lambda: total + need > cap or (quota is not None and mine + need > quota)  # noqa: E731
+        if over():
+            in_use = self.datasets_in_use()
+            for p in files:
+                if not over():
+                    break
+                if p.stem in in_use or not (owners[p] <= {owner} or owner == SERVER):
+                    continue
+                p.unlink(missing_ok=True)
+                self._owners_path(p.stem).unlink(missing_ok=True)
+                total -= sizes[p]
+                mine -= sizes[p] if owner in owners[p] else 0
+        if quota is not None and mine + need > quota:
+            raise DataError(f"storing {file_name} ({gib(need)}) would take your stored datasets past this server's "
+                            f"{gib(quota)} per user (`$VAE_USER_MAX_MB`); what you stored earlier is still used by "
+                            "saved models or runs")
+        if total + need > cap:
+            raise DataError(f"storing {file_name} ({gib(need)}) would take the workspace's datasets past its "
+                            f"{gib(cap)} (`$VAE_DATASETS_MAX_MB`), and the space is held by other users' data or data "
+                            "that models were trained on; ask the server's owner to raise the limit")
 
     def _intact(self, digest: str) -> bool:
         """Whether the dataset `digest` is stored and intact (reading it marks it most recently used)."""
@@ -310,18 +388,6 @@ class Workspace:
         os.utime(path)  # most recently used
         return data, str(meta["file_name"])
 
-    def _evict_datasets(self, keep: str) -> None:
-        """Remove least recently used datasets while the folder is over its size cap (`$VAE_DATASETS_MAX_MB`)."""
-        cap = float(os.environ.get(DATASETS_CAP_ENV, DATASETS_CAP_MB)) * 2**20
-        files = sorted(self.datasets_dir.glob("*.safetensors"), key=lambda p: p.stat().st_mtime)
-        total = sum(p.stat().st_size for p in files)
-        for p in files:
-            if total <= cap:
-                break
-            if p.stem != keep:
-                total -= p.stat().st_size
-                p.unlink(missing_ok=True)
-
     # ------------------------------------------------------------ models and sweeps
 
     def model_path(self, name: str) -> Path:
@@ -332,17 +398,30 @@ class Workspace:
         return _checkpoint_files(self.models_dir)
 
     def save_model(self, name: str, ckpt: ckpt_io.Checkpoint, *, overwrite: bool = False,
-                   replay_of: Path | None = None) -> Path:
-        """Save under a name. Names of shipped models are refused, so a name always means one model. The training
-        replay beside the checkpoint `replay_of` (a run's), when there is one, goes beside the saved model."""
+                   replay_of: Path | None = None, owner: str = SERVER) -> Path:
+        """Save under a name, as `owner` (recorded in the checkpoint). Names of shipped models are refused, so a
+        name always means one model, and `overwrite` replaces only a model `owner` saved (the CLI, `SERVER`, may
+        replace any). The training replay beside the checkpoint `replay_of` (a run's), when there is one, goes
+        beside the saved model."""
         path = self.model_path(name)
         if path.stem in {p.stem for p in shipped_models()}:
             raise ckpt_io.CheckpointError(f"{path.stem!r} is the name of a shipped model; choose another name")
+        if overwrite and owner != SERVER and path.exists() and self.model_owner(path) != owner:
+            raise ckpt_io.CheckpointExistsError(f"{path.stem!r} was saved by another user of this server, and only "
+                                                "they can replace it; choose another name")
+        ckpt = dataclasses.replace(ckpt, extra={**ckpt.extra, "saved_by": owner})
         saved = ckpt_io.save(path, ckpt, overwrite=overwrite)
         source = None if replay_of is None else replay.path_for(replay_of)
         if source is not None and source.is_file():
             atomic_write(replay.path_for(saved), source.read_bytes(), overwrite=True)
         return saved
+
+    def model_owner(self, path: Path) -> str:
+        """Who saved the model at `path` (`SERVER` for the CLI, and for models saved before owners were kept)."""
+        try:
+            return str((ckpt_io.peek(path).get("extra") or {}).get("saved_by", SERVER))
+        except ckpt_io.CheckpointError:
+            return SERVER
 
     def sweep_path(self, name: str) -> Path:
         """sweeps/NAME for a user-chosen name."""

@@ -25,12 +25,13 @@ from . import store
 from .config import ConfigError, ModelConfig, ObjectiveConfig, TrainConfig, check_int, dataclass_from_dict
 from .data import Dataset
 from .device import default_device
-from .files import write_json
+from .files import atomic_write, write_json
 from .metrics import collapsed_decoder_distortion
 from .runs import Run, RunService, RunSpec
 from .store import DataRef
 
 MANIFEST = "sweep.json"
+OWNER = ".owner"  # who made a sweep folder (a browser id, or `store.SERVER`)
 MAX_RUNS = 64
 
 
@@ -226,9 +227,16 @@ def write_manifest(folder: Path, spec: SweepSpec, image_shape, *, collapsed: flo
 def submit_sweep(service: RunService, spec: SweepSpec, folder: str | os.PathLike, image_shape, *,
                  owner: str | None = None) -> list[Run]:
     """Queue every run of `spec` not already saved in `folder`; each finished run rewrites the manifest.
-    Returns the queued runs (empty when the whole sweep is already there)."""
+    Returns the queued runs (empty when the whole sweep is already there). A folder another visitor made is
+    theirs: their sweep is never rewritten (SweepError); the CLI (`owner` None or "cli") is the server's owner."""
     folder = Path(folder)
+    who = store.SERVER if owner in (None, "cli") else owner
+    if who != store.SERVER and (folder / MANIFEST).is_file() and sweep_owner(folder) != who:
+        raise SweepError(f"a sweep named {folder.name!r} was made by another user of this server, and only they "
+                         "can add to it; choose another name")
     folder.mkdir(parents=True, exist_ok=True)
+    if not (folder / OWNER).is_file() and not (folder / MANIFEST).is_file():  # a new sweep: its maker owns it
+        atomic_write(folder / OWNER, who.encode())
     collapsed = collapsed_distortion(spec, store.load(spec.data_ref(), default_device(), service.workspace))
     write_manifest(folder, spec, image_shape, collapsed=collapsed)
     queued = []
@@ -243,7 +251,15 @@ def submit_sweep(service: RunService, spec: SweepSpec, folder: str | os.PathLike
 
 
 class SweepError(ValueError):
-    """A saved sweep folder cannot be read."""
+    """A saved sweep folder cannot be read, or written by this user."""
+
+
+def sweep_owner(folder: Path) -> str:
+    """Who made the sweep in `folder` (`store.SERVER` for the CLI and for sweeps from before owners were kept)."""
+    try:
+        return (Path(folder) / OWNER).read_text().strip() or store.SERVER
+    except OSError:
+        return store.SERVER
 
 
 def load_sweep(out_dir: str | os.PathLike, device="cpu") -> tuple[SweepSpec, list[SweepRun]]:

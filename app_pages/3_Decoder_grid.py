@@ -18,6 +18,7 @@ first_paint.page_header(
 from vae_core import pictures, plots  # noqa: E402
 from vae_core.decoding import decode_lattice, interpolate, lattice_axis, lattice_value  # noqa: E402
 from vae_core.ui import cache, widgets  # noqa: E402
+from vae_core.ui.text import plain  # noqa: E402
 
 am = widgets.require_model(need_data=False)
 cfg = am.config
@@ -85,14 +86,15 @@ with tab_grid:
         cols = grid_col.columns(min(len(labels_to_draw), 2 if per_class else 1))
         clicked = None  # (latent point, class) of the last click on a lattice
         for k, label in enumerate(labels_to_draw):
-            images = decode_lattice(am.model, axis, axis, dims=dims, reference=reference, label=label)
+            images = decode_lattice(am.model, axis, axis, dims=dims, reference=reference, label=label,
+                                    dtype=np.uint8)  # 8-bit: a 30×30 lattice of 256² colour images is 236 MB
             picture = pictures.tile(images)
             fig = plots.lattice_figure(picture, axis, axis, cell=cfg.image_shape[1], density=density,
                                        density_u=density_u, dims=dims, scale=scale,
                                        height=640 if not per_class else 460, targets=(u, z_at, z_at))
             with cols[k % len(cols)]:
                 if label is not None:
-                    st.markdown(f"**class {class_names[label] if label < len(class_names) else label}**")
+                    st.markdown(f"**class {plain(class_names[label]) if label < len(class_names) else label}**")
                 event = st.plotly_chart(fig, key=f"dg_lattice_{k}", on_select="rerun", selection_mode="points",
                                         config={"displayModeBar": False})
                 points = [p for p in event.selection.points if p.get("curve_number") == len(fig.data) - 1]
@@ -119,7 +121,7 @@ with tab_grid:
                                                 pictures.display_scale(cfg.image_shape[1], 160)),
                               caption=f"E[x | z] at z{dims[0]} = {zx:.3f}, z{dims[1]} = {zy:.3f}"
                                       + (" (other dimensions as above)" if d > 2 else "")
-                                      + (f", class {class_names[label]}" if label is not None else ""))
+                                      + (f", class {plain(class_names[label])}" if label is not None else ""))
 
 with tab_interp:
     st.caption("The decoded path between the posterior means of two test images: straight (linear) and along "

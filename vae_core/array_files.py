@@ -14,6 +14,8 @@ import numpy as np
 from .pixels import MAX_CHANNELS, ArrayData, DataError, check_array_shape, check_labels, to_pixels
 
 MAX_ARRAY_BYTES = 16 << 30  # one user file or array, decompressed (the memory check is usually the tighter one)
+MAX_COMPRESSION_RATIO = 100  # uncompressed : compressed, for a zip member (.npz array, image) over RATIO_MIN_BYTES
+RATIO_MIN_BYTES = 1 << 20
 LABEL_COLUMNS = ("label", "labels", "y", "class", "target")
 
 
@@ -56,7 +58,7 @@ def read_array_file(source, filename: str | None = None) -> ArrayData:
         if ext == ".npz":
             x, y = _read_npz(stream)
         elif ext == ".npy":
-            x, y = _read_npy(stream, "the .npy file"), None
+            x, y = _read_npy(stream, "the .npy file", size), None
         elif ext == ".csv":
             x, y = _read_csv(stream.read())
         else:
@@ -74,8 +76,18 @@ def _declared_images(shape: tuple[int, ...], itemsize: int, what: str) -> None:
         check_array_shape(*nchw, itemsize=itemsize)  # read as it is before it becomes 8-bit
 
 
-def _read_npy(f: BinaryIO, what: str) -> np.ndarray:
-    """np.load without pickles, after checking the header so a huge or object array is never materialised."""
+def check_expansion(info: zipfile.ZipInfo, where: str) -> None:
+    """Refuse a zip member that would expand more than MAX_COMPRESSION_RATIO times, from the zip's directory alone
+    (before it is decompressed)."""
+    if info.file_size > RATIO_MIN_BYTES and info.file_size > MAX_COMPRESSION_RATIO * max(1, info.compress_size):
+        raise DataError(f"{info.filename} in {where} would expand {info.file_size // max(1, info.compress_size):,} "
+                        f"times ({info.file_size:,} bytes from {info.compress_size:,}); zip members may expand at most "
+                        f"{MAX_COMPRESSION_RATIO}:1, so this looks like a zip bomb and is refused")
+
+
+def _read_npy(f: BinaryIO, what: str, size: int) -> np.ndarray:
+    """np.load without pickles, after checking the header so a huge or object array is never materialised: its
+    shape and dtype against the limits, and the bytes they declare against the `size` the file really holds."""
     start = f.tell()
     try:
         major, _ = np.lib.format.read_magic(f)
@@ -88,6 +100,10 @@ def _read_npy(f: BinaryIO, what: str) -> np.ndarray:
     if dtype.kind not in "biuf":
         raise DataError(f"{what} has dtype {dtype}; expected integers or floats")
     _declared_images(shape, dtype.itemsize, what)
+    declared = f.tell() - start + int(np.prod(shape)) * dtype.itemsize
+    if size >= 0 and declared > size:
+        raise DataError(f"{what} could not be read: its header declares {shape} of {dtype} ({declared:,} bytes) but "
+                        f"it holds {size:,} bytes (truncated, or not what it says)")
     f.seek(start)
     try:
         return np.load(f, allow_pickle=False)
@@ -107,8 +123,9 @@ def _read_npz(stream: BinaryIO) -> tuple[np.ndarray, np.ndarray | None]:
         raise DataError(f"the .npz file needs an array named 'x' (images); it has: {', '.join(members) or 'nothing'}")
 
     def read(key):
-        with archive.open(members[key]) as f:
-            return _read_npy(f, f"array '{key}'")  # a zip member seeks back to its start by re-reading
+        check_expansion(members[key], "the .npz file")
+        with archive.open(members[key]) as f:  # a zip member yields at most its recorded file_size
+            return _read_npy(f, f"array '{key}'", members[key].file_size)  # seeking back to 0 re-reads the header
 
     return read("x"), (read("y") if "y" in members else None)
 

@@ -1,13 +1,26 @@
-"""Frozen, hashable configurations. They key caches and are stored inside every checkpoint."""
+"""Frozen, hashable configurations. They key caches and are stored inside every checkpoint.
+
+A model's configuration is checked against the limits below before anything is built or allocated (a checkpoint's
+few bytes of JSON can ask for anything): image sides and channels as a dataset may have them (`pixels`), the number
+and width of layers, its weights (`weight_count`) and one image's activations (`activation_values`), both computed
+from the configuration alone. Pages decode many codes in batches of `decode_batch` codes."""
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass, field
 from typing import Any
+
+from .pixels import MAX_CHANNELS, MAX_CLASSES, MAX_SIDE
 
 ARCHITECTURES = ("mlp", "conv", "linear")  # linear: the linear-Gaussian VAE, whose optimum is pPCA (ppca.py)
 LIKELIHOODS = ("bernoulli", "gaussian")
 MAX_LATENT_DIM = 64
+MAX_LAYERS = 8  # MLP hidden layers, conv layers (each halves the side: 8 take MAX_SIDE = 256 to 1), PixelCNN layers
+MAX_WIDTH = 8192  # units or channels of one layer
+MAX_WEIGHTS = 100_000_000  # values in a model's state dict: 400 MB of float32, within a checkpoint's 512 MiB
+MAX_ACTIVATION_BYTES = 128 << 20  # one image through the encoder and the decoder, every layer's output (float32)
+DECODE_BATCH_BYTES = 256 << 20  # the activations of one batch when a page decodes many codes (`decode_batch`)
 
 
 class ConfigError(ValueError):
@@ -57,8 +70,10 @@ class ModelConfig:
     def __post_init__(self) -> None:
         if len(self.image_shape) != 3:
             raise ConfigError(f"image_shape must be (C, H, W), got {self.image_shape!r}")
-        for name, v in zip(("channels", "height", "width"), self.image_shape):
-            check_int(f"image {name}", v, 1, 4096)
+        for name, v, high in zip(("channels", "height", "width"), self.image_shape, (MAX_CHANNELS, MAX_SIDE, MAX_SIDE)):
+            if isinstance(v, bool) or not isinstance(v, int) or not 1 <= v <= high:
+                raise ConfigError(f"image_shape {tuple(self.image_shape)!r}: the image {name} must be 1…{high} "
+                                  f"(what a dataset may have), got {v!r}")
         check_int("latent_dim", self.latent_dim, 1, MAX_LATENT_DIM)
         if self.architecture not in ARCHITECTURES:
             raise ConfigError(f"architecture must be one of {ARCHITECTURES}, got {self.architecture!r}")
@@ -66,13 +81,16 @@ class ModelConfig:
             raise ConfigError(f"likelihood must be one of {LIKELIHOODS}, got {self.likelihood!r}")
         if not self.hidden or not self.channels:
             raise ConfigError("hidden and channels need at least one layer each")
+        for name, layers in (("hidden", self.hidden), ("channels", self.channels)):
+            if len(layers) > MAX_LAYERS:
+                raise ConfigError(f"{name} has {len(layers):,} layers; at most {MAX_LAYERS} are supported")
         for w in (*self.hidden, *self.channels):
-            check_int("layer width", w, 1, 8192)
+            check_int("layer width", w, 1, MAX_WIDTH)
         if self.gaussian_sigma is not None:
             check_number("gaussian_sigma", self.gaussian_sigma, 1e-4, 10.0)
-        check_int("n_classes", self.n_classes, 0, 1000)
+        check_int("n_classes", self.n_classes, 0, MAX_CLASSES)
         check_int("ar_channels", self.ar_channels, 1, 512)
-        check_int("ar_layers", self.ar_layers, 0, 20)
+        check_int("ar_layers", self.ar_layers, 0, MAX_LAYERS)
         if not isinstance(self.autoregressive, bool):
             raise ConfigError(f"autoregressive must be true or false, got {self.autoregressive!r}")
         if self.architecture == "linear":
@@ -85,6 +103,13 @@ class ModelConfig:
                 raise ConfigError("the linear architecture is unconditional: n_classes must be 0")
         if self.autoregressive and (self.image_shape[0] != 1 or self.likelihood != "bernoulli"):
             raise ConfigError("the autoregressive decoder supports one-channel images with the Bernoulli likelihood")
+        weights, values = weight_count(self), activation_values(self)
+        if weights > MAX_WEIGHTS:
+            raise ConfigError(f"this model would have {weights:,} weights; the limit is {MAX_WEIGHTS:,} (use fewer "
+                              "or narrower layers, or smaller images)")
+        if 4 * values > MAX_ACTIVATION_BYTES:
+            raise ConfigError(f"one image through this model takes {4 * values / 2**20:,.0f} MiB of activations; "
+                              f"the limit is {MAX_ACTIVATION_BYTES >> 20} MiB (use fewer channels or smaller images)")
 
     @property
     def n_pixels(self) -> int:
@@ -97,6 +122,68 @@ class ModelConfig:
     @classmethod
     def from_dict(cls, data: dict) -> "ModelConfig":
         return dataclass_from_dict(cls, data)
+
+
+def _linear(n_in: int, n_out: int) -> int:
+    return n_in * n_out + n_out
+
+
+def _conv_sides(cfg: ModelConfig) -> list[tuple[int, int]]:
+    """(H, W) of the conv encoder's padded input, then after each stride-2 layer (model.ConvEncoder)."""
+    step = 2 ** len(cfg.channels)
+    _, h, w = cfg.image_shape
+    h, w = -(-h // step) * step, -(-w // step) * step
+    return [(h >> i, w >> i) for i in range(len(cfg.channels) + 1)]
+
+
+def weight_count(cfg: ModelConfig) -> int:
+    """The values in the state dict of `model.VAE(cfg)` (parameters and buffers: what its checkpoint holds),
+    counted from the configuration without building the model."""
+    c, h, w = cfg.image_shape
+    d, k, p = cfg.latent_dim, cfg.n_classes, cfg.n_pixels
+    if cfg.architecture == "mlp":
+        widths = [p + k, *cfg.hidden]
+        encoder = sum(_linear(a, b) for a, b in zip(widths, widths[1:])) + _linear(cfg.hidden[-1], 2 * d)
+        widths = [d + k, *reversed(cfg.hidden)]
+        decoder = sum(_linear(a, b) for a, b in zip(widths, widths[1:])) + _linear(cfg.hidden[0], p)
+    elif cfg.architecture == "conv":
+        sides = _conv_sides(cfg)
+        convs = sum(16 * a * b + b for a, b in zip([c, *cfg.channels[:-1]], cfg.channels))
+        start = cfg.channels[-1] * math.prod(sides[-1])
+        encoder = convs + _linear(start + k, 2 * d)
+        widths = [*reversed(cfg.channels), c]
+        decoder = _linear(d + k, start) + sum(16 * a * b + b for a, b in zip(widths, widths[1:]))
+    else:
+        encoder, decoder = _linear(p, d) + d, _linear(d, p)
+    if cfg.autoregressive:  # PixelCNN: each masked convolution also holds its mask, as large as its weight
+        a = cfg.ar_channels
+        decoder = _linear(d + k, a * h * w) + 2 * 49 * c * a + a + cfg.ar_layers * (2 * 9 * a * a + a) + a * c + c
+    return encoder + decoder + (cfg.likelihood == "gaussian")
+
+
+def activation_values(cfg: ModelConfig) -> int:
+    """An upper bound on the float values one image occupies going through the encoder and the decoder without
+    gradients: the input and every layer's output (ReLUs are not in place), all counted as if held at once."""
+    c, h, w = cfg.image_shape
+    d, k, p = cfg.latent_dim, cfg.n_classes, cfg.n_pixels
+    if cfg.architecture == "mlp":
+        encoder = p + k + 2 * sum(cfg.hidden) + 2 * d
+        decoder = d + k + 2 * sum(cfg.hidden) + p
+    elif cfg.architecture == "conv":
+        sides = _conv_sides(cfg)
+        maps = sum(ch * math.prod(s) for ch, s in zip(cfg.channels, sides[1:]))  # each layer's output map
+        encoder = c * math.prod(sides[0]) + 2 * maps + k + 2 * d
+        decoder = d + k + 2 * maps + c * math.prod(sides[0])
+    else:
+        encoder, decoder = p + 2 * d, d + p
+    if cfg.autoregressive:  # z's map, then per layer its output, the sum with the map and the ReLU
+        decoder = d + k + cfg.ar_channels * h * w * (1 + 3 * (cfg.ar_layers + 1)) + 2 * p
+    return encoder + decoder + 3 * p  # the input as floats, the mean image, a reconstruction's target
+
+
+def decode_batch(cfg: ModelConfig) -> int:
+    """How many codes a page decodes at once: their activations stay within DECODE_BATCH_BYTES."""
+    return max(1, DECODE_BATCH_BYTES // (4 * activation_values(cfg)))
 
 
 KL_SCHEDULES = ("linear", "cyclical")

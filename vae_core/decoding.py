@@ -8,6 +8,7 @@ import numpy as np
 import torch
 
 from . import pictures
+from .config import decode_batch
 from .model import VAE
 from .pixels import as_float
 from .projection import pca, subsample
@@ -44,13 +45,12 @@ def lattice_value(u: np.ndarray, n: int, spacing: str = "quantile", span: float 
     raise ValueError(f"spacing must be 'quantile' or 'linear', got {spacing!r}")
 
 
-@torch.no_grad()
 def decode_lattice(model: VAE, axis_x: np.ndarray, axis_y: np.ndarray, dims: tuple[int, int] = (0, 1),
-                   reference: np.ndarray | None = None, label: int | None = None) -> np.ndarray:
+                   reference: np.ndarray | None = None, label: int | None = None, dtype=np.float32) -> np.ndarray:
     """Decode z = reference with z[dims] set to every (x, y) pair. Returns (len(y), len(x), C, H, W), row 0
-    at the largest y so that the picture reads like a plot (y up)."""
+    at the largest y so that the picture reads like a plot (y up); float32 in [0, 1], or 8-bit pixels
+    (`pictures.to_uint8`) for `dtype` uint8. Decoded in batches (`decode_codes`)."""
     d = model.latent_dim
-    device = next(model.parameters()).device
     ref = np.zeros(d) if reference is None else np.asarray(reference, dtype=np.float64)
     ys = np.asarray(axis_y)[::-1]
     z = np.tile(ref, (len(ys) * len(axis_x), 1))  # (n_y·n_x, d)
@@ -58,9 +58,7 @@ def decode_lattice(model: VAE, axis_x: np.ndarray, axis_y: np.ndarray, dims: tup
     z[:, dims[0]] = gx.ravel()
     if d > 1:
         z[:, dims[1]] = gy.ravel()
-    zt = torch.as_tensor(z, dtype=torch.float32, device=device)
-    y = None if not model.config.n_classes else torch.full((len(zt),), int(label or 0), device=device)
-    images = model.eval().decode_mean(zt, y).cpu().numpy()  # (n_y·n_x, C, H, W)
+    images = decode_codes(model, z, label, dtype)  # (n_y·n_x, C, H, W)
     return images.reshape(len(ys), len(axis_x), *images.shape[1:])
 
 
@@ -79,16 +77,14 @@ def overview(model: VAE, mu: np.ndarray | None, labels: np.ndarray | None = None
         xy = None if mu is None else np.asarray(mu, float)[ids]  # (n, 2)
         limit = 3.0 if xy is None else pictures.square_limit(xy)
         axis = pictures.cell_centres(limit, side)
-        decoded = decode_lattice(model, axis, axis)  # (side, side, C, H, W)
+        decoded = decode_lattice(model, axis, axis, dtype=np.uint8)  # (side, side, C, H, W)
         return pictures.overview_figure(xy, classes, class_names, decoded, limit,
                                         left_title="Encoder: test images at their mean mu(x)",
                                         right_title=f"Decoder: E[x|z{given}] on the same square" if xy is not None
                                         else f"Decoder: E[x|z{given}] over the prior's central square")
-    device = next(model.parameters()).device
     gen = torch.Generator().manual_seed(seed)
-    z = torch.randn(side * side, model.latent_dim, generator=gen).to(device)  # (side², d)
-    y = None if not model.config.n_classes else torch.zeros(len(z), dtype=torch.int64, device=device)
-    images = model.eval().decode_mean(z, y).cpu().numpy()  # (side², C, H, W)
+    z = torch.randn(side * side, model.latent_dim, generator=gen).numpy()  # (side², d)
+    images = decode_codes(model, z, 0, np.uint8)  # (side², C, H, W)
     xy, ratio = (None, (0.0, 0.0)) if mu is None else pca(np.asarray(mu, float)[ids], 2)  # (n, 2)
     return pictures.overview_figure(xy, classes, class_names, images.reshape(side, side, *images.shape[1:]),
                                     3.0 if xy is None else pictures.square_limit(xy),
@@ -219,10 +215,18 @@ def run_picture_rows(model: VAE, x_test: torch.Tensor, y_test: torch.Tensor | No
 
 
 @torch.no_grad()
-def decode_codes(model: VAE, z: np.ndarray, label: int | None = None) -> np.ndarray:
-    """The decoder's images E[x|z] (n, C, H, W) in [0, 1] of latent codes z (n, d) — of class `label` for a
-    conditional model (0 when not given)."""
+def decode_codes(model: VAE, z: np.ndarray, label: int | None = None, dtype=np.float32) -> np.ndarray:
+    """The decoder's images E[x|z] (n, C, H, W) of latent codes z (n, d) — of class `label` for a conditional model
+    (0 when not given) — float32 in [0, 1], or 8-bit pixels (`pictures.to_uint8`) for `dtype` uint8. Decoded
+    `config.decode_batch` codes at a time, so the activations stay within a fixed budget whatever the model."""
     device = next(model.parameters()).device
-    zt = torch.as_tensor(np.atleast_2d(z), dtype=torch.float32, device=device)  # (n, d)
-    y = torch.full((len(zt),), int(label or 0), device=device, dtype=torch.int64) if model.config.n_classes else None
-    return model.eval().decode_mean(zt, y).cpu().numpy()
+    z = np.atleast_2d(z)
+    out = np.empty((len(z), *model.config.image_shape), dtype=dtype)
+    step = decode_batch(model.config)
+    for start in range(0, len(z), step):
+        zt = torch.as_tensor(z[start:start + step], dtype=torch.float32, device=device)  # (b, d)
+        y = (torch.full((len(zt),), int(label or 0), device=device, dtype=torch.int64) if model.config.n_classes
+             else None)
+        images = model.eval().decode_mean(zt, y).cpu().numpy()  # (b, C, H, W)
+        out[start:start + len(zt)] = pictures.to_uint8(images) if out.dtype == np.uint8 else images
+    return out

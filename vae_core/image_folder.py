@@ -48,7 +48,7 @@ from typing import BinaryIO
 import numpy as np
 from PIL import Image, ImageOps
 
-from .array_files import open_source
+from .array_files import check_expansion, open_source
 from .files import pwrite_all
 from .pixels import MAX_CLASSES, MAX_IMAGES, MAX_SIDE, ArrayData, DataError, check_array_shape, check_image_count
 
@@ -60,8 +60,6 @@ MAX_FILES = MAX_IMAGES + MAX_IMAGES // 4  # files in a folder, members in a zip 
 MAX_FILE_BYTES = 128 << 20  # one image file, uncompressed
 MAX_TOTAL_BYTES = 64 << 30  # all image files together, uncompressed (read one at a time, never all at once)
 MAX_SOURCE_PIXELS = 1 << 34  # width × height summed over all images, from their headers: bounds the decoding time
-MAX_COMPRESSION_RATIO = 100  # uncompressed : compressed, for a zip member over RATIO_MIN_BYTES
-RATIO_MIN_BYTES = 1 << 20
 MAX_IMAGE_PIXELS = 4096 * 4096  # width × height of one image, read from its header before decoding
 WHITE = (255, 255, 255, 255)
 GREY_MODES = ("1", "L", "LA", "I", "I;16", "I;16B", "I;16L", "I;16N")
@@ -337,10 +335,7 @@ def _zip_members(archive: zipfile.ZipFile, infos: list[zipfile.ZipInfo], where: 
             continue
         if info.flag_bits & 0x1:
             raise DataError(f"{where} is password-protected ({info.filename}); zip the images without a password")
-        if info.file_size > RATIO_MIN_BYTES and info.file_size > MAX_COMPRESSION_RATIO * max(1, info.compress_size):
-            raise DataError(f"{info.filename} in {where} would expand {info.file_size // max(1, info.compress_size):,}"
-                            f" times (images compress at most {MAX_COMPRESSION_RATIO}:1); the zip looks like a zip "
-                            "bomb and is refused")
+        check_expansion(info, where)
         files.append(_File(info.filename, parts, info.file_size, partial(archive.open, info), index))
     return files
 

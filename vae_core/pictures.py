@@ -13,17 +13,19 @@ PALETTE = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e
 
 
 def to_uint8(picture: np.ndarray, scale: int = 1) -> np.ndarray:
-    """A [0, 1] float picture (H, W) or (H, W, C) → uint8, enlarged `scale` times (nearest neighbour)."""
-    img = np.clip(np.asarray(picture, float), 0, 1)
-    img = (img * 255 + 0.5).astype(np.uint8)
+    """A [0, 1] float picture (H, W) or (H, W, C) → uint8 (a uint8 one as it is), enlarged `scale` times (nearest
+    neighbour)."""
+    img = np.asarray(picture)
+    if img.dtype != np.uint8:
+        img = (np.clip(np.asarray(img, float), 0, 1) * 255 + 0.5).astype(np.uint8)
     if scale > 1:
         img = img.repeat(scale, axis=0).repeat(scale, axis=1)
     return img
 
 
 def png_bytes(picture: np.ndarray, scale: int = 1) -> bytes:
-    """PNG file bytes of a [0, 1] float picture, or of a uint8 one as it is."""
-    img = picture if np.asarray(picture).dtype == np.uint8 else to_uint8(picture, scale)
+    """PNG file bytes of a [0, 1] float picture, or of a uint8 one, enlarged `scale` times."""
+    img = to_uint8(picture, scale)
     if img.ndim == 3 and img.shape[2] == 2:  # two channels: show the first as grey
         img = img[..., 0]
     buf = io.BytesIO()
@@ -37,9 +39,12 @@ def display_scale(image_side: int, target: int = 28) -> int:
 
 
 def tile(images: np.ndarray, pad: int = 1, pad_value: float = 1.0) -> np.ndarray:
-    """(rows, cols, C, H, W) → one (rows·(H+pad)−pad, cols·(W+pad)−pad[, C]) picture with thin separators."""
+    """(rows, cols, C, H, W) → one (rows·(H+pad)−pad, cols·(W+pad)−pad[, C]) picture with thin separators:
+    float32, or uint8 for 8-bit images (`to_uint8`)."""
     rows, cols, c, h, w = images.shape
-    out = np.full((rows * (h + pad) - pad, cols * (w + pad) - pad, c), pad_value, dtype=np.float32)
+    eight_bit = images.dtype == np.uint8
+    out = np.full((rows * (h + pad) - pad, cols * (w + pad) - pad, c), to_uint8(pad_value) if eight_bit else pad_value,
+                  dtype=np.uint8 if eight_bit else np.float32)
     for r in range(rows):
         for k in range(cols):
             out[r * (h + pad): r * (h + pad) + h, k * (w + pad): k * (w + pad) + w] = images[r, k].transpose(1, 2, 0)
@@ -188,8 +193,9 @@ def overview_figure(xy: np.ndarray | None, classes: np.ndarray | None, class_nam
     a class legend below. With `raw_latent`, both panels share the latent axes and the prior's rings. Without
     points (`xy` None: the test images are not available) only the decoder panel is drawn.
     Returns an RGB uint8 picture (H, W, 3)."""
-    tiles = tile(np.asarray(decoded, float), pad=1)  # white 1-px seams
-    grid = Image.fromarray(to_uint8(tiles if tiles.ndim == 2 else tiles[..., :3])).convert("RGB")
+    tiles = tile(np.asarray(decoded), pad=1)  # white 1-px seams
+    tiles = tiles if tiles.ndim == 2 else tiles[..., :3]
+    grid = Image.fromarray(to_uint8(tiles)).convert("RGB")
     up = size // max(grid.size)  # small images (8×8 digits) are first enlarged by whole pixels so they stay sharp
     if up > 1:
         grid = grid.resize((grid.width * up, grid.height * up), Image.Resampling.NEAREST)

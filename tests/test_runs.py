@@ -182,3 +182,19 @@ def test_the_run_service_never_imports_streamlit():
     code = ("import sys, vae_core.runs, vae_core.store, vae_core.jobs, vae_core.executors, vae_core.sweep, "
             "vae_core.estimates, vae_core.__main__; assert 'streamlit' not in sys.modules")
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_queue_estimates_learn_what_runs_really_take_here(tmp_path):
+    """A probe times training steps only; the service scales later estimates by the measured actual/probe ratio."""
+    service = RunService(store.Workspace(tmp_path), LocalExecutor())
+    service.submit(spec(epochs=2)).wait(120)  # the first run here loads the data: it has no estimate to learn from
+    assert service.probe_ratio() == 1.0
+    first = service.submit(spec(epochs=2), expected_seconds=0.01)  # a probe far too optimistic
+    assert first.expected_seconds == 0.01
+    first.wait(120)
+    ratio = first.elapsed / 0.01
+    assert service.probe_ratio() == pytest.approx(ratio)
+    second = service.submit(spec(epochs=2), expected_seconds=0.01)
+    assert second.expected_seconds == pytest.approx(0.01 * ratio) and second.probe_seconds == 0.01
+    second.wait(120)
+    assert abs(second.expected_seconds - second.elapsed) / second.elapsed < 0.5  # the same run: about what it took

@@ -3,7 +3,7 @@
 A run is (data, model config, objective, train config) → a recorded run: status, per-epoch history, timings,
 the checkpoint, and an end-of-run evaluation when asked for. The CLI's `train` and `sweep`, the app's Train
 page, the collapse lab's sweeps and the held-out-class experiment all submit a `RunSpec` here; the run executes
-on the service's executor (`executors.py`: a bounded queue in this process, running `execute` in its own thread,
+on the service's executor (`executors`: a bounded queue in this process, running `execute` in its own thread,
 in worker processes or as Ray tasks), never in a page's script, so leaving a page, reloading it or closing the
 tab does not stop it. Pages and the CLI only observe a `Run`: its
 status, progress, elapsed time and time left (from the measured epoch times), live history and a small decoder
@@ -25,7 +25,7 @@ import statistics
 import threading
 import time
 import weakref
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Protocol
@@ -124,6 +124,7 @@ class Run(Job):
         self.outcome = DONE  # how a run that returned ended: done, stopped or diverged
         self.limited = False  # counts towards its owner's limit of trainings at once
         self.resuming = False  # continues from the training state its folder holds (`resume.py`)
+        self.probe_seconds: float | None = None  # the probe's estimate it was submitted with
         self._on_final: list[Callable[["Run"], None]] = []
         self._on_epoch: list[Callable[["Run"], None]] = []
 
@@ -337,6 +338,7 @@ class RunService:
         self._runs: OrderedDict[str, Run] = OrderedDict()  # oldest first
         self._lock = threading.Lock()
         self._created: set[str] = set()  # ids of the runs this service submitted (it may remove their folders)
+        self._ratios: deque[float] = deque(maxlen=20)  # actual / probe-estimated seconds of recent runs
         self._presence = WorkspacePresence(self.workspace.runs_dir)
         for folder in (self.workspace.models_dir, self.workspace.datasets_dir, self.workspace.sweeps_dir):
             remove_stale_temporaries(folder)  # left by a process killed while saving
@@ -381,7 +383,9 @@ class RunService:
 
     def _enqueue(self, run: Run, expected_seconds: float | None, limited: bool,
                  on_finish: Callable[[Run], None] | None) -> Run:
-        run.expected_seconds, run.limited = expected_seconds, limited
+        run.limited = limited
+        run.probe_seconds = expected_seconds  # the probe's own figure; the queue uses it as measured here
+        run.expected_seconds = None if expected_seconds is None else expected_seconds * self.probe_ratio()
         run._on_final.append(self._finished)
         run._on_epoch.append(self._epoch_done)
         if on_finish is not None:
@@ -517,7 +521,17 @@ class RunService:
             run._persisted = now
             self._persist(run)
 
+    def probe_ratio(self) -> float:
+        """How long runs really took against their probe's estimate (median of the last ones that finished here; 1
+        before any): a probe times training steps, while a run also loads its data, records its replay, decodes
+        previews and may start a worker, so the queue's estimates are scaled by what this server measured."""
+        with self._lock:
+            return statistics.median(self._ratios) if self._ratios else 1.0
+
     def _finished(self, run: Run) -> None:
+        if run.status == DONE and run.probe_seconds and not run.resuming:
+            with self._lock:
+                self._ratios.append(run.elapsed / run.probe_seconds)
         self._persist(run)
         self._prune()
 

@@ -196,3 +196,22 @@ def test_a_second_process_never_removes_the_runs_a_server_lists(tmp_path):
     server.close()  # the server is gone: now a process alone on the workspace prunes everything beyond `keep`
     cli_like.submit(spec(1)).wait()
     assert not (ws.runs_dir / listed.id).exists()
+
+
+def test_a_full_disk_is_one_clear_message_and_nothing_half_written(tmp_path, monkeypatch, capsys):
+    import errno
+
+    from vae_core import files, runs
+    from vae_core.__main__ import main
+
+    def full(path, *a, **k):
+        raise OSError(errno.ENOSPC, "No space left on device", str(path))
+
+    monkeypatch.setenv("VAE_HOME", str(tmp_path))
+    monkeypatch.setattr(runs, "atomic_write", full)
+    monkeypatch.setattr(files, "atomic_write", full)
+    monkeypatch.setattr(resume, "atomic_write", full)
+    assert main(["train", "--dataset", "digits", "--hidden", "16", "--epochs", "1", "--out", "x"]) == 2
+    err = capsys.readouterr().err
+    assert "error: " in err and "No space left on device" in err and "Traceback" not in err
+    assert not (tmp_path / "models").exists() or not any((tmp_path / "models").iterdir())  # nothing half-written

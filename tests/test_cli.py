@@ -28,6 +28,19 @@ def test_train_then_evaluate_json(tmp_path, capsys):
     assert abs(res["test_recon"] + res["test_kl"] - res["test_elbo"]) < 1e-6
 
 
+def test_train_ends_by_saying_whether_and_why_the_posterior_collapsed(tmp_path, capsys):
+    assert main(["train", "--dataset", "digits", "--latent-dim", "4", "--hidden", "64", "--beta", "8", "--epochs", "10",
+                 "--batch-size", "64", "--out", str(tmp_path / "b8.safetensors")]) == 0
+    out = capsys.readouterr().out
+    assert "collapse: Every latent dimension collapsed (4 of 4)" in out and "By active units" in out
+    assert "β = 8 > 1 trades rate away by design" in out
+    assert "fix 1: Free bits λ = 0.5 and 35 epochs (train again with --free-bits 0.5 --epochs 35)" in out
+    assert "fix 2: β = 1 and 35 epochs (train again with --beta 1 --epochs 35)" in out  # 230 steps: longer too
+    assert main(["train", "--dataset", "digits", "--latent-dim", "4", "--hidden", "64", "--free-bits", "0.5",
+                 "--epochs", "35", "--batch-size", "64", "--out", str(tmp_path / "fb.safetensors")]) == 0
+    assert "collapse: No collapse: all 4 latent dimensions carry information." in capsys.readouterr().out
+
+
 def test_tutorial_preset_and_refusal_to_overwrite(tmp_path, capsys):
     out = tmp_path / "tut.safetensors"
     assert main(["train", "--dataset", "digits", "--preset", "tutorial", "--epochs", "1", "--out", str(out)]) == 0

@@ -9,7 +9,7 @@ import time
 from pathlib import Path
 
 from . import checkpoint as ckpt_io
-from . import previews, store
+from . import collapse, previews, store
 from .config import ConfigError, ModelConfig, ObjectiveConfig, TrainConfig, tutorial_preset
 from .data import BUILTIN, DataError, Dataset, load_dataset
 from .device import DEVICE_CHOICES, pick_device
@@ -221,7 +221,22 @@ def finish_training(run: Run, service: RunService) -> int:
         print(f"saved {run.saved} (run {run.id}): test −ELBO {last['test_elbo']:.2f} nats (recon "
               f"{last['test_recon']:.2f} + KL {last['test_kl']:.2f}), mean epoch "
               f"{sum(r['seconds'] for r in run.history) / len(run.history):.2f} s")
+    if run.history and run.status in ("done", "stopped"):
+        print(collapse_summary(collapse.verdict(run.history[-1], run.spec)))
     return {"done": 0, "stopped": 130, "diverged": 1}.get(run.status, 1)
+
+
+FIX_FLAGS = {"beta": "--beta", "free_bits": "--free-bits", "kl_target": "--kl-target", "capacity": "--capacity",
+             "epochs": "--epochs", "gaussian_sigma": "--sigma"}  # what a collapse fix changes → its `train` flag
+
+
+def collapse_summary(found: collapse.Verdict) -> str:
+    """The end of a run's summary: whether it collapsed and why (`collapse.verdict`), and each fix as `train` flags."""
+    lines = [f"collapse: {found.summary()}"]
+    for rank, fix in enumerate(found.fixes, 1):
+        flags = " ".join(f"{FIX_FLAGS[k]} {v:g}" for k, v in fix.changes.items())
+        lines.append(f"  fix {rank}: {fix.label} (train again with {flags}): {fix.why}")
+    return "\n".join(lines)
 
 
 def evaluate_checkpoint(ckpt: ckpt_io.Checkpoint, data: Dataset, iwae_k: int, progress=None) -> dict:

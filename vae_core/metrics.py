@@ -28,9 +28,13 @@ def _batches(n: int, batch_size: int):
 
 def active_units(mu: torch.Tensor, threshold: float = ACTIVE_UNIT_THRESHOLD) -> int:
     """Dimensions u with Cov_x(E_q[z_u|x]) > threshold (Burda et al. 2015, sec. 5.2)."""
-    if len(mu) < 2:
-        return 0
-    return int((mu.var(dim=0) > threshold).sum())
+    return int((mean_variance(mu) > threshold).sum())
+
+
+def mean_variance(mu: torch.Tensor) -> torch.Tensor:
+    """Cov_x(E_q[z_u|x]) of each dimension u over the images (d,): the activity statistic of Burda et al. 2015
+    (zeros for fewer than two images)."""
+    return mu.var(dim=0) if len(mu) >= 2 else torch.zeros(mu.shape[1:], device=mu.device)
 
 
 @torch.no_grad()
@@ -66,7 +70,8 @@ def posterior_means(model: VAE, x: torch.Tensor, y: torch.Tensor | None = None, 
 @torch.no_grad()
 def evaluate_elbo(model: VAE, x: torch.Tensor, y: torch.Tensor | None = None, *, batch_size: int = 1000,
                   seed: int = 0) -> dict:
-    """Means over the set: `elbo` is −ELBO = `recon` + `kl`, `kl_per_dim` sums to `kl`; plus active units."""
+    """Means over the set: `elbo` is −ELBO = `recon` + `kl`, `kl_per_dim` sums to `kl`; plus active units and each
+    dimension's Cov_x(E_q[z_u|x]) (`mean_var_per_dim`, which units are active)."""
     model.eval()
     recon = kl_dim = 0.0
     mus = []
@@ -80,8 +85,10 @@ def evaluate_elbo(model: VAE, x: torch.Tensor, y: torch.Tensor | None = None, *,
     kl_per_dim = (kl_dim / n).cpu().double()
     recon = float(recon) / n
     kl = float(kl_per_dim.sum())
+    variance = mean_variance(torch.cat(mus))  # (d,)
     return {"elbo": recon + kl, "recon": recon, "kl": kl, "kl_per_dim": kl_per_dim.tolist(),
-            "active_units": active_units(torch.cat(mus))}
+            "active_units": int((variance > ACTIVE_UNIT_THRESHOLD).sum()),
+            "mean_var_per_dim": variance.cpu().double().tolist()}
 
 
 @torch.no_grad()
@@ -177,7 +184,8 @@ def collapse_metrics(model: VAE, x: torch.Tensor, y: torch.Tensor | None = None,
     res = evaluate_elbo(model, x, y)
     mutual_info, marginal_kl = elbo_surgery(model, x, y)
     out = {"rate": res["kl"], "distortion": res["recon"], "test_elbo": res["elbo"], "kl_per_dim": res["kl_per_dim"],
-           "active_units": res["active_units"], "mutual_info": mutual_info, "marginal_kl": marginal_kl,
+           "active_units": res["active_units"], "mean_var_per_dim": res["mean_var_per_dim"],
+           "mutual_info": mutual_info, "marginal_kl": marginal_kl,
            "iwae_k": iwae_k, "iwae_nll": None}
     if iwae_k > 0:
         out["iwae_nll"] = float(iwae_nll(model, x, y, k=iwae_k, progress=progress).mean())

@@ -134,7 +134,8 @@ def fit(model: VAE, data: Dataset, objective: ObjectiveConfig, train: TrainConfi
 
     Each history record holds, in nats per image: train −ELBO/recon/KL (true ELBO parts, averaged over the
     epoch's batches, whatever weight the objective put on the KL), test −ELBO/recon/KL, test KL per latent
-    dimension, test active units, the KL weight of the epoch's last step (and the capacity C, for that objective), and
+    dimension, test active units and each dimension's Cov_x(E_q[z_u|x]) (`mean_var_per_dim`), the optimiser steps
+    taken so far (`steps`), the KL weight of the epoch's last step (and the capacity C, for that objective), and
     the wall time of the epoch's training (`seconds`) and of its test evaluation (`eval_seconds`). With aggressive
     encoder training: whether the epoch was aggressive, its encoder-only steps and the probe's I(x;z).
 
@@ -217,6 +218,7 @@ def fit(model: VAE, data: Dataset, objective: ObjectiveConfig, train: TrainConfi
             "train_elbo": train_recon + train_kl, "train_recon": train_recon, "train_kl": train_kl,
             "test_elbo": test["elbo"], "test_recon": test["recon"], "test_kl": test["kl"],
             "kl_per_dim": test["kl_per_dim"], "active_units": test["active_units"],
+            "mean_var_per_dim": test["mean_var_per_dim"], "steps": (epoch + 1) * steps,
             "kl_weight": rule.weight(epoch + (steps - 1) / steps),
             "seconds": train_seconds, "eval_seconds": time.perf_counter() - started - train_seconds,
         }

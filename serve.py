@@ -1,16 +1,18 @@
 """The app's server: `streamlit run serve.py` (what `make run` does) serves streamlit_app.py and, while it waits
 for its first visitor, imports torch and the library and loads the default model's data in the background, so
 the pages open about 4 s sooner. The first page does not even wait for that: it paints its header and the default
-model's stored pictures without torch (`vae_core/ui/first_paint.py`). `streamlit run streamlit_app.py` works too,
-without the head start."""
+model's stored pictures without torch (`vae_core/ui/first_paint.py`). It also gives each browser a lasting
+identity (`vae_core/identity.py`), so its runs stay listed after the browser restarts. `streamlit run
+streamlit_app.py` works too, without the head start, and with runs listed only while the browser session lasts."""
 import contextlib
 import os
 import threading
 
 import numpy  # noqa: F401 — here, not in the low-priority thread: OpenBLAS starts its worker threads on import
 import streamlit as st
+from starlette.middleware import Middleware
 
-from vae_core import map_server  # torch-free: numpy and Pillow
+from vae_core import identity, map_server  # torch-free: numpy and Pillow; starlette
 
 
 def _import_library() -> None:
@@ -37,4 +39,5 @@ async def _lifespan(_app):
     yield
 
 
-app = st.App("streamlit_app.py", lifespan=_lifespan, routes=map_server.routes())  # the map's points and images
+app = st.App("streamlit_app.py", lifespan=_lifespan, routes=map_server.routes(),  # the map's points and images
+             middleware=[Middleware(identity.BrowserCookie)])  # a browser's lasting identity: its runs stay listed

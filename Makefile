@@ -34,7 +34,7 @@ checkpoints: $(STAMP)
 	$(BIN)/python -m vae_core previews
 
 # Re-create the README's page screenshots from the browser tests
-SHOTS := overview latent_first_paint latent_hover latent_images latent_selection latent_two_models decoder_grid anomalies train_running collapse_lab collapse_rd_plane collapse_kl_heatmap latent_drawn anomalies_new_data zip_colour_decoder collapse_rd_all_cures replay_epoch_first replay_epoch_last collapse_ppca_panel
+SHOTS := overview latent_first_paint latent_hover latent_images latent_selection latent_two_models decoder_grid anomalies train_running collapse_lab collapse_rd_plane collapse_kl_heatmap latent_drawn anomalies_new_data zip_colour_decoder collapse_rd_all_cures replay_epoch_first replay_epoch_last collapse_ppca_panel train_collapse_notice
 screenshots: $(DEVSTAMP)
 	$(BIN)/python -m pytest -q tests/e2e
 	mkdir -p docs/screenshots

@@ -1,5 +1,4 @@
 """Train: configure a run, follow it live while it trains in the background, reopen and save its model."""
-import dataclasses
 import time
 
 import streamlit as st
@@ -10,10 +9,11 @@ first_paint.page_header(
     "Train a VAE",
     "Fit a variational auto-encoder by maximising the ELBO on the chosen training set; the curves show, per "
     "epoch and in nats per image, the test −ELBO (lower is better) and its two parts — how badly images are "
-    "reconstructed, and how far the posteriors sit from the prior (KL). β weighs the KL, free bits stop each "
+    "reconstructed, and how far the posteriors sit from the prior (KL, on its own panel: it is often hundreds of "
+    "times smaller), with the number of active latent units under it. β weighs the KL, free bits stop each "
     "latent dimension's KL, averaged over the batch, from being pushed below λ, and warm-up ramps the KL weight "
-    "from 0. Training runs on the server in the background: you can leave this page, or close the tab, and come "
-    "back to it.",
+    "from 0. A finished run says whether its latent dimensions collapsed, why, and which fixes work for it. "
+    "Training runs on the server in the background: you can leave this page, or close the tab, and come back to it.",
     r"\mathcal L=\underbrace{-\tfrac1B\textstyle\sum_b\mathbb E_{q(z|x_b)}\log p(x_b|z)}_{\text{reconstruction}}"
     r"+\beta\sum_{j=1}^{d}\max\Big(\lambda,\ \tfrac1B\textstyle\sum_b\mathrm{KL}\big(q(z_j|x_b)\,\|\,p(z_j)\big)\Big)",
 )
@@ -21,10 +21,11 @@ first_paint.page_header(
 # The library: on a fresh server these wait for torch, which the header above did not need.
 import pandas as pd  # noqa: E402
 from vae_core import checkpoint as ckpt_io  # noqa: E402
+from vae_core import collapse  # noqa: E402
 from vae_core import store  # noqa: E402
 from vae_core.config import ModelConfig, ObjectiveConfig, TrainConfig, recommended_training, tutorial_preset  # noqa: E402
-from vae_core.data import BUILTIN, DataError  # noqa: E402
-from vae_core.jobs import DONE, FAILED, format_duration  # noqa: E402
+from vae_core.jobs import format_duration  # noqa: E402
+from vae_core.resume import ResumeError  # noqa: E402
 from vae_core.runs import DIVERGED, STOPPED, RunLimitError, RunSpec, default_label, runs_per_owner  # noqa: E402
 from vae_core.ui import cache, cures, jobs, state, widgets  # noqa: E402
 from vae_core.ui.text import plain  # noqa: E402
@@ -37,51 +38,10 @@ FORM = ("tr_dataset", "tr_download", "tr_recipe", "tr_latent", "tr_arch", "tr_hi
 RUN_KEY = "tr_run"  # the id of the run this page shows
 ACTIVATED_KEY = "tr_activated"  # runs whose model this session has already made active
 SAVED_KEY = "tr_saved"  # {run id: name it was saved under}
-UPLOAD_ERROR_KEY = "tr_upload_error"
-REGISTER_KEY = "tr_register"  # (job key, file name) of the upload being stored
 state.restore_form("train", FORM)
 svc = jobs.service(warm=True)
 ws = store.Workspace()
 me = state.browser_id()
-avail = cache.builtin_available()
-
-
-def dataset_options() -> dict[str, str]:
-    """{choice: label}: the built-in datasets, the users' datasets stored in the workspace, an upload."""
-    options = {}
-    for name in BUILTIN:
-        label = state.DATASET_LABELS[name]
-        options[name] = label if avail.get(name) else f"{label} (not found locally: needs a download)"
-    for d in ws.list_datasets():
-        shape = "×".join(map(str, d.image_shape))
-        options[f"file:{d.hash}"] = f"file · {d.file_name} ({d.n_images:,} images of {shape}, {d.short})"
-    options["upload"] = "upload a file (.zip of images, .npz, .npy or .csv)…"
-    return options
-
-
-def _store_upload() -> None:
-    """Store an uploaded data file in the workspace by content hash, as a job (a .zip of many images takes a
-    while): the page follows it, and selects the dataset once it is stored."""
-    up = st.session_state.get("tr_upload")
-    if up is None:
-        return
-    size = int(st.session_state.get("tr_image_size") or 0) or None
-    st.session_state.pop(UPLOAD_ERROR_KEY, None)
-    st.session_state[REGISTER_KEY] = (jobs.register_job(up.getvalue(), up.name, size).key, up.name)
-
-
-def _stored_upload() -> None:
-    """The upload being stored (before the dataset selector is drawn): once stored, select it; if it failed, say
-    why (the upload's fault, in its words)."""
-    key, name = st.session_state.get(REGISTER_KEY) or (None, None)
-    job = jobs.board().get(key) if key else None
-    if job is None or not job.done:
-        return
-    st.session_state.pop(REGISTER_KEY)
-    if job.status == DONE:
-        st.session_state["tr_dataset"] = f"file:{job.result.hash}"
-    elif job.status == FAILED:
-        st.session_state[UPLOAD_ERROR_KEY] = f"{name} cannot be used: {job.error}"
 
 
 def _apply_recipe() -> None:
@@ -105,51 +65,9 @@ def _apply_recipe() -> None:
 
 # ---------------------------------------------------------------- 1 · data
 st.subheader("1 · Data")
-_stored_upload()
-options = dataset_options()
-if st.session_state.get("tr_dataset") not in options:
-    st.session_state["tr_dataset"] = "digits"
 d1, d2 = st.columns([2, 3])
-choice = d1.selectbox("Dataset", list(options), format_func=options.get, key="tr_dataset",
-                      help="Files you upload are validated once and kept in the workspace under their content hash: "
-                           "they stay listed here, for everyone using this server, and models trained on them find "
-                           "them again in any session.")
-data, ref = None, None
+choice, ref, data = widgets.dataset_picker("tr", d1, d2)
 with d2:
-    if choice == "upload":
-        u1, u2 = st.columns([3, 1])
-        u2.number_input("Image size for a .zip (px, 0 = most common)", 0, 256, 0, key="tr_image_size",
-                        on_change=_store_upload,
-                        help="Images in a .zip are scaled so that the shorter side fits, then cropped to a square of "
-                             "this size. 0 keeps the most common size in the file, scaled down to at most 64 px.")
-        widgets.file_upload(u1, "Images: a .zip of PNG/JPEG files (one subfolder per class gives the labels), "
-                            ".npz with arrays x (N×H×W or N×H×W×C) and optional labels y, .npy, or .csv with one "
-                            "image per row (optional label column)", "tr_upload", on_change=_store_upload)
-        storing = jobs.board().get(st.session_state[REGISTER_KEY][0]) if REGISTER_KEY in st.session_state else None
-        if storing is not None and storing.done:
-            st.rerun()  # it ended during this run: the top of the page takes its result
-        elif storing is not None:
-            jobs.follow(storing, storing.label)
-        elif st.session_state.get(UPLOAD_ERROR_KEY):
-            st.error(plain(st.session_state[UPLOAD_ERROR_KEY]))
-        else:
-            st.info("Choose a file: it is checked, stored in the workspace and selected above (a .zip of many images "
-                    "is decoded in the background, with its progress here and a Cancel button).")
-    else:
-        ref = store.DataRef(choice) if choice in BUILTIN else store.DataRef(ws.dataset_info(choice[5:]).file_name,
-                                                                            choice[5:])
-        download = False
-        if ref.builtin and not avail.get(choice):
-            download = st.checkbox(f"Allow downloading {state.DATASET_LABELS[choice]} (30 s timeout per connection)",
-                                   key="tr_download")
-        if not ref.builtin or avail.get(choice) or download:
-            try:
-                data = cache.dataset(ref, download)
-            except DataError as err:
-                st.error(plain(err))
-        else:
-            st.info(f"{state.DATASET_LABELS[choice]} was not found on this machine. Tick the box to download it, "
-                    "or pick digits.")
     if data is not None:
         info = data.info()
         if st.session_state.get(SIZED_KEY) != choice:  # a new dataset: epochs and batch to fit its size
@@ -219,10 +137,6 @@ if data is not None:
         model_cfg = ModelConfig(image_shape=data.image_shape, latent_dim=int(latent), architecture=arch,
                                 hidden=hidden or (512, 256), likelihood=likelihood,
                                 n_classes=data.n_classes if cvae and data.y_train is not None else 0)
-        n_weights = cache.parameter_count(model_cfg)
-        if n_weights > widgets.MAX_PARAMETERS:  # e.g. many 8192-wide layers: would exhaust the server's memory
-            raise ValueError(f"this model would have {n_weights:,} weights; the limit is {widgets.MAX_PARAMETERS:,} "
-                             "(use fewer or narrower layers)")
         spec = RunSpec(data=ref, model=model_cfg,
                        objective=ObjectiveConfig(beta=float(beta), free_bits=float(free_bits),
                                                  aggressive=bool(aggressive), **schedule_settings),
@@ -271,16 +185,25 @@ def submit(run_spec: RunSpec, expected_seconds: float | None = None) -> bool:
     return True
 
 
-def retrain(run_spec: RunSpec, **changes) -> None:
-    """A button's callback: the same run with the objective or training `changes`, put into the form too, and
-    started (one click)."""
-    objective = dataclasses.replace(run_spec.objective, **{k: v for k, v in changes.items()
-                                                          if k in ("free_bits", "warmup_epochs")})
-    train = dataclasses.replace(run_spec.train, **{k: v for k, v in changes.items() if k == "epochs"})
-    st.session_state.update({"tr_free_bits": objective.free_bits, "tr_warmup": objective.warmup_epochs,
-                             "tr_schedule": cures.schedule_of(objective), "tr_epochs": train.epochs,
-                             "tr_recipe": "custom"})
-    submit(dataclasses.replace(run_spec, objective=objective, train=train))
+def resume_run(run_id: str) -> None:
+    """A button's callback: continue this browser's interrupted or stopped run from its last complete epoch."""
+    try:
+        svc.resume(run_id, limited=True)
+    except (RunLimitError, ResumeError) as err:
+        st.session_state[LIMIT_KEY] = str(err)
+
+
+FIX_FIELDS = {"beta": "tr_beta", "free_bits": "tr_free_bits", "epochs": "tr_epochs"}  # a fix's setting → its widget
+
+
+def retrain(run_spec: RunSpec, fix: collapse.Fix) -> None:
+    """A button's callback: the same run with one `fix` of its collapse, put into the form too, and started (one
+    click)."""
+    fixed = fix.apply(run_spec)
+    values = {**fixed.model.to_dict(), **fixed.objective.to_dict(), **fixed.train.to_dict()}
+    st.session_state.update({key: values[name] for name, key in FIX_FIELDS.items() if name in fix.changes})
+    st.session_state.update({"tr_schedule": cures.schedule_of(fixed.objective), "tr_recipe": "custom"})
+    submit(fixed)
 
 
 if pressed and spec is not None and submit(spec, est.seconds if est else None):
@@ -289,31 +212,23 @@ if st.session_state.get(LIMIT_KEY):
     st.warning(plain(st.session_state.pop(LIMIT_KEY)))
 
 def collapse_notice(run) -> None:
-    """Say so when a plain run (β ≤ 1, no cure) ended with collapsed latent dimensions, why, and the fixes."""
-    spec_, last = run.spec, run.history[-1]
-    d, active = spec_.model.latent_dim, last["active_units"]
-    if active >= d or spec_.objective.beta > 1 or not spec_.objective.is_plain or run.status not in ("done", STOPPED):
+    """Whether the finished run collapsed (`collapse.verdict`: which dimensions, by KL per dimension and by active
+    units), why for its settings, and each measured fix as a one-click run, best first."""
+    if run.status not in ("done", STOPPED):
+        return
+    found = collapse.verdict(run.history[-1], run.spec)
+    if not found.n_collapsed:
+        st.info(f"**{found.headline}** {found.measures}", icon=":material/check_circle:")
         return
     with st.container(border=True):
-        st.warning(
-            f"**{d - active} of {d} latent dimensions collapsed.** Their posterior is the prior for every image "
-            f"(KL ≈ 0), so the decoder ignores them{' and this model is no better than the mean image' if not active else ''}."
-            " This is common early in training: the decoder learns faster than the encoder, and while the codes "
-            "still carry little information the cheapest way to lower the loss is to switch them off (the encoder "
-            "lags the decoder; He et al. 2019). It is not a property of your data. Each button below trains again "
-            "with one fix.", icon=":material/compress:")
-        longer = min(1000, max(3 * spec_.train.epochs, spec_.train.epochs + 20))
-        c1, c2, c3, c4 = st.columns(4)
-        c1.button(f"Train longer ({longer} epochs)", key="tr_fix_longer", disabled=at_limit, on_click=retrain,
-                  args=(spec_,), kwargs={"epochs": longer})
-        c2.button("Free bits λ = 0.5", key="tr_fix_free_bits", disabled=at_limit, on_click=retrain, args=(spec_,),
-                  kwargs={"free_bits": 0.5},
-                  help="Each dimension's KL counts as at least 0.5 nats, so switching it off gains nothing.")
-        warm = float(max(1, round(spec_.train.epochs / 3)))
-        c3.button(f"KL warm-up ({warm:g} epochs)", key="tr_fix_warmup", disabled=at_limit, on_click=retrain,
-                  args=(spec_,), kwargs={"warmup_epochs": warm},
-                  help="The KL weight starts at 0, so the encoder learns to use the codes before they cost.")
-        widgets.page_link(c4, "app_pages/5_Collapse_lab.py", "Compare the cures in the Collapse lab",
+        st.warning(f"**{found.headline}** {found.measures} {found.reason} Each button below trains again with one "
+                   "fix, the first the surest; the KL panel of the curves shows when each dimension fell to 0.",
+                   icon=":material/compress:")
+        columns = st.columns(len(found.fixes) + 1)
+        for column, fix in zip(columns, found.fixes):
+            column.button(fix.label, key=f"tr_fix_{fix.key}", disabled=at_limit, on_click=retrain,
+                          args=(run.spec, fix), help=fix.why)
+        widgets.page_link(columns[-1], "app_pages/5_Collapse_lab.py", "Compare the cures in the Collapse lab",
                           ":material/compress:")
 
 
@@ -338,6 +253,11 @@ if run.status == DIVERGED:
                 "and press Train again.")
 elif run.status == STOPPED or run.status == "interrupted":
     st.info(f"Training {run.reason}." if run.status == STOPPED else f"Training was interrupted: {run.reason}.")
+    if run.owner == me and svc.resumable(run):
+        st.button(f"Resume from epoch {len(hist)} (to {run.spec.train.epochs})", key="tr_resume", on_click=resume_run,
+                  args=(run.id,), disabled=at_limit, icon=":material/play_circle:",
+                  help="Continues from the state saved after the last complete epoch; it ends as the run would "
+                       "have ended had it never stopped.")
 elif run.status == "failed":
     st.error(f"Training failed: {plain(run.error)}. Change the settings and press Train again.")
 elif run.status == "cancelled":
@@ -387,8 +307,7 @@ if run.saved is not None:
     overwrite = s2.checkbox("Overwrite if it exists", key="tr_save_overwrite")
     if s3.button("Save", key="tr_save", icon=":material/save:"):
         try:
-            ckpt = cache.load_checkpoint_file(str(run.saved), run.saved.stat().st_mtime_ns)
-            path = ws.save_model(name, ckpt, overwrite=overwrite, replay_of=run.saved)
+            path = svc.save(run, name, overwrite=overwrite)
             st.session_state.setdefault(SAVED_KEY, {})[run.id] = path.stem
             st.session_state[state.PENDING_KEY] = f"saved:{path.stem}"
             st.rerun()
@@ -399,4 +318,4 @@ if run.saved is not None:
     saved_as = st.session_state.get(SAVED_KEY, {}).get(run.id)
     if saved_as:
         st.success(f"Saved as **{plain(saved_as)}** in the workspace ({plain(ws.models_dir)}): listed under 'saved' "
-                   f"in the sidebar, and opened anywhere with `?model={plain(saved_as)}`.")
+                   f"in the sidebar, and opened anywhere with `?model={saved_as}`.")

@@ -175,7 +175,7 @@ def _store_new_upload(shape: tuple[int, int, int], own_hash: str | None) -> None
         if problem:
             st.session_state[NEW_ERROR] = problem
             return
-        stored = store.Workspace().put_dataset(arrays, up.name)
+        stored = store.Workspace().put_dataset(arrays, up.name, owner=state.browser_id())
     except DataError as err:
         st.session_state[NEW_ERROR] = f"{up.name} cannot be used: {sentence(err)}"
         return

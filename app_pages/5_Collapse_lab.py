@@ -6,7 +6,7 @@ import streamlit as st
 
 
 SHOWN = "lab_sweep"
-FORM = ("lab_dataset", "lab_latent", "lab_arch", "lab_epochs", "lab_betas", "lab_lams", "lab_warmups", "lab_cycles",
+FORM = ("lab_dataset", "lab_download", "lab_image_size", "lab_latent", "lab_arch", "lab_epochs", "lab_betas", "lab_lams", "lab_warmups", "lab_cycles",
         "lab_capacities", "lab_targets", "lab_aggressive", "lab_ar", "lab_ntrain", "lab_name")
 
 from vae_core.ui import first_paint
@@ -24,10 +24,10 @@ first_paint.page_header(
 
 # The library: on a fresh server these wait for torch, which the header above did not need.
 import pandas as pd  # noqa: E402
-from vae_core import lab_plots, pictures, plots, ppca, replay, store  # noqa: E402
-from vae_core.data import BUILTIN  # noqa: E402
+from vae_core import collapse, lab_plots, pictures, plots, ppca, replay, store  # noqa: E402
 from vae_core.jobs import format_duration  # noqa: E402
 from vae_core.lab_plots import run_label  # noqa: E402
+from vae_core.runs import RunSpec  # noqa: E402
 from vae_core.sweep import MANIFEST, SweepError, SweepSpec, collapsed_distortion, parse_values, submit_sweep  # noqa: E402
 from vae_core.ui import cache, cures, jobs, state, widgets  # noqa: E402
 from vae_core.ui.text import plain, sentence  # noqa: E402
@@ -47,10 +47,9 @@ def sweep_options() -> dict[str, str]:
 
 # ---------------------------------------------------------------- run a new sweep
 with st.expander("Run a new sweep", expanded=not sweep_options()):
-    c1, c2, c3, c4 = st.columns(4)
-    avail = cache.builtin_available()
-    dataset = c1.selectbox("Dataset", [b for b in BUILTIN if avail.get(b)], key="lab_dataset",
-                           format_func=state.DATASET_LABELS.get)
+    d1, d2 = st.columns([2, 3])
+    _, data_ref, lab_data = widgets.dataset_picker("lab", d1, d2)
+    c2, c3, c4 = st.columns(3)
     latent = c2.number_input("Latent size d", 1, 64, 16, key="lab_latent")
     arch = c3.selectbox("Encoder", ["mlp", "conv"], key="lab_arch", format_func=str.upper)
     epochs = c4.number_input("Epochs per run", 1, 200, 20, key="lab_epochs")
@@ -79,28 +78,32 @@ with st.expander("Run a new sweep", expanded=not sweep_options()):
     state.remember_form("lab", FORM)
     new = None
     with widgets.guard("prepare the sweep"):
-        new = SweepSpec(dataset=dataset, latent_dim=int(latent), architecture=arch, epochs=int(epochs),
-                        betas=parse_values(betas, "β"), free_bits=parse_values(lams, "free bits", high=100),
-                        warmups=parse_values(warmups, "warm-up", high=10_000),
-                        cycles=tuple(int(m) for m in parse_values(cycles, "cycles", 1, 1000, allow_empty=True,
-                                                                  integers=True)),
-                        capacities=parse_values(capacities, "capacity", high=10_000, allow_empty=True),
-                        kl_targets=parse_values(targets, "soft free bits target", high=10_000, allow_empty=True),
-                        aggressive=aggressive, autoregressive=autoregressive,
-                        n_train=int(n_train), n_test=2000 if autoregressive else 0, iwae_k=50)
-        new_folder = ws.sweep_path(name)
-        image_shape = cache.dataset(new.data_ref()).image_shape
-        specs = [run_spec for _, run_spec in new.run_specs(image_shape)]
-        one = cache.run_estimate(specs[0])
-        slow = [cache.run_estimate(s) for s in specs if s.objective.aggressive]  # its inner loop costs more
-        n_runs = len(specs)
-        total = (n_runs - len(slow)) * one.seconds + sum(e.seconds for e in slow)
-        st.caption(f"{n_runs} runs of about {format_duration(one.seconds)} each"
-                   + (f" (aggressive ones up to {format_duration(max(e.seconds for e in slow))}: "
-                      f"{slow[0].probe_note})" if slow else "")
-                   + f": about **{format_duration(total)}** in all on this machine ({one.probe_note}, plus the "
-                   f"end-of-run evaluation with IWAE k = {new.iwae_k}). Runs already in a folder of this name with "
-                   "the same settings are reused.")
+        if lab_data is not None:
+            new = SweepSpec(dataset=data_ref.name, dataset_hash=data_ref.hash, latent_dim=int(latent),
+                            architecture=arch, epochs=int(epochs),
+                            betas=parse_values(betas, "β"), free_bits=parse_values(lams, "free bits", high=100),
+                            warmups=parse_values(warmups, "warm-up", high=10_000),
+                            cycles=tuple(int(m) for m in parse_values(cycles, "cycles", 1, 1000, allow_empty=True,
+                                                                      integers=True)),
+                            capacities=parse_values(capacities, "capacity", high=10_000, allow_empty=True),
+                            kl_targets=parse_values(targets, "soft free bits target", high=10_000, allow_empty=True),
+                            aggressive=aggressive, autoregressive=autoregressive,
+                            n_train=int(n_train), n_test=2000 if autoregressive else 0, iwae_k=50)
+            new_folder = ws.sweep_path(name)
+            if new_folder.name in {p.name for p in store.shipped_sweeps()}:
+                raise ValueError(f"{new_folder.name!r} is the name of a shipped sweep; choose another name")
+            image_shape = lab_data.image_shape
+            specs = [run_spec for _, run_spec in new.run_specs(image_shape)]
+            one = cache.run_estimate(specs[0])
+            slow = [cache.run_estimate(s) for s in specs if s.objective.aggressive]  # its inner loop costs more
+            n_runs = len(specs)
+            total = (n_runs - len(slow)) * one.seconds + sum(e.seconds for e in slow)
+            st.caption(f"{n_runs} runs of about {format_duration(one.seconds)} each"
+                       + (f" (aggressive ones up to {format_duration(max(e.seconds for e in slow))}: "
+                          f"{slow[0].probe_note})" if slow else "")
+                       + f": about **{format_duration(total)}** in all on this machine ({one.probe_note}, plus the "
+                       f"end-of-run evaluation with IWAE k = {new.iwae_k}). Runs already in a folder of this name with "
+                       "the same settings are reused.")
     if st.button("Run sweep", type="primary", key="lab_run", disabled=new is None) and new is not None:
         with widgets.guard("start the sweep"):
             queued = submit_sweep(svc, new, new_folder, image_shape, owner=me)
@@ -188,11 +191,33 @@ with h1:
 with h2:
     pick = st.selectbox("Run", list(range(len(runs))), key="lab_timeline_run",
                         format_func=lambda i: run_label(evals[i]))
+    run_name = f"{Path(chosen).name}/{runs[pick].path.stem}"  # what ?model= holds for it
+    located = ws.find_sweep_run(run_name)
+    opens = located is not None and located[1].resolve() == runs[pick].path.resolve()  # not shadowed by a shipped one
+    st.button("Open as the active model", key="lab_open", on_click=state.open_sweep_run, args=(f"sweep:{run_name}",),
+              icon=":material/open_in_new:", disabled=not opens,
+              help="Every page then shows this run's model (listed in the sidebar under 'sweep'); the address "
+                   f"?model={run_name} opens it in any browser." if opens else
+                   "A shipped sweep has this sweep's name, so its address would open the shipped run instead.")
+    if f"sweep:{run_name}" in (st.session_state.get(state.PENDING_KEY), st.session_state.get(state.SELECT_KEY)):
+        widgets.page_link(st, "app_pages/4_Anomalies.py", "This run is the active model: open Anomalies",
+                          ":material/troubleshoot:")
     hist = runs[pick].checkpoint.history
     if hist:
         st.plotly_chart(cache.kl_timeline(str(runs[pick].path), manifest_mtime, hist, evals[pick]["free_bits"]),
                         width="stretch", key="lab_time")
         st.caption("Each dimension's test KL after every epoch: collapse as it happens.")
+picked = runs[pick].checkpoint
+found = collapse.verdict({**(hist[-1] if hist else {}), **evals[pick]},
+                         RunSpec(data=spec.data_ref(), model=picked.config, objective=picked.objective,
+                                 train=picked.train))
+if found.n_collapsed:
+    st.warning(f"**{run_label(evals[pick])}: {found.headline}** {found.measures} {found.reason}  \n"
+               + "  \n".join(f"Fix {rank}: **{plain(fix.label)}**. {fix.why}" for rank, fix in enumerate(found.fixes, 1))
+               + "  \nThe Train page offers each fix as a one-click run; a sweep here sets them side by side.",
+               icon=":material/compress:")
+else:
+    st.info(f"**{run_label(evals[pick])}: {found.headline}** {found.measures}", icon=":material/check_circle:")
 
 # ---------------------------------------------------------------- watch it happen
 st.subheader("Watch it happen")

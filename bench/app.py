@@ -21,6 +21,7 @@ import tempfile
 import time
 import urllib.request
 from pathlib import Path
+from typing import NamedTuple
 
 from streamlit.testing.v1 import AppTest
 
@@ -64,18 +65,26 @@ MAP_SHOWN = ("() => { const i = document.querySelector('.st-key-ls_map [data-tes
              " || document.querySelector('.st-key-ls_map .vm-root[data-drawn]') !== null; }")
 
 
+class Server(NamedTuple):
+    url: str
+    proc: subprocess.Popen
+    home: Path  # its workspace ($VAE_HOME)
+
+
 @contextlib.contextmanager
-def fresh_server():
-    """A new `streamlit run` on a free loopback port with an empty workspace, stopped afterwards; yields its URL
-    once it answers its health check (nothing imported or loaded yet: the next visit is a cold one)."""
+def fresh_server(env: dict | None = None):
+    """A new `streamlit run` on a free loopback port with an empty workspace (and `env` added to its environment),
+    stopped afterwards; yields it once it answers its health check (nothing imported or loaded yet: the next visit
+    is a cold one)."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
+    home = Path(tempfile.mkdtemp(prefix="vae-bench-"))
     proc = subprocess.Popen([sys.executable, "-m", "streamlit", "run", "serve.py", "--server.headless", "true",
                              "--server.address", "127.0.0.1", "--server.fileWatcherType", "none",
                              "--server.port", str(port), "--browser.gatherUsageStats", "false"], cwd=ROOT,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                            env=dict(os.environ, VAE_HOME=tempfile.mkdtemp(prefix="vae-bench-")))
+                            env=dict(os.environ, VAE_HOME=str(home), **(env or {})))
     url = f"http://127.0.0.1:{port}"
     try:
         for _ in range(200):
@@ -84,7 +93,7 @@ def fresh_server():
                 break
             except OSError:
                 time.sleep(0.3)
-        yield url
+        yield Server(url, proc, home)
     finally:
         proc.terminate()
         proc.wait(10)
@@ -133,13 +142,14 @@ def browser_times(visits: int = 5, cold_starts: int = 3) -> dict | None:
 
         cold_first, cold_map, cold_drawn = [], [], []
         for _ in range(cold_starts):
-            with fresh_server() as url:
-                cold_first.append(visit(url, "", PICTURE_LOADED))
-            with fresh_server() as url:
-                shown, drawn = visit(url, "latent", MAP_SHOWN, SCATTER_DRAWN)
+            with fresh_server() as server:
+                cold_first.append(visit(server.url, "", PICTURE_LOADED))
+            with fresh_server() as server:
+                shown, drawn = visit(server.url, "latent", MAP_SHOWN, SCATTER_DRAWN)
                 cold_map.append(shown)
                 cold_drawn.append(drawn)
-        with fresh_server() as url:
+        with fresh_server() as server:
+            url = server.url
             visit(url, "", PICTURE_LOADED)  # warm it up
             first = [visit(url, "", PICTURE_LOADED) for _ in range(visits)]
             latent = [visit(url, "latent", MAP_SHOWN, SCATTER_DRAWN) for _ in range(visits)]

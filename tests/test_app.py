@@ -19,7 +19,7 @@ from vae_core.__main__ import main
 from vae_core.config import recommended_training
 from vae_core.locations import available_builtin
 from vae_core.runs import default_service
-from vae_core.ui import state
+from vae_core.ui import state, widgets
 
 pytestmark = pytest.mark.skipif(not (ROOT / "checkpoints" / "digits-2d.safetensors").exists(),
                                 reason="the shipped digits checkpoint is missing (make checkpoints)")
@@ -224,24 +224,39 @@ def test_the_train_form_fits_epochs_and_batch_to_the_dataset(home):
 
 def test_a_collapsed_run_says_so_and_each_fix_is_one_click(home):
     at = page("app_pages/1_Train.py", model=None).run()
-    at.number_input(key="tr_epochs").set_value(10)
-    at.number_input(key="tr_batch").set_value(384)  # the old fixed defaults: 40 steps on the digits
+    at.number_input(key="tr_epochs").set_value(2)  # 46 steps of 64 digits: the encoder has not caught up
+    at.number_input(key="tr_batch").set_value(64)
     at.button(key="tr_train").click().run()
     settle(at)
     first = current_run(at)
     assert first.history[-1]["active_units"] == 0
-    (notice,) = [w for w in messages(at, ("warning",)) if "latent dimensions collapsed" in w]
-    assert "2 of 2 latent dimensions collapsed" in notice and "He et al. 2019" in notice
+    (notice,) = [w for w in messages(at, ("warning",)) if "collapsed" in w]
+    assert "Every latent dimension collapsed (2 of 2)" in notice and "By KL per dimension" in notice
+    assert "took 46 optimiser steps, under the 700" in notice and "He et al. 2019" in notice
     assert [b.label for b in at.button if b.key and b.key.startswith("tr_fix_")] == [
-        "Train longer (30 epochs)", "Free bits λ = 0.5", "KL warm-up (3 epochs)"]
+        "Train longer (35 epochs)", "Free bits λ = 0.5 and 35 epochs"]
     at.button(key="tr_fix_free_bits").click().run()  # one click: the same run with free bits, started
     second = current_run(at)
-    assert second.id != first.id and second.spec.objective.free_bits == 0.5
-    assert second.spec.train == first.spec.train and second.spec.model == first.spec.model
-    assert at.number_input(key="tr_free_bits").value == 0.5  # the form shows what runs
+    assert second.id != first.id and second.spec.objective.free_bits == 0.5 and second.spec.train.epochs == 35
+    assert second.spec.model == first.spec.model and second.spec.train.batch_size == 64
+    assert at.number_input(key="tr_free_bits").value == 0.5 and at.number_input(key="tr_epochs").value == 35
     settle(at)
     assert not at.exception and not at.error
-    assert not any("collapsed" in w for w in messages(at, ("warning",)))  # free bits: no notice
+    assert not any("collapsed" in w for w in messages(at, ("warning",)))  # the fix worked: no warning …
+    assert any("No collapse: all 2 latent dimensions" in m for m in messages(at, ("info",)))  # … and it says so
+
+
+def test_a_beta_4_run_says_it_collapsed_by_design(home):
+    at = page("app_pages/1_Train.py", model=None).run()
+    at.number_input(key="tr_beta").set_value(4.0)
+    at.number_input(key="tr_epochs").set_value(10)
+    at.button(key="tr_train").click().run()
+    settle(at)
+    assert not at.exception and any("Training finished" in s for s in messages(at, ("success",)))
+    (notice,) = [w for w in messages(at, ("warning",)) if "collapsed" in w]
+    assert "Every latent dimension collapsed (2 of 2)" in notice and "β = 4 > 1 trades rate away by design" in notice
+    assert [b.label for b in at.button if b.key and b.key.startswith("tr_fix_")] == [
+        "Free bits λ = 0.5 and 35 epochs", "β = 1 and 35 epochs"]
 
 
 def test_a_zip_of_colour_images_trains_with_the_conv_model_and_shows_in_colour_with_class_names(home):
@@ -413,6 +428,33 @@ def test_the_sidebar_lists_only_this_browsers_runs(home):
     train_quick(a, epochs=1)
     b = shell().run()
     assert [o for o in model_options(a) if o.startswith("run ·")] and not [o for o in model_options(b) if o.startswith("run ·")]
+
+
+def test_the_sidebar_saves_or_discards_this_browsers_unsaved_runs(home):
+    at = shell().run()
+    at.switch_page("app_pages/1_Train.py").run()
+    train_quick(at, epochs=1)
+    first = current_run(at)
+    assert at.sidebar.selectbox(key=widgets.KEEP_KEY).value == first.id
+    at.sidebar.text_input(key=f"vae_keep_name_{first.id}").set_value("kept-from-sidebar")
+    at.sidebar.button(key="vae_keep_save").click().run()
+    assert not at.exception and not at.error
+    assert (home.models_dir / "kept-from-sidebar.safetensors").is_file()
+    assert at.session_state[state.SELECT_KEY] == "saved:kept-from-sidebar"
+    assert any("Saved as “kept-from-sidebar”" in s for s in messages(at.sidebar, ("success",)))
+    assert default_service().get(first.id).saved_as == "kept-from-sidebar"  # recorded: no longer offered
+    # a second run, discarded: gone from the sidebar, the server and the disk; the saved model stays
+    train_quick(at, epochs=1, seed=1)
+    second = current_run(at)
+    box = at.sidebar.selectbox(key=widgets.KEEP_KEY)
+    assert box.value == second.id and len(box.options) == 1
+    at.sidebar.button(key="vae_keep_discard").click().run()
+    assert not at.exception and not at.error
+    assert default_service().get(second.id) is None and not (home.runs_dir / second.id).exists()
+    assert len([o for o in model_options(at) if o.startswith("run ·")]) == 1  # the first run alone
+    assert "saved · kept-from-sidebar" in model_options(at)
+    at.run()
+    assert not at.sidebar.expander  # nothing left unsaved: the panel is gone
 
 
 def with_session_model(name: str, ckpt) -> AppTest:

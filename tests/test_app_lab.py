@@ -6,10 +6,12 @@ from pathlib import Path
 import numpy as np
 import plotly.graph_objects as go
 import pytest
-from apphelp import messages, settle, shell
+from apphelp import good_npz, messages, npz_bytes, settle, shell
 from streamlit.testing.v1 import AppTest
 
+from vae_core import checkpoint as C
 from vae_core import store
+from vae_core.data import load_array_file
 from vae_core.runs import default_service
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -69,6 +71,11 @@ def test_lab_timeline_follows_the_chosen_run(lab):
     assert not lab.exception
     timeline = _fig(lab.get("plotly_chart")[2])
     assert len([t for t in timeline.data if t.mode == "lines"]) == 16
+    (verdict,) = [w for w in messages(lab, ("warning",)) if "collapsed" in w]  # the chosen run's collapse, and why
+    assert "β=4: Every latent dimension collapsed (16 of 16)" in verdict and verdict.count("z0–z15") == 2
+    assert "β = 4 > 1 trades rate away by design" in verdict and "Fix 1: **Free bits λ = 0.5**" in verdict
+    lab.selectbox(key="lab_timeline_run").set_value(14).run()  # the same β with free bits: nothing collapsed
+    assert any("β=4, λ=0.5: No collapse: all 16 latent dimensions" in m for m in messages(lab, ("info",)))
 
 
 def test_lab_rejects_bad_values_with_a_message():
@@ -136,3 +143,37 @@ def test_the_ppca_panel_sets_the_exact_fit_beside_the_closed_form():
     assert np.allclose(table["rate exact fit"], table["rate closed form"], rtol=1e-5)
     assert np.allclose(table["−ELBO exact fit"], table["−log p (pPCA)"], atol=1e-5)
     assert any("the same active units as the closed form at 3 of 3" in m for m in messages(at, ("success",)))
+
+
+def test_the_lab_sweeps_a_dataset_stored_in_the_workspace_and_the_manifest_names_it(tmp_path, monkeypatch):
+    monkeypatch.setenv("VAE_HOME", str(tmp_path / "home"))
+    ws = store.Workspace()
+    rng = np.random.default_rng(0)
+    arrays = load_array_file(npz_bytes(x=rng.integers(0, 256, (60, 8, 8), dtype=np.uint8), y=np.arange(60) % 3),
+                             "mine.npz")
+    stored = ws.put_dataset(arrays, "mine.npz")
+    at = lab_form(betas="1", lams="0", epochs=1, latent=2, name="on-mine")
+    at.selectbox(key="lab_dataset").set_value(f"file:{stored.hash}").run()
+    assert not at.exception and not at.error
+    assert any("1 runs of about" in c.value for c in at.caption)
+    at.button(key="lab_run").click().run()
+    (run,) = default_service().runs(group=str(ws.sweep_path("on-mine")))
+    assert run.wait(120) and run.status == "done"
+    manifest = json.loads((ws.sweep_path("on-mine") / "sweep.json").read_text())
+    assert manifest["spec"]["dataset_hash"] == stored.hash and manifest["spec"]["dataset"] == "mine.npz"
+    assert manifest["image_shape"] == [1, 8, 8] and len(manifest["runs"]) == 1
+    ckpt_info = C.peek(ws.sweep_path("on-mine") / manifest["runs"][0]["file"])["dataset"]
+    assert ckpt_info["hash"] == stored.hash  # the run's model finds its data again by hash
+    settle(at)
+    assert not at.exception and not at.error and at.selectbox(key="lab_sweep").value.endswith("on-mine")
+
+
+def test_a_file_uploaded_in_the_lab_form_is_stored_and_selected(tmp_path, monkeypatch):
+    monkeypatch.setenv("VAE_HOME", str(tmp_path / "home"))
+    at = lab_form()
+    at.selectbox(key="lab_dataset").set_value("upload").run()
+    assert at.button(key="lab_run").disabled  # nothing to sweep yet
+    settle(at.file_uploader(key="lab_upload").set_value(("mine.npz", good_npz(n=40), "application/octet-stream")).run())
+    (stored,) = store.Workspace().list_datasets()
+    assert at.session_state["lab_dataset"] == f"file:{stored.hash}" and stored.file_name == "mine.npz"
+    assert not at.exception and not at.error and not at.button(key="lab_run").disabled

@@ -88,3 +88,29 @@ def test_twenty_sessions_press_train_at_once(tmp_path, monkeypatch):
     assert len({run.id for _, run, _ in sessions}) == SESSIONS
     # a page rerun while the class trains stays of the order of the same rerun idle (a ratio, not a time)
     assert len(busy) >= 5 and statistics.median(busy) < 5 * statistics.median(idle) + 0.25, (idle, busy)
+
+
+def test_watching_tabs_share_one_drawing_per_epoch(monkeypatch):
+    """A watching tab redraws its run's panel every second; the curves and the decoder preview are made once per
+    epoch for all the tabs (`jobs.drawn`), so watching costs the server no Plotly or PNG work per redraw."""
+    from vae_core import pictures, plots
+    from vae_core.ui import jobs
+
+    built = []
+    real_curves, real_png = plots.loss_curves, pictures.png_bytes
+    monkeypatch.setattr(plots, "loss_curves", lambda *a, **k: built.append("curves") or real_curves(*a, **k))
+    monkeypatch.setattr(pictures, "png_bytes", lambda *a, **k: built.append("png") or real_png(*a, **k))
+    at = shell().run().switch_page("app_pages/1_Train.py").run()
+    at.selectbox(key="tr_recipe").set_value("quick").run()
+    at.number_input(key="tr_epochs").set_value(2)
+    at.button(key="tr_train").click().run()
+    run = current_run(at)
+    assert run.wait(300)
+    at.run()
+    assert not at.exception and at.get("plotly_chart")
+    made = len(built)
+    assert made >= 1 and ("curves" in built) and ("png" in built)
+    for _ in range(5):  # five more redraws of the finished run's panel: nothing is built again
+        at.run()
+    assert len(built) == made and not at.exception
+    assert jobs.drawn((run.id, len(run.history), "preview"), lambda: b"not used").startswith(b"\x89PNG")  # shared

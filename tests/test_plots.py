@@ -33,11 +33,21 @@ def test_latent_scatter_continuous_colour_has_a_colorbar():
     assert fig.data[0].marker.colorbar.title.side == "right"  # beside the bar: the toolbar sits above it
 
 
-def test_loss_curves_have_train_and_test_parts():
-    hist = [{"epoch": e, "train_elbo": 10 - e, "train_recon": 8, "train_kl": 2, "test_elbo": 11 - e,
-             "test_recon": 9, "test_kl": 2} for e in (1, 2, 3)]
+def test_loss_curves_give_the_kl_its_own_panel_per_dimension_on_demand_and_the_active_units():
+    hist = [{"epoch": e, "train_elbo": 1700 - e, "train_recon": 1695 - e, "train_kl": 5, "test_elbo": 1701 - e,
+             "test_recon": 1696 - e, "test_kl": 5, "kl_per_dim": [4.0, 1.0, 0.0], "active_units": 2}
+            for e in (1, 2, 3)]
     fig = plots.loss_curves(hist)
-    assert len(fig.data) == 6 and any("−ELBO" in t.name for t in fig.data)
+    axis = {t.name: t.yaxis for t in fig.data}
+    assert axis["test −ELBO"] == axis["test reconstruction −log p(x|z)"] == axis["train −ELBO"] == "y"
+    assert axis["test KL(q(z|x) ‖ p(z))"] == axis["train KL(q(z|x) ‖ p(z))"] == "y2"  # its own axis: 5 nats shows
+    assert axis["active units"] == "y3" and list(fig.data[-1].y) == [2, 2, 2]
+    assert fig.layout.yaxis2.title.text == "KL [nats]" and fig.layout.yaxis3.range == (-0.3, 3.3)
+    assert len(fig.data) == 7 and fig.layout.xaxis3.title.text == "epoch"
+    per_dim = plots.loss_curves(hist, per_dim=True)
+    dims = [t for t in per_dim.data if t.name == "KL of each dimension"]
+    assert [t.hovertemplate.split(",")[0] for t in dims] == ["z0", "z1", "z2"] and {t.yaxis for t in dims} == {"y2"}
+    assert [t.showlegend for t in dims] == [True, False, False] and list(dims[2].y) == [0.0, 0.0, 0.0]
 
 
 def test_lattice_figure_with_density_overlay():
@@ -75,3 +85,11 @@ def test_covariance_ellipse_is_the_n_sigma_contour_at_any_angle():
     d = ring - np.array([1.0, -2.0])
     mahalanobis = np.einsum("pi,ij,pj->p", d, np.linalg.inv(cov), d)  # every point at 2σ: (x−c)ᵀ Σ⁻¹ (x−c) = 4
     assert np.allclose(mahalanobis, 4.0)
+
+
+def test_class_names_reach_plotly_as_text_never_as_markup():
+    evil = '<a href="http://127.0.0.1:9/">log in</a><b>x'
+    fig = plots.count_bars([(evil, 3), ("plain", 1)])
+    assert all("<a" not in y and "<b>" not in y for y in fig.data[0].y)
+    assert "&lt;a href=" in fig.data[0].y[-1]  # shown as written: Plotly turns the entities back into the characters
+    assert plots.class_label([evil], 0) == plots.chart_text(evil) and plots.class_label(None, 3) == "3"

@@ -39,7 +39,7 @@ from vae_core.metrics import evaluate_elbo
 from vae_core.model import VAE
 from vae_core.runs import default_service
 from vae_core.ui import state, widgets
-from vae_core.ui.text import plain
+from vae_core.ui.text import WORD_JOINER, plain
 
 N_SESSIONS = 8
 XSS = "<img src=x onerror=alert(1)>"
@@ -233,13 +233,14 @@ def test_the_train_form_refuses_a_model_too_large_for_the_server(ckpt_dir):
     at.text_input(key="tr_hidden").set_value(", ".join(["8192"] * 4)).run()
     assert not at.exception
     errors = messages(at, ("error",))
-    assert len(errors) == 1 and "Invalid settings" in errors[0] and f"the limit is {widgets.MAX_PARAMETERS:,}" in errors[0]
+    assert len(errors) == 1 and "Invalid settings" in errors[0] and f"the limit is {CFG.MAX_WEIGHTS:,}" in errors[0]
     assert at.button(key="tr_train").disabled and "tr_run" not in at.session_state
 
 
 def test_images_the_machine_cannot_hold_are_a_clear_message_with_the_numbers(upload_page, monkeypatch):
     monkeypatch.setattr(pixels, "available_memory", lambda: 1 << 20)  # 1 MiB available
-    blob = npz_bytes(x=np.zeros((20_000, 8, 8), dtype=np.uint8))  # 1.2 MiB of 8-bit pixels
+    noise = np.random.default_rng(0).integers(0, 256, (20_000, 8, 8), dtype=np.uint8)  # does not compress: no bomb
+    blob = npz_bytes(x=noise)  # 1.2 MiB of 8-bit pixels
     assert any("20,000 images of 1×8×8 need 1.2 MiB of memory as 8-bit pixels; this machine has 1.0 MiB available"
                in e for e in _upload_data(upload_page, "px.npz", blob))
 
@@ -366,6 +367,22 @@ def test_leftover_temporary_hidden_and_broken_files_never_break_the_model_list(c
     assert any("the sidebar says why" in i for i in messages(at, ("info",)))
     settle(at.sidebar.selectbox(key=state.SELECT_KEY).set_value(DIGITS).run())
     assert not at.exception and not at.error and map_points(at) == N_ALL
+
+
+def test_a_run_whose_folder_another_process_removed_is_a_message_not_a_traceback(ckpt_dir):
+    at = shell().run()
+    at.switch_page("app_pages/1_Train.py").run()
+    train_quick(at)
+    run = current_run(at)
+    assert at.session_state[state.SELECT_KEY] == f"run:{run.id}"
+    shutil.rmtree(run.saved.parent)  # as a CLI on the same workspace pruning old runs once did
+    for path in ("app_pages/2_Latent_space.py", "app_pages/0_Overview.py", "app_pages/1_Train.py"):
+        at.switch_page(path).run()
+        assert not at.exception, path
+        assert any("not in the workspace any more" in m for m in messages(at.sidebar, ("error",))), path
+        assert model_options(at)  # the picker is still there, to pick another model
+    settle(at.sidebar.selectbox(key=state.SELECT_KEY).set_value(DIGITS).run())
+    assert not at.exception and not at.error
 
 
 # ---------------------------------------------------------------- many sessions
@@ -504,15 +521,51 @@ def test_no_page_renders_raw_html():
     assert len(files) >= 15
 
 
+# What users type or upload, and what each would become if read as Markdown by Streamlit
+PAYLOADS = {"link": "[Log in again](http://127.0.0.1:9/login)", "image": "![x](http://127.0.0.1:9/x.png)",
+            "formula": r"$\frac{1}{2}$ $$x^2$$", "html": "<img src=http://127.0.0.1:9/h.png><b>b</b>",
+            "emphasis": "**b** _i_ ~~s~~ `c`", "colour": ":red[big] :violet-badge[x] :small[s]",
+            "icon and emoji": ":material/home: :smile: :+1:", "autolinks": "www.example.com a@b.co ftp://x.org",
+            "entity": "&lt;b&gt;", "block": "# head", "reference": "[x]: http://127.0.0.1:9/ref"}
+_LIVE = re.compile(r"(?<!\\)[\[\]<>$*_`~&]|:[\w+\-/]|://|@\w|www\.", re.IGNORECASE)  # what Markdown would act on
+
+
+def inert(markdown: str) -> bool:
+    """Whether `markdown` has no character or pattern left that Streamlit's Markdown would turn into markup."""
+    return not _LIVE.search(markdown.replace("\\\\", "")) and not re.match(r"\s*([#>+\-]|\d+[.)])", markdown)
+
+
+@pytest.mark.parametrize("kind", PAYLOADS)
+def test_plain_leaves_nothing_markdown_acts_on_and_reads_as_the_text(kind):
+    text = PAYLOADS[kind]
+    assert inert(plain(text)), plain(text)
+    assert unescape(plain(text)) == text  # a reader sees exactly the text
+    assert inert(plain(f"name: {text} and {text}"))
+
+
 def test_plain_escapes_markdown_html_and_directives():
+    j = WORD_JOINER
     assert plain(XSS) == r"\<img src=x onerror=alert(1)\>"
     assert plain("[x](javascript:alert(1)) ![i](http://e/x.png)") == \
-        r"\[x\](javascript:alert(1)) !\[i\](http\://e/x.png)"
+        rf"\[x\](javascript:{j}alert(1)) !\[i\](http:{j}//e/x.png)"
     assert plain(":red[big] $x^2$ **b** _i_ `c` &lt; ~~s~~") == \
-        r":red\[big\] \$x^2\$ \*\*b\*\* \_i\_ \`c\` \&lt; \~\~s\~\~"
+        rf":{j}red\[big\] \$x^2\$ \*\*b\*\* \_i\_ \`c\` \&lt; \~\~s\~\~"
+    assert plain(":material/home: www.x.org a@b.co") == f":{j}material/home: www{j}.x.org a@{j}b.co"
     assert plain("# head") == r"\# head" and plain("1. item") == r"1\. item" and plain("- li") == r"\- li"
     assert plain("two\n\nlines") == "two lines"
     assert plain("digits (8×8).npz") == "digits (8×8).npz"  # ordinary names stay readable
+    assert plain("Note: 10 epochs") == "Note: 10 epochs"
+
+
+@pytest.mark.parametrize("kind", ["link", "image", "formula", "html", "colour", "icon and emoji", "autolinks"])
+def test_a_model_name_in_the_address_is_shown_as_text_only(ckpt_dir, kind):
+    """`?model=` is whatever a link says: the sidebar's "no model called …" warning shows it as text."""
+    at = shell(model=PAYLOADS[kind]).run()
+    assert not at.exception and not at.error
+    (warning,) = at.sidebar.warning
+    assert inert(warning.value), warning.value
+    assert f"no model called “{PAYLOADS[kind]}”" in unescape(warning.value)
+    assert not _raw_html_anywhere(at), _raw_html_anywhere(at)
 
 
 def _raw_html_anywhere(at) -> list[str]:

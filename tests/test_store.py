@@ -211,3 +211,26 @@ def test_data_a_saved_model_was_trained_on_is_never_evicted_and_quotas_hold(ws, 
         stored(ws, 1, "alice")
     stored(ws, 1, "bob")  # a quota is per visitor
     stored(ws, 2, store.SERVER)  # and the CLI (the server's owner) has none
+
+
+def test_a_sweeps_run_is_found_by_sweep_and_run_name_never_by_path(ws, tmp_path):
+    sweep = ws.sweep_path("mine")
+    sweep.mkdir(parents=True)
+    (sweep / "sweep.json").write_text("{}")
+    run = C.save(sweep / "beta1_fb0_wu0.safetensors", _model())
+    (tmp_path / "home" / "outside.safetensors").write_bytes(run.read_bytes())
+    assert ws.find_sweep_run("mine/beta1_fb0_wu0") == ("saved", run)
+    shipped = ROOT / "checkpoints" / "sweeps" / "digits-d16"
+    if (shipped / "beta1_fb0_wu0.safetensors").exists():
+        assert ws.find_sweep_run("digits-d16/beta1_fb0_wu0") == ("shipped", shipped / "beta1_fb0_wu0.safetensors")
+        clash = ws.sweep_path("digits-d16")  # a workspace sweep named like a shipped one: the shipped one is meant
+        clash.mkdir()
+        (clash / "sweep.json").write_text("{}")
+        C.save(clash / "beta1_fb0_wu0.safetensors", _model())
+        assert ws.find_sweep_run("digits-d16/beta1_fb0_wu0")[0] == "shipped"
+    (sweep / "sweep.json").unlink()  # a folder without its manifest is not a sweep
+    assert ws.find_sweep_run("mine/beta1_fb0_wu0") is None
+    (sweep / "sweep.json").write_text("{}")
+    for not_a_name in ("mine/../outside", "../home/outside", "mine/beta1_fb0_wu0.safetensors", "mine", "/mine/x",
+                       "mine/beta1_fb0_wu0/x", "mine/nope", "nope/beta1_fb0_wu0", "mine/.hidden", "", None):
+        assert ws.find_sweep_run(not_a_name) is None

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import base64
+import html
 
 import numpy as np
 import plotly.graph_objects as go
+from plotly.subplots import make_subplots
 
 from .pictures import PALETTE, png_bytes
 
@@ -86,8 +88,7 @@ def latent_scatter(xy: np.ndarray, ids: np.ndarray, *, color: np.ndarray | None 
     if labels is not None:
         lab = np.asarray(labels).astype(int)
         k = int(lab.max()) + 1 if n else 0
-        lookup = np.array([str(class_names[i]) if class_names is not None and i < len(class_names) else str(i)
-                           for i in range(k)], dtype=object)
+        lookup = np.array([class_label(class_names, i) for i in range(k)], dtype=object)
         names = lookup[lab].tolist()
     else:
         names = ["—"] * n
@@ -98,8 +99,7 @@ def latent_scatter(xy: np.ndarray, ids: np.ndarray, *, color: np.ndarray | None 
             k = int(color.max()) + 1 if len(color) else 1
             marker.update(color=color.astype(int), colorscale=_discrete_scale(k), cmin=-0.5, cmax=k - 0.5,
                           colorbar=dict(title="label", tickvals=list(range(k)),
-                                        ticktext=[str(class_names[i]) if class_names is not None and i < len(class_names)
-                                                  else str(i) for i in range(k)]))
+                                        ticktext=[class_label(class_names, i) for i in range(k)]))
         else:
             marker.update(color=color.astype(float), colorscale="Viridis", colorbar=dict(title=color_name))
     hover = ("index %{customdata}<br>label %{text}<br>" + axis_titles[0] + " %{x:.3f}<br>"
@@ -145,20 +145,37 @@ def latent_scatter(xy: np.ndarray, ids: np.ndarray, *, color: np.ndarray | None 
     return layout(fig, title, height)
 
 
-def loss_curves(history: list[dict], height: int = 320) -> go.Figure:
-    """Train/test −ELBO, reconstruction and KL per epoch, nats per image."""
-    fig = go.Figure()
+def loss_curves(history: list[dict], per_dim: bool = False, height: int = 520) -> go.Figure:
+    """Per epoch, in three panels on one epoch axis: train/test −ELBO and reconstruction (nats per image); the rate,
+    KL(q(z|x) ‖ p(z)), on its own axis — a KL of a few nats beside a reconstruction of hundreds would lie flat at
+    zero on theirs — with each dimension's test KL when `per_dim`; and the active units (Burda et al. 2015)."""
+    fig = make_subplots(rows=3, cols=1, shared_xaxes=True, vertical_spacing=0.06, row_heights=[0.42, 0.38, 0.2])
     epochs = [r["epoch"] for r in history]
     colours = {"elbo": PALETTE[0], "recon": PALETTE[2], "kl": PALETTE[3]}
-    for part in ("elbo", "recon", "kl"):
-        for split, dash in (("test", "solid"), ("train", "dot")):
-            key = f"{split}_{part}"
-            if history and key in history[0]:
-                fig.add_trace(go.Scatter(x=epochs, y=[r[key] for r in history], mode="lines+markers",
-                                         name=f"{split} {CURVE_LABELS[part]}",
-                                         line=dict(color=colours[part], dash=dash)))
-    fig.update_xaxes(title="epoch", tickformat="d", dtick=max(1, len(epochs) // 10))
-    fig.update_yaxes(title="nats per image")
+    for row, parts in ((1, ("elbo", "recon")), (2, ("kl",))):
+        for part in parts:
+            for split, dash in (("test", "solid"), ("train", "dot")):
+                key = f"{split}_{part}"
+                if history and key in history[0]:
+                    fig.add_trace(go.Scatter(x=epochs, y=[r[key] for r in history], mode="lines+markers",
+                                             name=f"{split} {CURVE_LABELS[part]}",
+                                             line=dict(color=colours[part], dash=dash)), row=row, col=1)
+    if per_dim and history and "kl_per_dim" in history[0]:
+        kl = np.array([r["kl_per_dim"] for r in history], float)  # (epochs, d)
+        for j in range(kl.shape[1]):
+            fig.add_trace(go.Scatter(x=epochs, y=kl[:, j], mode="lines", name="KL of each dimension", legendgroup="dims",
+                                     showlegend=j == 0, line=dict(width=1, color="rgba(120,120,120,0.6)"),
+                                     hovertemplate=f"z{j}, epoch %{{x}}: %{{y:.3f}} nats<extra></extra>"),
+                          row=2, col=1)
+    if history and "active_units" in history[0]:
+        fig.add_trace(go.Scatter(x=epochs, y=[r["active_units"] for r in history], mode="lines+markers",
+                                 name="active units", line=dict(color=PALETTE[4], shape="hv")), row=3, col=1)
+        n_dims = len(history[0].get("kl_per_dim") or ()) or max(r["active_units"] for r in history)
+        fig.update_yaxes(range=[-0.3, n_dims + 0.3], tickformat="d", row=3, col=1)
+    fig.update_xaxes(title="epoch", tickformat="d", dtick=max(1, len(epochs) // 10), row=3, col=1)
+    fig.update_yaxes(title="−ELBO, recon. [nats]", row=1, col=1)
+    fig.update_yaxes(title="KL [nats]", rangemode="tozero", row=2, col=1)
+    fig.update_yaxes(title="active units", row=3, col=1)
     return layout(fig, None, height)
 
 
@@ -259,12 +276,23 @@ def overlaid_histograms(sets: dict[str, np.ndarray], name: str, bins: int = 60, 
     return fig
 
 
+def chart_text(text) -> str:
+    """A user's string (a class name) as Plotly text: its pseudo-HTML (`<a href>`, `<b>`, `<br>`) shown as written,
+    never acted on."""
+    return html.escape(str(text), quote=False)
+
+
+def class_label(class_names, i: int) -> str:
+    """Class `i`'s name for a chart (its number when the data names none)."""
+    return chart_text(class_names[i]) if class_names is not None and i < len(class_names) else str(i)
+
+
 def count_bars(counts: list[tuple[str, int]], top: int = 12) -> go.Figure:
     """A selection's images per class (the `top` most, then the rest as one bar), as horizontal bars."""
     shown = counts[:top]
     if len(counts) > top:
         shown = shown + [(f"{len(counts) - top} more classes", sum(c for _, c in counts[top:]))]
-    names = [name for name, _ in shown][::-1]
+    names = [chart_text(name) for name, _ in shown][::-1]
     values = [c for _, c in shown][::-1]
     fig = go.Figure(go.Bar(x=values, y=names, orientation="h", marker_color=PALETTE[0], text=values,
                            textposition="auto", hovertemplate="%{y}: %{x}<extra></extra>"))

@@ -440,6 +440,22 @@ class Workspace:
                     return kind, path
         return None
 
+    def find_sweep_run(self, name: str) -> tuple[str, Path] | None:
+        """("shipped" | "saved", checkpoint) of the run called `SWEEP/RUN` (a sweep's folder name and a run's file
+        stem, each a safe name, never a path), shipped sweeps first, or None."""
+        parts = name.split("/") if isinstance(name, str) else []
+        try:
+            if len(parts) != 2 or any(ckpt_io.safe_name(p) != p for p in parts):
+                return None
+        except ckpt_io.CheckpointError:
+            return None
+        sweep, run = parts
+        for kind, root in (("shipped", shipped_sweeps_dir()), ("saved", self.sweeps_dir)):
+            path = root / sweep / f"{run}{ckpt_io.SUFFIX}"
+            if root / sweep in _sweep_folders(root) and path.is_file():
+                return kind, path
+        return None
+
 
 def _checkpoint_files(folder: Path) -> list[Path]:
     if not folder.is_dir():
@@ -456,8 +472,13 @@ def shipped_models() -> list[Path]:
     return _checkpoint_files(locations.CHECKPOINT_DIR)
 
 
+def shipped_sweeps_dir() -> Path:
+    """The sweeps shipped in the source tree's checkpoints/ (read-only), read at call time."""
+    return locations.CHECKPOINT_DIR / "sweeps"
+
+
 def shipped_sweeps() -> list[Path]:
-    return _sweep_folders(locations.CHECKPOINT_DIR / "sweeps")
+    return _sweep_folders(shipped_sweeps_dir())
 
 
 # ---------------------------------------------------------------- datasets on the device, shared by the process

@@ -25,7 +25,7 @@ import numpy as np
 import pytest
 from sklearn.datasets import load_digits
 
-from apphelp import colour_shapes_zip  # (tests/ is on the path: it holds conftest.py)
+from apphelp import colour_shapes_zip, mnist_like  # (tests/ is on the path: it holds conftest.py)
 from vae_core import checkpoint as C
 from vae_core import store
 from vae_core.data import load_dataset
@@ -398,16 +398,35 @@ def test_the_ppca_panel_fits_the_linear_vae_exactly(browser, server):
 
 # ---------------------------------------------------------------- work outlives the page
 
-def start_training(pg, epochs: int) -> None:
-    """On the Train page: the quick recipe with `epochs` epochs, then Train; returns once the page shows the run
-    (running, or already done: a short one can end before its first progress bar is drawn)."""
+def start_training(pg, epochs: int, beta: float = 1.0) -> None:
+    """On the Train page: the quick recipe with `epochs` epochs (and β = `beta`), then Train; returns once the page
+    shows the run (running, or already done: a short one can end before its first progress bar is drawn)."""
     choose(pg, "Recipe", "quick test")
     expect(pg.get_by_label("Epochs", exact=True)).to_have_value("2")
     set_number(pg, "Epochs", epochs)
+    if beta != 1.0:
+        set_number(pg, "β (KL weight)", beta)
     expect(pg.get_by_text("Estimated time on this machine").first).to_be_visible()
     settled(pg)
     pg.get_by_role("button", name="Train", exact=True).click()
-    expect(pg.get_by_text(re.compile(rf"β=1 · {epochs} epochs")).first).to_be_visible()
+    expect(pg.get_by_text(re.compile(rf"β={beta:g} · {epochs} epochs")).first).to_be_visible()
+
+
+def test_a_beta_4_run_ends_with_a_collapse_notice_and_its_kl_on_its_own_panel(browser, server):
+    pg = visit(browser, server, "train?model=digits-2d", "Train a VAE")
+    start_training(pg, 20, beta=4)
+    expect(pg.get_by_text("Training finished: 20 epochs").first).to_be_visible(timeout=180_000)
+    notice = pg.locator('[data-testid="stAlert"]', has_text="Every latent dimension collapsed (2 of 2)")
+    expect(notice.first).to_be_visible()
+    expect(notice.first).to_contain_text("β = 4 > 1 trades rate away by design")
+    expect(pg.get_by_role("button", name="Free bits λ = 0.5 and 35 epochs", exact=True)).to_be_visible()
+    pg.get_by_text("KL of each latent dimension").first.click()  # the toggle: each dimension's KL under the total
+    expect(pg.locator('[data-testid="stPlotlyChart"]').first.locator("text=KL of each dimension").first
+           ).to_be_attached()
+    settled(pg)
+    no_exception(pg)
+    shot(pg, "train_collapse_notice")
+    pg.context.close()
 
 
 def test_training_goes_on_while_the_user_visits_two_other_pages(browser, server):
@@ -612,6 +631,46 @@ def test_anomalies_new_data_scores_an_upload_against_the_test_set(browser, serve
     settled(pg)
     no_exception(pg)
     shot(pg, "anomalies_new_data")
+    pg.context.close()
+
+
+NALISNICK_RUN = "fashion-every-cure-d16/beta1_fb0_wu0"  # a sweep's run: the 16-D Fashion-MNIST model at β = 1
+
+
+@pytest.mark.skipif(not (FASHION and (ROOT / "checkpoints" / "sweeps" / f"{NALISNICK_RUN}.safetensors").exists()),
+                    reason="needs Fashion-MNIST (apt install dataset-fashion-mnist) and the shipped sweeps")
+def test_a_sweep_run_opened_by_its_address_finds_mnist_like_digits_more_likely(browser, server):
+    """A fresh context opens the Anomalies page at ?model=SWEEP/RUN (the 16-D Fashion-MNIST run) and scores
+    MNIST-like digits against its test set: raw −ELBO below chance (Nalisnick et al. 2019), corrected well above."""
+    buf = io.BytesIO()
+    np.savez_compressed(buf, x=mnist_like())
+    pg = visit(browser, server, f"anomalies?model={NALISNICK_RUN}", "Anomalies")
+    no_exception(pg)
+    sidebar = pg.locator('[data-testid="stSidebar"]')
+    expect(sidebar.get_by_role("combobox", name="Model")).to_have_value(f"sweep · {NALISNICK_RUN}")
+    expect(sidebar.get_by_text("Active latent units: 16 of 16")).to_be_visible()
+    option = pg.locator('[role="option"]', has_text="upload a file")
+    until(lambda: pg.get_by_role("combobox", name="Second dataset").click(),
+          lambda: expect(option.first).to_be_visible(timeout=10_000))
+    pg.keyboard.type("upload a file")
+    pg.keyboard.press("Enter")
+    uploader = pg.locator('[data-testid="stMain"] [data-testid="stFileUploader"]', has_text="Images of grey 28×28")
+    uploader.locator('input[type="file"]').set_input_files(
+        {"name": "mnist-like-digits.npz", "mimeType": "application/octet-stream", "buffer": buf.getvalue()})
+    raw = pg.locator('[data-testid="stMetric"]', has_text="New vs. test AUROC · raw −ELBO")
+    start = pg.get_by_role("button", name="Score the new images")
+    expect(raw.or_(start).first).to_be_visible()
+    if start.is_visible():
+        start.click()
+    expect(raw).to_be_visible(timeout=120_000)
+    corrected = pg.locator('[data-testid="stMetric"]', has_text="New vs. test AUROC · corrected −ELBO − L(x)")
+    assert float(raw.locator('[data-testid="stMetricValue"]').inner_text()) < 0.45
+    assert float(corrected.locator('[data-testid="stMetricValue"]').inner_text()) > 0.8
+    expect(pg.get_by_text("HIGHER likelihood").first).to_be_visible()  # the page says why, and what corrects it
+    assert f"model={NALISNICK_RUN}" in pg.url.replace("%2F", "/")
+    settled(pg)
+    no_exception(pg)
+    shot(pg, "anomalies_sweep_run_nalisnick")
     pg.context.close()
 
 

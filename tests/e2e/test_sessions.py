@@ -1,16 +1,18 @@
 """End to end, several browser sessions on one server: a run started in one browser context never shows up in
-another's model list (but stays in its own across reloads), and a file name holding HTML is shown as text (no
-element, no script). Uses the server fixture of test_browser.py (its own server for this module).
+another's model list (but stays in its own across reloads and browser restarts), and a file name holding HTML
+or an address holding Markdown is shown as text (no element, no script, no request). Uses the server fixture of test_browser.py (its own server for this module).
 """
 from __future__ import annotations
 
 import io
 import re
 import time
+from urllib.parse import quote
 
 import numpy as np
 
 from test_browser import browser, choose, server, settled, shot, start_training  # noqa: F401
+from vae_core.ui.text import WORD_JOINER
 
 try:
     from playwright.sync_api import expect
@@ -21,9 +23,10 @@ XSS = "<img src=x onerror=alert(1)>"
 DIALOGS: list[str] = []  # alert()/confirm() messages seen by any page of this module
 
 
-def open_session(browser, server, path: str = "train"):
-    """A new browser context (its own cookies and websocket: its own Streamlit session) on `path`."""
-    context = browser.new_context(viewport={"width": 1400, "height": 1000})
+def open_session(browser, server, path: str = "train", storage_state=None):
+    """A new browser context (its own cookies and websocket: its own Streamlit session) on `path`; given a
+    `storage_state`, with those cookies."""
+    context = browser.new_context(viewport={"width": 1400, "height": 1000}, storage_state=storage_state)
     page = context.new_page()
     page.set_default_timeout(60_000)
     page.on("dialog", lambda d: (DIALOGS.append(d.message), d.dismiss()))
@@ -107,6 +110,52 @@ def test_an_uploaded_file_name_with_html_is_shown_as_text(browser, server):
         assert DIALOGS == []  # and no script ran
     finally:
         ctx.close()
+
+
+def test_markdown_in_the_address_is_shown_as_text_and_fetches_nothing(browser, server):
+    payloads = ["[Log in again](http://127.0.0.1:9/login)", "![x](http://127.0.0.1:9/x.png)",
+                "<img src=http://127.0.0.1:9/h.png>", r"$\frac{1}{2}$ :red[big] :material/home:"]
+    ctx, page = open_session(browser, server)
+    requested = []
+    ctx.on("request", lambda r: requested.append(r.url))
+    try:
+        for payload in payloads:
+            page.goto(f"{server}/train?model={quote(payload, safe='')}")
+            warning = page.locator('[data-testid="stSidebar"] [data-testid="stAlert"]').first
+            expect(warning).to_contain_text("There is no model called", timeout=120_000)
+            settled(page)
+            no_exception(page)
+            assert f"no model called “{payload}”" in warning.inner_text().replace(WORD_JOINER, "")  # as typed
+            assert warning.locator("a, img, .katex, span[role=img], [class*=Colored]").count() == 0, warning.inner_html()
+            assert page.locator('a[href*="127.0.0.1:9"], img[src*="127.0.0.1:9"]').count() == 0
+        assert not [u for u in requested if "127.0.0.1:9" in u], requested  # the browser fetched nothing
+        assert DIALOGS == []
+    finally:
+        ctx.close()
+
+
+def test_a_browsers_runs_stay_listed_after_it_restarts(browser, server):
+    ctx, page = open_session(browser, server)
+    try:
+        train_quick(page)
+        mine = [m for m in sidebar_models(page) if m.startswith("run")]
+        assert len(mine) == 1
+        saved = ctx.storage_state()
+    finally:
+        ctx.close()
+    (cookie,) = [c for c in saved["cookies"] if c["name"] == "vae_browser"]
+    assert cookie["httpOnly"] and cookie["sameSite"] == "Lax" and re.fullmatch(r"[0-9a-f]{32}", cookie["value"])
+    assert 364 * 86400 < cookie["expires"] - time.time() <= 365 * 86400
+    # a browser restart keeps persistent cookies and drops session cookies (Streamlit's own XSRF cookie)
+    restarted = {**saved, "cookies": [c for c in saved["cookies"] if c["expires"] > 0]}
+    assert {c["name"] for c in saved["cookies"]} - {c["name"] for c in restarted["cookies"]} == {"_streamlit_xsrf"}
+    for state, expected in ((restarted, mine), (None, [])):  # the same browser, then another one
+        ctx, page = open_session(browser, server, storage_state=state)
+        try:
+            assert [m for m in sidebar_models(page) if m.startswith("run")] == expected
+            no_exception(page)
+        finally:
+            ctx.close()
 
 
 def test_a_second_user_waits_in_line_and_is_told_when_their_run_should_start(browser, server):

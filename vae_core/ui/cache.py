@@ -64,12 +64,6 @@ def builtin_available() -> dict[str, bool]:
 
 
 @st.cache_resource(show_spinner=False, max_entries=256)
-def parameter_count(cfg) -> int:
-    """The number of weights of VAE(cfg), counted on the meta device (nothing is allocated)."""
-    with torch.device("meta"):
-        return sum(p.numel() for p in VAE(cfg).parameters())
-
-
 @st.cache_resource(show_spinner="Timing a few training steps…", max_entries=64)
 def run_estimate(spec: RunSpec) -> Estimate:
     """How long `spec` will take here, measured from a probe (`estimates.run_seconds`); cached per spec."""

@@ -6,6 +6,8 @@ the time left and a Cancel button, redrawn every second by a fragment that rerun
 from __future__ import annotations
 
 import hashlib
+import threading
+from collections import OrderedDict
 from typing import Callable
 
 import numpy as np
@@ -18,6 +20,7 @@ from ..executors import LocalExecutor
 from ..jobs import CANCELLED, FAILED, QUEUED, Cancelled, Job, JobBoard, format_duration, progress_text
 from ..metrics import iwae_nll
 from ..runs import Run, RunService, default_service
+from .text import plain
 
 POLL_SECONDS = 1.0
 
@@ -41,10 +44,10 @@ def board() -> JobBoard:
 
 def _bar(job: Job, label: str) -> None:
     if job.status == QUEUED:
-        st.progress(0.0, text=f"{label} — {progress_text(job)}")
+        st.progress(0.0, text=f"{plain(label)} — {progress_text(job)}")
     else:
-        detail = f" · {job.message}" if job.message else ""
-        st.progress(job.fraction, text=f"{label}{detail} — {progress_text(job)}")
+        detail = f" · {plain(job.message)}" if job.message else ""
+        st.progress(job.fraction, text=f"{plain(label)}{detail} — {progress_text(job)}")
 
 
 @st.fragment(run_every=POLL_SECONDS)
@@ -61,10 +64,10 @@ def follow(job: Job, label: str, cancel_label: str = "Cancel"):
     """The job's result once it is done; until then a live progress bar with a Cancel button, and None.
     A failed job shows its error and a cancelled one says so (None); asking again starts it afresh."""
     if job.status == FAILED:
-        st.error(f"{label} failed: {job.error}")
+        st.error(f"{plain(label)} failed: {plain(job.error)}")
         return None
     if job.status == CANCELLED:
-        st.info(f"{label} was cancelled.")
+        st.info(f"{plain(label)} was cancelled.")
         return None
     if job.done:
         return job.result
@@ -86,7 +89,7 @@ def follow_or_offer(started: Job | None, estimate: Callable[[], float], start: C
     seconds = estimate()
     if started is None and seconds < AUTOSTART_S:
         return follow(start(seconds), label)
-    st.caption(f"{label}: about **{format_duration(seconds)}** on this machine (timed on a few images); it runs on "
+    st.caption(f"{plain(label)}: about **{format_duration(seconds)}** on this machine (timed on a few images); it runs on "
                "the server, with a Cancel button.")
     if st.button(f"{button} (about {format_duration(seconds)})", key=key, icon=":material/play_arrow:",
                  type="primary"):
@@ -124,19 +127,44 @@ def _run_status(run: Run, svc: RunService) -> None:
     _bar(run, "training" if run.fraction < 0.9 or not run.spec.lab_metrics else "evaluating")
 
 
+_DRAWN: OrderedDict[tuple, object] = OrderedDict()  # (run id, epochs, part) → what its live panel shows
+_DRAWN_LOCK = threading.Lock()
+DRAWN_KEPT = 64
+
+
+def drawn(key: tuple, make: Callable[[], object]):
+    """What a run's live panel shows after a number of epochs (its curves, its decoder preview), made once for every
+    tab that watches it. A watching tab redraws each second, and building a Plotly figure takes ~60 ms of Python:
+    twenty tabs doing it would hold the GIL the server answers with; re-sending a built one costs ~2 ms."""
+    with _DRAWN_LOCK:
+        if key in _DRAWN:
+            _DRAWN.move_to_end(key)
+            return _DRAWN[key]
+    value = make()
+    with _DRAWN_LOCK:
+        _DRAWN[key] = value
+        while len(_DRAWN) > DRAWN_KEPT:
+            _DRAWN.popitem(last=False)
+    return value
+
+
 def run_live(run: Run, svc: RunService, show_preview: bool = True) -> None:
-    """The body of a run's panel: progress while it goes, the latest curves and the decoder preview."""
+    """The body of a run's panel: progress while it goes, the latest curves and the decoder preview (both made once
+    per epoch, `drawn`)."""
     if not run.done:
         _run_status(run, svc)
-    hist = run.history
+    hist, preview = run.history, run.preview  # read once: the run's thread replaces them after each epoch
     if hist:
         left, right = st.columns([3, 2])
         with left:
-            st.plotly_chart(plots.loss_curves(hist), key=f"run_curves_{run.id}")
-        preview = run.preview
+            per_dim = st.toggle("KL of each latent dimension", key="run_kl_per_dim",
+                                help="Draw every dimension's test KL under the total: a collapsing dimension falls "
+                                     "to 0 and stays there.")
+            st.plotly_chart(drawn((run.id, len(hist), "curves", per_dim), lambda: plots.loss_curves(hist, per_dim)),
+                            key=f"run_curves_{run.id}")
         if show_preview and preview is not None:
             scale = pictures.display_scale(preview.shape[-1], 28)
-            right.image(pictures.to_uint8(pictures.tile(preview), scale), output_format="PNG",
+            right.image(drawn((run.id, len(hist), "preview"), lambda: pictures.png_bytes(pictures.tile(preview), scale)),
                         caption=f"decoder over z0, z1 after epoch {hist[-1]['epoch']} (prior quantiles)")
 
 
@@ -167,7 +195,7 @@ def watch_sweep(name: str, runs: list[Run], svc: RunService) -> None:
         left = ((current.eta() or 0.0) if current else 0.0) + per_run * len(waiting)
     fraction = (len(done) + (current.fraction if current else 0.0)) / len(runs)
     elapsed = sum(r.elapsed for r in runs)
-    text = f"sweep {name}: {len(done)} of {len(runs)} runs done · elapsed {format_duration(elapsed)}"
+    text = f"sweep {plain(name)}: {len(done)} of {len(runs)} runs done · elapsed {format_duration(elapsed)}"
     if left is not None:
         text += f" · about {format_duration(left)} left"
     c1, c2 = st.columns([6, 1], vertical_alignment="bottom")
@@ -249,16 +277,17 @@ def view_started(am, view: latent_map.View) -> Job | None:
     return board().get(("view", am.key, view))
 
 
-def register_job(blob: bytes, name: str, image_size: int | None = None) -> Job:
+def register_job(blob: bytes, name: str, image_size: int | None, owner: str) -> Job:
     """An uploaded file stored in the workspace (`store.Workspace.register`: a .zip of images is decoded in
-    parallel, with progress and a Cancel that leaves nothing behind), as a job keyed by its content and the size
-    asked for; its result is the stored dataset's record."""
+    parallel, with progress and a Cancel that leaves nothing behind) for `owner`, as a job keyed by its
+    content, the size asked for and the owner; its result is the stored dataset's record."""
     ws = store.Workspace()
 
     def work(job: Job):
-        return ws.register(blob, name, image_size=image_size, progress=lambda f, message: job.report(f, message))
+        return ws.register(blob, name, image_size=image_size, progress=lambda f, message: job.report(f, message),
+                           owner=owner)
 
-    key = ("register", str(ws.root), hashlib.sha256(blob).hexdigest(), image_size)
+    key = ("register", str(ws.root), hashlib.sha256(blob).hexdigest(), image_size, owner)
     return board().submit(key, work, f"Storing {name}")
 
 

@@ -2,8 +2,9 @@
 the `?model=` address that names it), the data each model needs, and form values that outlive a page switch.
 
 Models have ids by where they come from: `shipped:NAME` (the source tree's checkpoints/), `saved:NAME` (the
-workspace's models/), `run:ID` (a recorded run) and `uploaded:DIGEST` (a checkpoint uploaded in this session).
-A shipped or saved model's NAME, or a run's ID, is what `?model=` holds; it is a name, never a path.
+workspace's models/), `run:ID` (a recorded run), `sweep:SWEEP/RUN` (a run of a collapse-lab sweep, shipped or in
+the workspace) and `uploaded:DIGEST` (a checkpoint uploaded in this session). A shipped or saved model's NAME, a
+run's ID, or SWEEP/RUN is what `?model=` holds; it is made of names, never a path.
 """
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ from pathlib import Path
 import streamlit as st
 
 from .. import checkpoint as ckpt_io
-from .. import locations
+from .. import identity, locations
 from .. import store
 from ..data import BUILTIN, DataError, Dataset
 from ..jobs import format_duration
@@ -28,6 +29,7 @@ SELECT_KEY = "vae_model_select"  # the sidebar's selectbox: the active model id
 PENDING_KEY = "vae_pending_active"  # a model id to activate on the next run (after training or an upload)
 UPLOADED_KEY = "vae_uploaded_models"  # {model id: UploadedModel}: checkpoints uploaded in this session
 LINKED_KEY = "vae_linked_runs"  # run ids opened through a link in this session (not this browser's own)
+SWEEP_RUNS_KEY = "vae_sweep_runs"  # sweep run ids (`sweep:SWEEP/RUN`) opened in this session, from the lab or a link
 URL_SEEN_KEY = "vae_url_model"  # the ?model= value last applied or written, so our own writes are not news
 URL_ERROR_KEY = "vae_url_error"
 LEGACY_DATA_KEY = "vae_legacy_data"  # {model key: dataset hash} attached by upload to pre-workspace checkpoints
@@ -41,28 +43,34 @@ DATASET_LABELS = {"digits": "digits (8×8, offline)", "mnist": "MNIST", "fashion
 
 def browser_id() -> str:
     """A stable, anonymous id of this browser: runs are listed for the browser that started them, across page
-    switches and reloads. Derived (one-way) from the XSRF cookie Streamlit keeps per browser, whose token stays
-    the same while its mask changes on every page load; without it (tests), the Streamlit session's id."""
+    switches, reloads and browser restarts. Derived (one-way) from the app's own year-long cookie
+    (`identity.COOKIE`, set by serve.py's server); without it (`streamlit run streamlit_app.py`), from Streamlit's
+    XSRF cookie, which lasts as long as the browser session; without either (tests), this session's alone."""
     cached = st.session_state.get(BROWSER_KEY)
     if cached:
         return cached
-    token = ""
     try:
-        cookie = st.context.cookies.get("_streamlit_xsrf", "")
-        cookie = cookie if isinstance(cookie, str) else ""
-        parts = cookie.split("|")
-        if len(parts) == 4 and parts[0] == "2":  # tornado's v2 format: 2|mask|masked token|timestamp
-            mask, masked = binascii.a2b_hex(parts[1]), binascii.a2b_hex(parts[2])
-            token = bytes(b ^ mask[i % 4] for i, b in enumerate(masked)).hex()
-        else:
-            token = cookie
-    except (AttributeError, ValueError, binascii.Error):
-        token = ""
-    if not token:  # no cookie (XSRF protection off, or a test harness): this session alone
-        token = secrets.token_hex(16)
+        cookies = st.context.cookies
+    except AttributeError:
+        cookies = {}
+    token = identity.token(cookies) or _xsrf_token(cookies) or secrets.token_hex(16)
     ident = hashlib.sha256(f"vae-browser:{token}".encode()).hexdigest()[:16]
     st.session_state[BROWSER_KEY] = ident
     return ident
+
+
+def _xsrf_token(cookies) -> str:
+    """The token of Streamlit's XSRF cookie, which stays the same while its mask changes on every page load."""
+    cookie = cookies.get("_streamlit_xsrf", "")
+    cookie = cookie if isinstance(cookie, str) else ""
+    parts = cookie.split("|")
+    if len(parts) != 4 or parts[0] != "2":  # tornado's v2 format: 2|mask|masked token|timestamp
+        return cookie
+    try:
+        mask, masked = binascii.a2b_hex(parts[1]), binascii.a2b_hex(parts[2])
+    except (ValueError, binascii.Error):
+        return ""
+    return bytes(b ^ mask[i % 4] for i, b in enumerate(masked)).hex() if len(mask) == 4 else ""
 
 
 # ---------------------------------------------------------------- models to choose from
@@ -78,21 +86,24 @@ def uploaded_models() -> dict[str, UploadedModel]:
     return st.session_state.setdefault(UPLOADED_KEY, {})
 
 
-def _run_label(run) -> str:
+def run_label(run) -> str:
     when = "" if run.finished is None else f", {format_duration(run.elapsed)}"
     return f"run · {run.label} ({run.status}{when})"
 
 
 def model_options() -> dict[str, str]:
     """{model id: label} for the selector: shipped, saved in the workspace, this browser's runs (those that
-    kept a model), runs opened by a link, checkpoints uploaded in this session."""
+    kept a model), runs opened by a link, the sweep runs opened in this session (not every run of every sweep:
+    they are many), checkpoints uploaded in this session."""
     options = {f"shipped:{p.stem}": f"shipped · {p.stem}" for p in store.shipped_models()}
     options.update({f"saved:{p.stem}": f"saved · {p.stem}" for p in store.Workspace().list_models()})
     mine = service().runs(owner=browser_id())
     linked = [service().get(i) for i in st.session_state.get(LINKED_KEY, [])]
     for run in mine + [r for r in linked if r is not None and r not in mine]:
         if run.saved is not None:
-            options[f"run:{run.id}"] = _run_label(run)
+            options[f"run:{run.id}"] = run_label(run)
+    options.update({mid: f"sweep · {mid[6:]}" for mid in st.session_state.get(SWEEP_RUNS_KEY, [])
+                    if model_file(mid) is not None})
     options.update({mid: f"uploaded · {m.label}" for mid, m in uploaded_models().items()})
     return options
 
@@ -104,7 +115,9 @@ def default_model_id() -> str | None:
 
 
 def resolve_name(name: str) -> str | None:
-    """The model id a `?model=` value names: a shipped or saved model's name, or a run's id."""
+    """The model id a `?model=` value names: a shipped or saved model's name, a run's id, or SWEEP/RUN."""
+    if store.Workspace().find_sweep_run(name) is not None:
+        return f"sweep:{name}"
     found = store.Workspace().find_model(name)
     if found is not None:
         kind, path = found
@@ -132,11 +145,24 @@ def apply_url() -> None:
     mid = resolve_name(name)
     if mid is None:
         st.session_state[URL_ERROR_KEY] = (f"There is no model called “{name}” on this server (a shipped or saved "
-                                           "model's name, or a run's id); showing the default model instead.")
+                                           "model's name, a run's id, or a sweep's run as SWEEP/RUN); showing the "
+                                           "default model instead.")
         return
     st.session_state.pop(URL_ERROR_KEY, None)
     if mid.startswith("run:") and mid[4:] not in [r.id for r in service().runs(owner=browser_id())]:
         st.session_state.setdefault(LINKED_KEY, []).append(mid[4:])
+    if mid.startswith("sweep:"):
+        open_sweep_run(mid)
+    else:
+        st.session_state[PENDING_KEY] = mid
+
+
+def open_sweep_run(mid: str) -> None:
+    """Make the sweep run `mid` (`sweep:SWEEP/RUN`) the active model from the next run of the page on, and list it
+    in the selector for the rest of the session."""
+    opened = st.session_state.setdefault(SWEEP_RUNS_KEY, [])
+    if mid not in opened:
+        opened.append(mid)
     st.session_state[PENDING_KEY] = mid
 
 
@@ -170,7 +196,7 @@ class ActiveModel:
     id: str  # what the selectbox holds
     key: str  # changes whenever the weights may change: keys every per-model cache
     label: str
-    source: str  # shipped | saved | run | uploaded
+    source: str  # shipped | saved | run | sweep | uploaded
     ckpt: ckpt_io.Checkpoint
     data: Dataset | None
     missing: MissingData | None
@@ -263,8 +289,12 @@ def active() -> ActiveModel | None:
 
 
 def model_file(mid: str) -> tuple[Path, str] | None:
-    """(checkpoint path, label) of a shipped or saved model or a run; None for an upload (held in the session)."""
+    """(checkpoint path, label) of a shipped or saved model, a run or a sweep's run; None for an upload (held in the
+    session) or a sweep run that is not there."""
     kind, ident = mid.split(":", 1)
+    if kind == "sweep":
+        found = store.Workspace().find_sweep_run(ident)
+        return None if found is None else (found[1], ident)
     if kind == "run":
         run = service().get(ident)
         return (run.saved, run.label) if run is not None and run.saved is not None else None
@@ -286,7 +316,11 @@ def open_model(mid: str) -> ActiveModel:
         if found is None:
             raise ckpt_io.CheckpointError(f"model {mid} is not there any more")
         path, label = found
-        mtime = path.stat().st_mtime_ns
+        try:
+            mtime = path.stat().st_mtime_ns
+        except OSError:  # e.g. a run folder another process on this workspace removed
+            raise ckpt_io.CheckpointError(f"the file of {label} is not in the workspace any more ({path.name} was "
+                                          "removed)") from None
         ckpt = cache.load_checkpoint_file(str(path), mtime)
         key, digest = f"{mid}:{mtime}", cache.file_digest(str(path), mtime)
     data, missing = data_for(ckpt, key)

@@ -13,14 +13,12 @@ from streamlit.errors import StreamlitPageNotFoundError
 from .. import checkpoint as ckpt_io
 from .. import replay, store
 from ..config import ConfigError
-from ..data import DataError, load_array_file
+from ..data import BUILTIN, DataError, Dataset, load_array_file
 from ..executors import ExecutorError
-from . import cache, first_paint, state
+from ..jobs import DONE, FAILED
+from . import cache, first_paint, jobs, state
 from .jobs import service
 from .text import plain, sentence
-
-MAX_PARAMETERS = 100_000_000  # weights of a model trained from the browser (400 MB, ×4 with gradients and Adam)
-
 
 @contextlib.contextmanager
 def guard(what: str):
@@ -34,6 +32,9 @@ def guard(what: str):
         st.error(f"Could not {what}: {plain(sentence(err))} Change the settings above and try again.")
     except MemoryError:
         st.error(f"Could not {what}: out of memory. Use fewer points, a smaller grid or a smaller model.")
+    except OSError as err:  # a full or read-only disk: nothing was half-written (every write is atomic)
+        st.error(f"Could not {what}: the server cannot write its files ({plain(err.strerror or err)}). Nothing was "
+                 "changed; tell the server's owner (the disk may be full or read-only).")
     except Exception as err:  # noqa: BLE001 — the page must never show a traceback
         st.error(f"Could not {what} ({type(err).__name__}: {plain(err)}). Reload the page; if it happens again, "
                  "pick another model in the sidebar or retrain it.")
@@ -59,6 +60,104 @@ def file_upload(container, label: str, key: str, **kwargs):
     machinery before any of our code runs — a traceback instead of a message. The label names the accepted
     types; the library checks every file's name and content and says what is wrong."""
     return container.file_uploader(label, key=key, **kwargs)
+
+
+# ---------------------------------------------------------------- a dataset to train on
+
+def dataset_options() -> dict[str, str]:
+    """{choice: label}: the built-in datasets, the users' datasets stored in the workspace, an upload."""
+    avail = cache.builtin_available()
+    options = {}
+    for name in BUILTIN:
+        label = state.DATASET_LABELS[name]
+        options[name] = label if avail.get(name) else f"{label} (not found locally: needs a download)"
+    for d in store.Workspace().list_datasets():
+        shape = "×".join(map(str, d.image_shape))
+        options[f"file:{d.hash}"] = f"file · {d.file_name} ({d.n_images:,} images of {shape}, {d.short})"
+    options["upload"] = "upload a file (.zip of images, .npz, .npy or .csv)…"
+    return options
+
+
+def _store_upload(prefix: str) -> None:
+    """Store an uploaded data file in the workspace by content hash, as a job (a .zip of many images takes a
+    while): the picker follows it, and selects the dataset once it is stored."""
+    up = st.session_state.get(f"{prefix}_upload")
+    if up is None:
+        return
+    size = int(st.session_state.get(f"{prefix}_image_size") or 0) or None
+    st.session_state.pop(f"{prefix}_upload_error", None)
+    st.session_state[f"{prefix}_register"] = (jobs.register_job(up.getvalue(), up.name, size, state.browser_id()).key,
+                                              up.name)
+
+
+def _stored_upload(prefix: str) -> None:
+    """The upload being stored (before the dataset selector is drawn): once stored, select it; if it failed, say
+    why (the upload's fault, in its words)."""
+    key, name = st.session_state.get(f"{prefix}_register") or (None, None)
+    job = jobs.board().get(key) if key else None
+    if job is None or not job.done:
+        return
+    st.session_state.pop(f"{prefix}_register")
+    if job.status == DONE:
+        st.session_state[f"{prefix}_dataset"] = f"file:{job.result.hash}"
+    elif job.status == FAILED:
+        st.session_state[f"{prefix}_upload_error"] = f"{name} cannot be used: {job.error}"
+
+
+def dataset_picker(prefix: str, pick_in, detail_in) -> tuple[str, store.DataRef | None, Dataset | None]:
+    """The Train page's and the lab's choice of data: a built-in dataset (downloaded when allowed), one stored in
+    the workspace, or a file uploaded (checked and stored there by content hash, in the background), selector in
+    `pick_in`, the rest in `detail_in`. Widget keys start with `prefix`. Returns (choice, its DataRef, the loaded
+    dataset); the last two are None while there is none."""
+    _stored_upload(prefix)
+    avail = cache.builtin_available()
+    options = dataset_options()
+    if st.session_state.get(f"{prefix}_dataset") not in options:
+        st.session_state[f"{prefix}_dataset"] = "digits"
+    choice = pick_in.selectbox("Dataset", list(options), format_func=options.get, key=f"{prefix}_dataset",
+                               help="Files you upload are validated once and kept in the workspace under their "
+                                    "content hash: they stay listed here, for everyone using this server, and models "
+                                    "trained on them find them again in any session.")
+    data, ref = None, None
+    with detail_in:
+        if choice == "upload":
+            u1, u2 = st.columns([3, 1])
+            u2.number_input("Image size for a .zip (px, 0 = most common)", 0, 256, 0, key=f"{prefix}_image_size",
+                            on_change=_store_upload, args=(prefix,),
+                            help="Images in a .zip are scaled so that the shorter side fits, then cropped to a square "
+                                 "of this size. 0 keeps the most common size in the file, scaled down to at most 64 px.")
+            file_upload(u1, "Images: a .zip of PNG/JPEG files (one subfolder per class gives the labels), .npz with "
+                            "arrays x (N×H×W or N×H×W×C) and optional labels y, .npy, or .csv with one image per row "
+                            "(optional label column)", f"{prefix}_upload", on_change=_store_upload, args=(prefix,))
+            register = st.session_state.get(f"{prefix}_register")
+            storing = jobs.board().get(register[0]) if register else None
+            if storing is not None and storing.done:
+                st.rerun()  # it ended during this run: the top of the page takes its result
+            elif storing is not None:
+                jobs.follow(storing, storing.label)
+            elif st.session_state.get(f"{prefix}_upload_error"):
+                st.error(plain(st.session_state[f"{prefix}_upload_error"]))
+            else:
+                st.info("Choose a file: it is checked, stored in the workspace and selected above (a .zip of many "
+                        "images is decoded in the background, with its progress here and a Cancel button).")
+            return choice, None, None
+        if choice in BUILTIN:
+            ref = store.DataRef(choice)
+        else:
+            ref = store.DataRef(store.Workspace().dataset_info(choice[5:]).file_name, choice[5:])
+        download = False
+        if ref.builtin and not avail.get(choice):
+            download = st.checkbox(f"Allow downloading {state.DATASET_LABELS[choice]} (30 s timeout per connection)",
+                                   key=f"{prefix}_download")
+        if not ref.builtin or avail.get(choice) or download:
+            try:
+                data = cache.dataset(ref, download)
+            except DataError as err:
+                st.error(plain(err))
+        else:
+            st.info(f"{state.DATASET_LABELS[choice]} was not found on this machine. Tick the box to download it, "
+                    "or pick digits.")
+    return choice, ref, data
 
 
 # ---------------------------------------------------------------- the active model
@@ -96,7 +195,7 @@ def missing_data_panel(am: state.ActiveModel) -> None:
     st.warning(miss.message, icon=":material/image_not_supported:")
     if not miss.can_attach:
         return
-    up = file_upload(st, f"Upload {miss.file_name} (.zip, .npz, .npy or .csv)", f"attach_{am.key}")
+    up = file_upload(st, f"Upload {plain(miss.file_name)} (.zip, .npz, .npy or .csv)", f"attach_{am.key}")
     if up is None:
         return
     _, height, width = am.config.image_shape
@@ -104,9 +203,9 @@ def missing_data_panel(am: state.ActiveModel) -> None:
         arrays = load_array_file(up.getvalue(), up.name, image_size=height if height == width else None)
         ws = store.Workspace()
         if miss.hash is None:
-            digest = ws.put_dataset(arrays, up.name).hash
+            digest = ws.put_dataset(arrays, up.name, owner=state.browser_id()).hash
         else:
-            digest = ws.attach(arrays, miss.file_name, miss.hash).hash
+            digest = ws.attach(arrays, miss.file_name, miss.hash, owner=state.browser_id()).hash
     except DataError as err:
         st.error(f"{plain(up.name)} cannot be used: {plain(err)}")
         return
@@ -167,12 +266,13 @@ def sidebar() -> state.ActiveModel | None:
     sb = st.sidebar
     sb.markdown("### Active model")
     if st.session_state.get(state.URL_ERROR_KEY):
-        sb.warning(st.session_state[state.URL_ERROR_KEY])
+        sb.warning(plain(st.session_state[state.URL_ERROR_KEY]))
     if options:
         sb.selectbox("Model", list(options), format_func=lambda m: options.get(m, m), key=state.SELECT_KEY,
                      on_change=_on_select,
                      help="shipped: comes with the app · saved: saved by a user of this server (everyone sees them) "
-                          "· run: trained from this browser · uploaded: from your computer, this session only.")
+                          "· run: trained from this browser · sweep: a run of a collapse-lab sweep, opened from the "
+                          "lab or by a link · uploaded: from your computer, this session only.")
     file_upload(sb, "Upload a model (.safetensors)", UPLOAD_KEY, on_change=_handle_upload,
                 help="A checkpoint saved by this app or `python -m vae_core train`. Only weights and JSON are "
                      "read (no pickle).")
@@ -215,12 +315,12 @@ def _model_facts(sb, am: state.ActiveModel) -> None:
     else:
         sb.caption("No training history recorded.")
     if am.name:
-        sb.caption(f"Link to this view: the address ends in `?model={plain(am.name)}`, which opens this model on "
+        sb.caption(f"Link to this view: the address ends in `?model={am.name}`, which opens this model on "
                    "any page, in any browser that reaches this server.")
 
 
 def _my_runs(sb) -> None:
-    """This browser's runs in progress, and the server's load when it is busy."""
+    """This browser's runs in progress, the server's load when it is busy, and this browser's unsaved runs."""
     svc = service()
     going = [r for r in svc.runs(owner=state.browser_id()) if not r.done]
     if going:
@@ -230,6 +330,61 @@ def _my_runs(sb) -> None:
     if running or queued:
         where = " on Ray" if svc.executor.remote else ""
         sb.caption(f"Server: {running} training, {queued} waiting (at most {svc.executor.max_workers} at once{where}).")
+    _unsaved_runs_panel(sb)
+
+
+KEEP_KEY = "vae_keep_run"  # the unsaved run picked in the sidebar
+KEEP_NOTE_KEY = "vae_keep_note"  # (st function name, message) of the last Save or Discard there
+
+
+def _unsaved_runs() -> dict:
+    """{id: run} of this browser's finished runs whose model the server keeps but nobody saved under a name (a
+    sweep's runs belong to their sweep), newest first."""
+    return {r.id: r for r in service().runs(owner=state.browser_id())
+            if r.done and r.saved is not None and r.saved_as is None and r.group is None}
+
+
+def _keep_or_discard(run_id: str, save: bool) -> None:
+    """The sidebar's Save or Discard of an unsaved run (a button's callback: the page is drawn after it)."""
+    run = _unsaved_runs().get(run_id)
+    if run is None:
+        return
+    try:
+        if save:
+            path = service().save(run, st.session_state.get(f"vae_keep_name_{run_id}") or run.label)
+            st.session_state[state.PENDING_KEY] = f"saved:{path.stem}"
+            note = ("success", f"Saved as “{path.stem}”: listed under 'saved' for everyone using this server.")
+        else:
+            service().discard(run)
+            note = ("info", f"Discarded {run.label}.")
+    except (ckpt_io.CheckpointError, OSError, ValueError) as err:
+        note = ("error", f"Could not {'save' if save else 'discard'} {run.label}: {sentence(err)}")
+    st.session_state[KEEP_NOTE_KEY] = note
+
+
+def _unsaved_runs_panel(sb) -> None:
+    """Save (under a name, for good) or discard this browser's unsaved runs."""
+    runs = _unsaved_runs()
+    kind, note = st.session_state.pop(KEEP_NOTE_KEY, (None, None))
+    if not runs and note is None:
+        return
+    with sb.expander(f"Your unsaved runs ({len(runs)})", expanded=note is not None):
+        if note is not None:
+            getattr(st, kind)(plain(note))
+        if not runs:
+            return
+        if st.session_state.get(KEEP_KEY) not in runs:
+            st.session_state[KEEP_KEY] = next(iter(runs))
+        pick = st.selectbox("Run", list(runs), format_func=lambda i: state.run_label(runs[i]), key=KEEP_KEY,
+                            help=f"Kept on this server for this browser while among its {service().keep} newest "
+                                 "runs. Save one to keep it for good: saved models are listed for everyone.")
+        st.text_input("Save as", runs[pick].label, key=f"vae_keep_name_{pick}",
+                      help="Letters, digits, '-', '_' and '.'")
+        save, discard = st.columns(2)
+        save.button("Save", key="vae_keep_save", icon=":material/save:", on_click=_keep_or_discard,
+                    args=(pick, True), width="stretch")
+        discard.button("Discard", key="vae_keep_discard", icon=":material/delete:", on_click=_keep_or_discard,
+                       args=(pick, False), width="stretch", help="Removes the run and its model from this server.")
 
 
 REPLAY_CAPTION = (

@@ -1,0 +1,218 @@
+"""A class in real browsers: `--sessions` Chromium contexts (their processes at the lowest CPU priority, so the
+figures measure the server) open the Train page of one fresh server that trains `--limit` models at a time
+(`$VAE_MAX_RUNS`) and press Train at once (quick recipe, `--epochs` epochs on the digits), then watch their runs.
+While they watch: the health check's answer time (p50, p95, polled 4 times a second), a fresh visitor's Overview
+(seconds until its picture has loaded), and the peak memory of the server with its worker processes. The same
+runs with no one watching (each tab closed once its run is queued) are the baseline of the slowdown (mean time from
+a run's start to its end). Queue estimates: each tab's "starts in about X" against when its run really started
+(the run's record). Bounded: at most 40 sessions, and every wait has a timeout.
+
+    python -m bench.class_browsers [--sessions 20] [--limit 2] [--epochs 10] [--json]
+"""
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import re
+import statistics
+import tempfile
+import threading
+import time
+import urllib.request
+from pathlib import Path
+
+import psutil
+
+from .app import PICTURE_LOADED, SCRIPT_DONE, fresh_server
+from .common import CHROME_ARGS, chromium_path, emit, log, machine, parser
+
+TIMEOUT_MS = 600_000
+_UNITS = {"h": 3600.0, "min": 60.0, "s": 1.0, "ms": 0.001}
+
+
+def parse_duration(text: str) -> float:
+    """Seconds in a `jobs.format_duration` text ('850 ms', '12 s', '3 min 05 s', '1 h 02 min')."""
+    return sum(float(v) * _UNITS[u] for v, u in re.findall(r"([\d.]+)\s*(h|min|ms|s)\b", text))
+
+
+def lowest_priority_chromium(folder: Path) -> str:
+    """A wrapper that starts Chromium at nice 19 (its child processes inherit it)."""
+    wrapper = folder / "chromium-nice"
+    wrapper.write_text(f'#!/bin/sh\nexec nice -n 19 "{chromium_path()}" "$@"\n')
+    wrapper.chmod(0o755)
+    return str(wrapper)
+
+
+def run_records(home: Path) -> dict[str, dict]:
+    out = {}
+    for path in (home / "runs").glob("*/run.json"):
+        try:
+            rec = json.loads(path.read_text())
+        except (OSError, ValueError):
+            continue
+        out[rec["id"]] = rec
+    return out
+
+
+async def press_train(page, url: str, epochs: int) -> None:
+    """Open the Train page and fill in the quick recipe (the Train button is pressed later, by all at once)."""
+    await page.goto(f"{url}/train?model=digits-2d")
+    await page.locator('[data-testid="stSelectbox"]', has_text="Recipe").first.click(timeout=TIMEOUT_MS)
+    await page.locator('[role="option"]', has_text="quick test").first.click()
+    box = page.get_by_label("Epochs", exact=True)
+    await box.fill(str(epochs))
+    await box.press("Tab")
+    await page.get_by_text("Estimated time on this machine").first.wait_for(timeout=TIMEOUT_MS)
+    await page.wait_for_selector(SCRIPT_DONE, timeout=TIMEOUT_MS)
+
+
+async def queued_run(page) -> tuple[str, float | None, float]:
+    """After Train: (run id, the wait the page predicts in seconds or None, when it was read)."""
+    stop = page.locator('[class*="st-key-stop_run-"]').first
+    await stop.wait_for(timeout=TIMEOUT_MS)
+    run_id = re.search(r"st-key-stop_(run-[\w-]+)", await stop.get_attribute("class")).group(1)
+    said, predicted = time.time(), None
+    bars = page.locator('[data-testid="stProgress"]')
+    text = " ".join(await bars.all_inner_texts()) if await bars.count() else ""
+    match = re.search(r"it starts in about (.+?)$", text.strip())
+    if match:
+        predicted = parse_duration(match.group(1))
+    elif "training" in text or "epoch" in text:
+        predicted = 0.0
+    return run_id, predicted, said
+
+
+async def class_round(browser, url: str, sessions: int, epochs: int, watch: bool, home: Path,
+                      during=None) -> dict:
+    contexts = [await browser.new_context(viewport={"width": 1400, "height": 1000}) for _ in range(sessions)]
+    pages = [await c.new_page() for c in contexts]
+    for page in pages:
+        page.set_default_timeout(TIMEOUT_MS)
+    await asyncio.gather(*(press_train(p, url, epochs) for p in pages))
+    for page in pages:  # all at once, as a class told to "press Train now"
+        await page.get_by_role("button", name="Train", exact=True).click()
+    queued = await asyncio.gather(*(queued_run(p) for p in pages))
+    ids = {run_id for run_id, _, _ in queued}
+    log(f"{len(ids)} runs queued")
+    if not watch:
+        for c in contexts:
+            await c.close()
+    extra = await during() if during else {}
+    deadline = time.monotonic() + TIMEOUT_MS / 1000
+    while time.monotonic() < deadline:
+        records = run_records(home)
+        if all(records.get(i, {}).get("status") in ("done", "stopped", "failed", "diverged") for i in ids):
+            break
+        await asyncio.sleep(0.5)
+    if watch:
+        for c in contexts:
+            await c.close()
+    records = run_records(home)
+    ran = [records[i]["finished"] - records[i]["started"] for i in ids]
+    errors = [abs(predicted - (records[i]["started"] - said)) / max(1.0, records[i]["started"] - said)
+              for i, predicted, said in queued if predicted is not None and records[i]["started"] - said > 5]
+    return {"runs": len(ids), "done": sum(records[i]["status"] == "done" for i in ids),
+            "run_mean_s": statistics.fmean(ran), "queue_estimate_error_p50": statistics.median(errors) if errors else None,
+            "queue_estimate_error_max": max(errors) if errors else None, "estimates_compared": len(errors), **extra}
+
+
+def health_poller(url: str, stop: threading.Event, times: list[float]) -> None:
+    while not stop.is_set():
+        t0 = time.perf_counter()
+        try:
+            urllib.request.urlopen(f"{url}/_stcore/health", timeout=60).read()
+        except OSError:
+            pass
+        times.append(time.perf_counter() - t0)
+        stop.wait(0.25)
+
+
+def rss_sampler(pid: int, stop: threading.Event, peak: list[float]) -> None:
+    server = psutil.Process(pid)
+    while not stop.is_set():
+        try:
+            procs = [server, *server.children(recursive=True)]
+            peak[0] = max(peak[0], sum(p.memory_info().rss for p in procs if p.is_running()) / 2**30)
+        except psutil.Error:
+            pass
+        stop.wait(0.5)
+
+
+async def main_async(args) -> dict:
+    from playwright.async_api import async_playwright
+
+    folder = Path(tempfile.mkdtemp(prefix="vae-bench-class-"))
+    out = {"machine": machine(), "sessions": args.sessions, "limit": args.limit, "epochs": args.epochs}
+    async with async_playwright() as pw:
+        browser = await pw.chromium.launch(executable_path=lowest_priority_chromium(folder), args=CHROME_ARGS)
+        with fresh_server(env={"VAE_MAX_RUNS": str(args.limit)}) as (url, proc, home):
+            warm = await browser.new_page()
+            for path in ("", "train?model=digits-2d"):  # what the fresh visitor and the class open, imported once
+                await warm.goto(f"{url}/{path}")
+                await warm.wait_for_selector(SCRIPT_DONE, timeout=TIMEOUT_MS)
+            await warm.close()
+            log("warming the worker processes up")
+            await class_round(browser, url, args.limit, 1, False, home)
+            log("baseline: the runs with no one watching")
+            alone = await class_round(browser, url, args.sessions, args.epochs, False, home)
+            idle_health = []
+            for _ in range(20):
+                t0 = time.perf_counter()
+                urllib.request.urlopen(f"{url}/_stcore/health", timeout=60).read()
+                idle_health.append(time.perf_counter() - t0)
+
+            stop, health, peak = threading.Event(), [], [0.0]
+            threads = [threading.Thread(target=health_poller, args=(url, stop, health), daemon=True),
+                       threading.Thread(target=rss_sampler, args=(proc.pid, stop, peak), daemon=True)]
+            for t in threads:
+                t.start()
+
+            async def fresh_visitor() -> dict:
+                await asyncio.sleep(3)  # the class is training and watching
+                page = await browser.new_page(viewport={"width": 1400, "height": 1000})
+                t0 = time.perf_counter()
+                await page.goto(url)
+                await page.wait_for_function(PICTURE_LOADED, timeout=TIMEOUT_MS, polling=50)
+                seconds = time.perf_counter() - t0
+                await page.close()
+                return {"fresh_visitor_overview_s": round(seconds, 2)}
+
+            log("the class watches its runs")
+            watched = await class_round(browser, url, args.sessions, args.epochs, True, home, during=fresh_visitor)
+            stop.set()
+            for t in threads:
+                t.join()
+        await browser.close()
+    health.sort()
+    out.update({
+        "alone_run_mean_s": round(alone["run_mean_s"], 2), "watched_run_mean_s": round(watched["run_mean_s"], 2),
+        "run_slowdown": round(watched["run_mean_s"] / alone["run_mean_s"], 2),
+        "runs_done": f"{watched['done']}/{watched['runs']}",
+        "fresh_visitor_overview_s": watched["fresh_visitor_overview_s"],
+        "health_idle_p50_ms": round(1000 * statistics.median(idle_health), 1),
+        "health_p50_ms": round(1000 * statistics.median(health), 1),
+        "health_p95_ms": round(1000 * health[int(0.95 * (len(health) - 1))], 1),
+        "health_max_ms": round(1000 * health[-1], 1),
+        "queue_estimate_error_p50": watched["queue_estimate_error_p50"],
+        "queue_estimate_error_max": watched["queue_estimate_error_max"],
+        "queue_estimates_compared": watched["estimates_compared"],
+        "peak_rss_gib": round(peak[0], 2)})
+    return out
+
+
+def main() -> None:
+    p = parser(__doc__)
+    p.add_argument("--sessions", type=int, default=20)
+    p.add_argument("--limit", type=int, default=2)
+    p.add_argument("--epochs", type=int, default=10)
+    args = p.parse_args()
+    if chromium_path() is None:
+        raise SystemExit("needs Chromium (apt-get install chromium) and playwright")
+    args.sessions = max(1, min(args.sessions, 40))
+    emit(asyncio.run(main_async(args)), args.json)
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("PYTHONUNBUFFERED", "1")
+    main()

@@ -507,6 +507,12 @@ def test_xsrf_protection_stays_on():
     assert _config()["server"]["enableXsrfProtection"] is True
 
 
+def test_no_full_garbage_collection_after_every_script_run():
+    """Streamlit's default gc.collect(2) after each run costs ~100-180 ms with torch loaded; a tab watching a run
+    reruns a fragment every second, so twenty of them starved the server (bench.class_browsers)."""
+    assert _config()["runner"]["postScriptGC"] is False
+
+
 # (one exception: the shell loads the static style sheet shipped in assets/, which holds no user text)
 RAW_HTML = [re.compile(r"unsafe_allow_html\s*=\s*(?!False)"), re.compile(r"\bst\.html\((?!ASSETS / \"[\w-]+\.css\"\))"),
             re.compile(r"\.html\(\s*f?[\"']"), re.compile(r"streamlit\.components|components\.v1")]

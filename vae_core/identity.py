@@ -6,6 +6,7 @@ runs keyed to it would vanish from their owner's list when the browser restarts;
 """
 from __future__ import annotations
 
+import hashlib
 import re
 import secrets
 from collections.abc import Mapping
@@ -21,6 +22,11 @@ def token(cookies: Mapping[str, str]) -> str | None:
     """The browser's token from its cookies; None when it has none, or one that is not a token of ours."""
     value = cookies.get(COOKIE)
     return value if isinstance(value, str) and _TOKEN.fullmatch(value) else None
+
+
+def owner_id(token: str) -> str:
+    """The id a browser's runs and uploads are recorded under: one-way from its token, so records never hold it."""
+    return hashlib.sha256(f"vae-browser:{token}".encode()).hexdigest()[:16]
 
 
 def set_cookie(secure: bool) -> bytes:

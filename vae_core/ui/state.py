@@ -9,7 +9,6 @@ run's ID, or SWEEP/RUN is what `?model=` holds; it is made of names, never a pat
 from __future__ import annotations
 
 import binascii
-import hashlib
 import secrets
 from dataclasses import dataclass
 from pathlib import Path
@@ -54,7 +53,7 @@ def browser_id() -> str:
     except AttributeError:
         cookies = {}
     token = identity.token(cookies) or _xsrf_token(cookies) or secrets.token_hex(16)
-    ident = hashlib.sha256(f"vae-browser:{token}".encode()).hexdigest()[:16]
+    ident = identity.owner_id(token)
     st.session_state[BROWSER_KEY] = ident
     return ident
 

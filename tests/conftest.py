@@ -10,6 +10,7 @@ import torch
 WORKSPACE = tempfile.mkdtemp(prefix="vae-home-tests-")
 os.environ["VAE_HOME"] = WORKSPACE
 
+from vae_core import store  # noqa: E402
 from vae_core.checkpoint import Checkpoint  # noqa: E402
 from vae_core.config import ModelConfig, ObjectiveConfig, TrainConfig  # noqa: E402
 from vae_core.data import load_digits  # noqa: E402
@@ -45,3 +46,10 @@ def cvae_5d(digits):
     model = VAE(ModelConfig(image_shape=digits.image_shape, latent_dim=5, hidden=(32,), n_classes=10))
     result = fit(model, digits, ObjectiveConfig(), TrainConfig(epochs=1, batch_size=64))
     return Checkpoint(model=model.eval(), dataset=digits.info(), history=result.history)
+
+
+@pytest.fixture
+def home(tmp_path, monkeypatch):
+    """A fresh, empty workspace (and so a fresh run service) for one test."""
+    monkeypatch.setenv("VAE_HOME", str(tmp_path / "home"))
+    return store.Workspace()

@@ -25,12 +25,6 @@ pytestmark = pytest.mark.skipif(not (ROOT / "checkpoints" / "digits-2d.safetenso
                                 reason="the shipped digits checkpoint is missing (make checkpoints)")
 
 
-@pytest.fixture
-def home(tmp_path, monkeypatch):
-    """A fresh, empty workspace (and so a fresh run service) for one test."""
-    monkeypatch.setenv("VAE_HOME", str(tmp_path / "home"))
-    return store.Workspace()
-
 
 def test_shell_opens_on_a_shipped_model_with_the_sidebar():
     at = shell().run()

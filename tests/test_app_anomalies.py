@@ -17,7 +17,6 @@ from sklearn.metrics import roc_auc_score
 from streamlit.testing.v1 import app_test
 from streamlit.runtime.memory_media_file_storage import MemoryMediaFileStorage
 
-from vae_core import store
 from vae_core import checkpoint as C
 from vae_core.anomaly import CORRECTED_SCORE, RAW_SCORE, score_new_data
 from vae_core.data import load_digits
@@ -34,12 +33,6 @@ CORRECTED_LABEL = "New vs. test AUROC · corrected −ELBO − L(x)"
 MODEL_KEY = lambda: f"{DIGITS}:{SHIPPED_DIGITS.stat().st_mtime_ns}"  # noqa: E731 — the page's key of the model
 FASHION = (ROOT / "checkpoints" / "fashion-mnist-2d.safetensors").exists() and available_builtin()["fashion-mnist"]
 
-
-@pytest.fixture
-def home(tmp_path, monkeypatch):
-    """A fresh, empty workspace for one test."""
-    monkeypatch.setenv("VAE_HOME", str(tmp_path / "home"))
-    return store.Workspace()
 
 
 @pytest.fixture

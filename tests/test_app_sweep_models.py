@@ -9,7 +9,6 @@ import torch
 from apphelp import N_ALL, ROOT, map_points, messages, mnist_like, model_options, npz_bytes, settle, shell
 
 from vae_core import checkpoint as C
-from vae_core import store
 from vae_core.anomaly import CHANCE_BAND, CORRECTED_SCORE, RAW_SCORE, score_new_data
 from vae_core.data import load_array_file, load_dataset
 from vae_core.locations import available_builtin
@@ -26,12 +25,6 @@ CORRECTED_LABEL = "New vs. test AUROC · corrected −ELBO − L(x)"
 pytestmark = pytest.mark.skipif(not (SWEEPS / "digits-d16" / "beta1_fb0_wu0.safetensors").exists(),
                                 reason="the shipped sweeps are missing")
 
-
-@pytest.fixture
-def home(tmp_path, monkeypatch):
-    """A fresh, empty workspace (and so a fresh run service) for one test."""
-    monkeypatch.setenv("VAE_HOME", str(tmp_path / "home"))
-    return store.Workspace()
 
 
 def active_id(at) -> str:

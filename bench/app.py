@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import socket
 import statistics
 import subprocess
@@ -74,7 +75,7 @@ class Server(NamedTuple):
 @contextlib.contextmanager
 def fresh_server(env: dict | None = None):
     """A new `streamlit run` on a free loopback port with an empty workspace (and `env` added to its environment),
-    stopped afterwards; yields it once it answers its health check (nothing imported or loaded yet: the next visit
+    stopped and its workspace removed afterwards; yields it once it answers its health check (nothing imported or loaded yet: the next visit
     is a cold one)."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -97,6 +98,7 @@ def fresh_server(env: dict | None = None):
     finally:
         proc.terminate()
         proc.wait(10)
+        shutil.rmtree(home, ignore_errors=True)
 
 
 def browser_times(visits: int = 5, cold_starts: int = 3) -> dict | None:

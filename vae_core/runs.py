@@ -125,6 +125,7 @@ class Run(Job):
         self.limited = False  # counts towards its owner's limit of trainings at once
         self.resuming = False  # continues from the training state its folder holds (`resume.py`)
         self.probe_seconds: float | None = None  # the probe's estimate it was submitted with
+        self.persisted = -PERSIST_EVERY_S  # when its record was last written while it ran (`time.monotonic`)
         self._on_final: list[Callable[["Run"], None]] = []
         self._on_epoch: list[Callable[["Run"], None]] = []
 
@@ -517,8 +518,8 @@ class RunService:
         """After each epoch: the record on disk follows the history (at most every PERSIST_EVERY_S), so a killed
         process leaves its epochs listed."""
         now = time.monotonic()
-        if now - getattr(run, "_persisted", -PERSIST_EVERY_S) >= PERSIST_EVERY_S:
-            run._persisted = now
+        if now - run.persisted >= PERSIST_EVERY_S:
+            run.persisted = now
             self._persist(run)
 
     def probe_ratio(self) -> float:

@@ -6,8 +6,6 @@ the time left and a Cancel button, redrawn every second by a fragment that rerun
 from __future__ import annotations
 
 import hashlib
-import threading
-from collections import OrderedDict
 from typing import Callable
 
 import numpy as np
@@ -19,6 +17,7 @@ from ..complexity import COMPRESSOR
 from ..executors import LocalExecutor
 from ..jobs import CANCELLED, FAILED, QUEUED, Cancelled, Job, JobBoard, format_duration, progress_text
 from ..metrics import iwae_nll
+from ..recent import Recent
 from ..runs import Run, RunService, default_service
 from .text import plain
 
@@ -127,25 +126,14 @@ def _run_status(run: Run, svc: RunService) -> None:
     _bar(run, "training" if run.fraction < 0.9 or not run.spec.lab_metrics else "evaluating")
 
 
-_DRAWN: OrderedDict[tuple, object] = OrderedDict()  # (run id, epochs, part) → what its live panel shows
-_DRAWN_LOCK = threading.Lock()
-DRAWN_KEPT = 64
+_DRAWN = Recent(64)  # (run id, epochs, part) → what a run's live panel shows
 
 
 def drawn(key: tuple, make: Callable[[], object]):
     """What a run's live panel shows after a number of epochs (its curves, its decoder preview), made once for every
     tab that watches it. A watching tab redraws each second, and building a Plotly figure takes ~60 ms of Python:
     twenty tabs doing it would hold the GIL the server answers with; re-sending a built one costs ~2 ms."""
-    with _DRAWN_LOCK:
-        if key in _DRAWN:
-            _DRAWN.move_to_end(key)
-            return _DRAWN[key]
-    value = make()
-    with _DRAWN_LOCK:
-        _DRAWN[key] = value
-        while len(_DRAWN) > DRAWN_KEPT:
-            _DRAWN.popitem(last=False)
-    return value
+    return _DRAWN.get(key, make)
 
 
 def run_live(run: Run, svc: RunService, show_preview: bool = True) -> None:

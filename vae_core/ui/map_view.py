@@ -4,22 +4,19 @@ inline where that is not mounted), a rerun sends only small state, and the selec
 from __future__ import annotations
 
 import base64
-import threading
-from collections import OrderedDict
 from pathlib import Path
 
 import numpy as np
 import streamlit as st
 
 from .. import latent_map, map_server
+from ..recent import Recent
 
 _HERE = Path(__file__).resolve().parent
 _COMPONENT = st.components.v2.component(
     "vae_core.latent_map", html="<div></div>", css=(_HERE / "latent_map.css").read_text(),
     js=(_HERE / "latent_map.js").read_text(), isolate_styles=False)  # unisolated: the page's style rule sees it draw
-_INLINE: OrderedDict[str, str] = OrderedDict()  # base64 of blobs sent inline (no map server), the few last
-_INLINE_MAX = 8
-_INLINE_LOCK = threading.Lock()
+_INLINE = Recent(8)  # base64 of blobs sent inline (no map server), the few last
 
 
 def blob(key, make) -> dict:
@@ -27,17 +24,7 @@ def blob(key, make) -> dict:
     if map_server.mounted():
         return {"url": map_server.publish_blob(key, make)}
     token = map_server.token(("inline", key))
-    with _INLINE_LOCK:  # every session's script thread uses it
-        text = _INLINE.get(token)
-        if text is not None:
-            _INLINE.move_to_end(token)
-    if text is None:
-        text = base64.b64encode(make()).decode()
-        with _INLINE_LOCK:
-            _INLINE[token] = text
-            while len(_INLINE) > _INLINE_MAX:
-                _INLINE.popitem(last=False)
-    return {"key": token, "b64": text}
+    return {"key": token, "b64": _INLINE.get(token, lambda: base64.b64encode(make()).decode())}
 
 
 def show(key: str, data: dict):

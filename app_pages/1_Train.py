@@ -160,15 +160,11 @@ with b2:
     elif spec is not None:
         with widgets.guard("estimate the training time"):
             est = cache.run_estimate(spec)
-            running, queued = svc.load()
-            workers = svc.executor.max_workers
-            ahead = (f" The server trains {workers} model(s) at a time and is busy ({running} training, {queued} "
-                     "waiting): yours would wait its turn, and the page says when it should start."
-                     if running >= workers else "")
-            st.caption(f"Estimated time on this machine: about **{format_duration(est.seconds)}** "
-                       f"({spec.train.epochs} epochs × {format_duration(est.epoch_seconds)}: {est.steps_per_epoch} "
-                       f"steps of {spec.train.batch_size} images and a test evaluation each; {est.probe_note})."
-                       + ahead)
+            _, expected = jobs.expected_run_seconds(svc, [est])
+            st.caption(f"Estimated time on this machine: {expected}. Its probe: {spec.train.epochs} epochs × "
+                       f"{format_duration(est.epoch_seconds)} ({est.steps_per_epoch} steps of "
+                       f"{spec.train.batch_size} images, a test evaluation, a replay frame and a saved state each; "
+                       f"{est.probe_note}).")
     else:
         st.caption("Choose a dataset above to train.")
 

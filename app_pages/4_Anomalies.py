@@ -387,18 +387,20 @@ svc = jobs.service(warm=True)
 run = svc.get(experiments.get(exp_key, ""))
 with widgets.guard("estimate the experiment's time"):
     est = cache.run_estimate(spec)
-if e4.button(f"Train and evaluate (about {format_duration(est.seconds)})", type="primary", key="an_run",
-             disabled=run is not None and not run.done):
+    _, expected = jobs.expected_run_seconds(svc, [est])
+if e4.button("Train and evaluate", type="primary", key="an_run", icon=":material/play_arrow:",
+             disabled=run is not None and not run.done, width="stretch"):
     try:
         run = svc.submit(spec, owner=state.browser_id(), label=f"{state.url_name(am.id) or am.label}-without-{held}",
-                         limited=True, expected_seconds=est.seconds)
+                         limited=True, expected_seconds=est)
         experiments[exp_key] = run.id
         st.rerun()  # redraw with the button disabled while the experiment runs
     except RunLimitError as err:
         st.warning(plain(err))
 if run is None:
-    st.info(f"Choose a class and press **Train and evaluate**: about {format_duration(est.seconds)} here "
-            f"({int(epochs)} epochs × {format_duration(est.epoch_seconds)}, {est.probe_note}).")
+    st.info(f"Choose a class and press **Train and evaluate**: {expected} on this machine ({int(epochs)} epochs × "
+            f"{format_duration(est.epoch_seconds)}, then scoring the {len(am.data.x_test):,} test images, "
+            f"{format_duration(est.end_seconds)}; {est.probe_note}).")
 elif not run.done:
     jobs.watch_run(run, svc, stop_label="Cancel")
 elif run.status != DONE:

@@ -1,11 +1,13 @@
-"""A class in real browsers: `--sessions` Chromium contexts (their processes at the lowest CPU priority, so the
-figures measure the server) open the Train page of one fresh server that trains `--limit` models at a time
-(`$VAE_MAX_RUNS`) and press Train at once (quick recipe, `--epochs` epochs on the digits), then watch their runs.
+"""A class in real browsers: `--sessions` Chromium contexts open the Train page of one fresh server that trains
+`--limit` models at a time (`$VAE_MAX_RUNS`) and press Train at once (quick recipe, `--epochs` epochs on the
+digits), then watch their runs. The browsers run at the lowest CPU priority, so that the figures measure the
+server, except while they press Train (at normal priority then, as twenty students' own machines would).
 While they watch: the health check's answer time (p50, p95, polled 4 times a second), a fresh visitor's Overview
 (seconds until its picture has loaded, in a browser of its own at normal priority, as on the visitor's own
 machine), and the peak memory of the server with its worker processes. The same runs with no one watching (each
-tab closed once its run is queued) are the baseline of the slowdown (mean time from a run's start to its end).
-Queue estimates: each tab's "starts in about X" against when its run really started (the run's record). Bounded:
+tab closed once its run is queued) are the baseline of the slowdown (mean time from a run's start to its end, over
+the runs that started once every tab had its run queued). Queue estimates: the wait each run's page was told
+when it was queued ("it starts in about X", kept in the run's record) against when it really started. Bounded:
 at most 40 sessions, and every wait has a timeout.
 
     python -m bench.class_browsers [--sessions 20] [--limit 2] [--epochs 40] [--json]
@@ -15,7 +17,6 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import re
 import statistics
 import threading
 import time
@@ -30,28 +31,32 @@ from .app import PICTURE_LOADED, SCRIPT_DONE, fresh_server
 from .common import CHROME_ARGS, chromium_path, emit, log, machine, parser
 
 TIMEOUT_MS = 600_000
-_UNITS = {"h": 3600.0, "min": 60.0, "s": 1.0, "ms": 0.001}
+class BrowserPriority:
+    """Keeps a browser's processes at one nice level (Chromium sets its renderers' priorities itself, so they are
+    reniced as they appear), and their scheduling autogroup too (Linux: with autogroups, a process's nice only
+    counts within its session's group, and Chromium starts its own). At 19 while the class watches: the server's
+    figures should not pay for twenty browsers sharing one machine. At 0 while the class presses Train: at 19, on
+    two cores busy training, the tabs' clicks would trickle in one by one as runs end, and no queue would form."""
 
+    def __init__(self, root: psutil.Process):
+        self.root, self.level, self.stopped = root, 19, threading.Event()
+        threading.Thread(target=self._keep, daemon=True).start()
 
-def parse_duration(text: str) -> float:
-    """Seconds in a `jobs.format_duration` text ('850 ms', '12 s', '3 min 05 s', '1 h 02 min')."""
-    return sum(float(v) * _UNITS[u] for v, u in re.findall(r"([\d.]+)\s*(h|min|ms|s)\b", text))
-
-
-def lowest_priority(root: psutil.Process, stop: threading.Event) -> None:
-    """Keep a browser's processes at nice 19 (Chromium sets its renderers' priorities itself, so they are reniced
-    as they appear), and their scheduling autogroup too (Linux: with autogroups, a process's nice only counts
-    within its session's group, and Chromium starts its own): the server's figures should not pay for the
-    class's twenty browsers sharing one machine."""
-    while not stop.is_set():
-        for proc in [root, *root.children(recursive=True)]:
+    def _keep(self) -> None:
+        while not self.stopped.is_set():
+            level = self.level
             try:
-                if "chrom" in proc.name() and proc.nice() != 19:
-                    proc.nice(19)
-                    Path(f"/proc/{proc.pid}/autogroup").write_text("19")
-            except (psutil.Error, OSError):
-                pass
-        stop.wait(0.5)
+                procs = [self.root, *self.root.children(recursive=True)]
+            except psutil.Error:  # one went away while listed (a closed context)
+                continue
+            for proc in procs:
+                try:
+                    if "chrom" in proc.name() and proc.nice() != level:
+                        proc.nice(level)
+                        Path(f"/proc/{proc.pid}/autogroup").write_text(str(level))
+                except (psutil.Error, OSError):
+                    pass
+            self.stopped.wait(0.2)
 
 
 def run_records(home: Path) -> dict[str, dict]:
@@ -70,50 +75,61 @@ async def press_train(page, url: str, epochs: int) -> None:
     await page.goto(f"{url}/train?model=digits-2d")
     await page.locator('[data-testid="stSelectbox"]', has_text="Recipe").first.click(timeout=TIMEOUT_MS)
     await page.locator('[role="option"]', has_text="quick test").first.click()
+    await page.wait_for_selector(SCRIPT_DONE, timeout=TIMEOUT_MS)  # the recipe's values are drawn
     box = page.get_by_label("Epochs", exact=True)
-    await box.fill(str(epochs))
-    await box.press("Tab")
+    while await box.input_value() != str(epochs):  # a rerun drawn meanwhile may reset what was typed
+        await box.fill(str(epochs))
+        await box.press("Tab")
+        await page.wait_for_selector(SCRIPT_DONE, timeout=TIMEOUT_MS)
     await page.get_by_text("Estimated time on this machine").first.wait_for(timeout=TIMEOUT_MS)
     await page.wait_for_selector(SCRIPT_DONE, timeout=TIMEOUT_MS)
 
 
-async def queued_run(page, home: Path) -> tuple[str, float | None, float]:
-    """After Train: (its run's id, the wait the page predicts in seconds (None: none said), when it was read). The
-    run is found by its owner, the id the page records for this browser's cookie."""
-    await page.wait_for_function(  # its live bar with its text, or (a run over before the page drew) its outcome
-        "() => [...document.querySelectorAll('[data-testid=stProgress]')].some(e => /queued|training|loading/"
-        ".test(e.innerText)) || [...document.querySelectorAll('[data-testid=stAlertContentSuccess]')]"
-        ".some(e => e.innerText.includes('Training finished'))",
+async def queued_run(page, home: Path) -> tuple[str, str]:
+    """After Train: its run's id and what its live panel first said (its queue place and predicted wait, or that
+    it trains; 'finished' for a run over before the page drew). The run is found by its owner, the id the page
+    records for this browser's cookie."""
+    handle = await page.wait_for_function(
+        "() => { const bar = [...document.querySelectorAll('[data-testid=stProgress]')]"
+        ".find(e => /queued|training|loading/.test(e.innerText)); if (bar) return bar.innerText;"
+        " const done = [...document.querySelectorAll('[data-testid=stAlertContentSuccess]')]"
+        ".some(e => e.innerText.includes('Training finished')); return done ? 'finished' : null; }",
         timeout=TIMEOUT_MS, polling=50)
-    said, predicted = time.time(), None
-    bars = page.locator('[data-testid="stProgress"]')
-    text = " ".join(await bars.all_inner_texts()) if await bars.count() else ""
-    match = re.search(r"it starts in about (.+?)$", text.strip())
-    if match:
-        predicted = parse_duration(match.group(1))
-    elif "training" in text or "epoch" in text:
-        predicted = 0.0
+    text = (await handle.json_value()).strip()
     token = next(c["value"] for c in await page.context.cookies() if c["name"] == identity.COOKIE)
     owner = identity.owner_id(token)
     while True:
         found = [i for i, rec in run_records(home).items() if rec.get("owner") == owner]
         if found:
-            return found[0], predicted, said
+            return found[0], text
         await asyncio.sleep(0.2)
 
 
-async def class_round(browser, url: str, sessions: int, epochs: int, watch: bool, home: Path,
+def queue_errors(records: list[dict]) -> list[float]:
+    """|predicted − real wait| / real wait of the runs that waited over 5 s: the wait the queue predicted when the
+    run was queued (what its page says first, kept in its record) against when it really started."""
+    waits = [(r["predicted_wait"], r["started"] - r["created"]) for r in records
+             if r.get("predicted_wait") is not None and r.get("started")]
+    log("waits, predicted → real: " + ", ".join(f"{p:.1f} → {r:.1f} s" for p, r in sorted(waits)))
+    return [abs(predicted - real) / real for predicted, real in waits if real > 5]
+
+
+async def class_round(browser, priority: BrowserPriority, url: str, sessions: int, epochs: int, watch: bool, home: Path,
                       during=None) -> dict:
     contexts = [await browser.new_context(viewport={"width": 1400, "height": 1000}) for _ in range(sessions)]
     pages = [await c.new_page() for c in contexts]
     for page in pages:
         page.set_default_timeout(TIMEOUT_MS)
     await asyncio.gather(*(press_train(p, url, epochs) for p in pages))
-    for page in pages:  # all at once, as a class told to "press Train now"
+    priority.level = 0  # all at once, as a class told to "press Train now"
+    for page in pages:
         await page.get_by_role("button", name="Train", exact=True).click()
     queued = await asyncio.gather(*(queued_run(p, home) for p in pages))
-    ids = {run_id for run_id, _, _ in queued}
-    log(f"{len(ids)} runs queued")
+    priority.level = 19
+    all_queued = time.time()
+    ids = {run_id for run_id, _ in queued}
+    read = sum("it starts in about" in text for _, text in queued)
+    log(f"{len(ids)} runs queued; {read} tabs drew a queued run's predicted wait")
     if not watch:
         for c in contexts:
             await c.close()
@@ -128,12 +144,13 @@ async def class_round(browser, url: str, sessions: int, epochs: int, watch: bool
         for c in contexts:
             await c.close()
     records = run_records(home)
-    ran = [records[i]["finished"] - records[i]["started"] for i in ids]
-    errors = [abs(predicted - (records[i]["started"] - said)) / max(1.0, records[i]["started"] - said)
-              for i, predicted, said in queued if predicted is not None and records[i]["started"] - said > 5]
+    ran = [records[i]["finished"] - records[i]["started"] for i in ids  # those trained while the class watched
+           if records[i]["started"] >= all_queued]
+    errors = queue_errors([records[i] for i in ids])
     return {"runs": len(ids), "done": sum(records[i]["status"] == "done" for i in ids),
             "run_mean_s": statistics.fmean(ran), "queue_estimate_error_p50": statistics.median(errors) if errors else None,
-            "queue_estimate_error_max": max(errors) if errors else None, "estimates_compared": len(errors), **extra}
+            "queue_estimate_error_max": max(errors) if errors else None, "estimates_compared": len(errors),
+            "estimates_drawn": read, **extra}
 
 
 def health_poller(url: str, stop: threading.Event, times: list[float]) -> None:
@@ -168,8 +185,7 @@ async def main_async(args) -> dict:
         root = next(p for p in psutil.Process().children(recursive=True)
                     if p.pid not in before and "chrom" in p.name() and "chrom" not in p.parent().name())
         visitor_browser = await pw.chromium.launch(executable_path=chromium_path(), args=CHROME_ARGS)
-        renicing = threading.Event()
-        threading.Thread(target=lowest_priority, args=(root, renicing), daemon=True).start()
+        priority = BrowserPriority(root)
         with fresh_server(env={"VAE_MAX_RUNS": str(args.limit)}) as (url, proc, home):
             warm = await browser.new_page()
             for path in ("", "train?model=digits-2d"):  # what the fresh visitor and the class open, imported once
@@ -177,9 +193,9 @@ async def main_async(args) -> dict:
                 await warm.wait_for_selector(SCRIPT_DONE, timeout=TIMEOUT_MS)
             await warm.close()
             log("warming the worker processes up")
-            await class_round(browser, url, args.limit, 1, False, home)
+            await class_round(browser, priority, url, args.limit, 1, False, home)
             log("baseline: the runs with no one watching")
-            alone = await class_round(browser, url, args.sessions, args.epochs, False, home)
+            alone = await class_round(browser, priority, url, args.sessions, args.epochs, False, home)
             idle_health = []
             for _ in range(20):
                 t0 = time.perf_counter()
@@ -189,10 +205,10 @@ async def main_async(args) -> dict:
             stop, health, peak = threading.Event(), [], [0.0]
             threads = [threading.Thread(target=health_poller, args=(url, stop, health), daemon=True),
                        threading.Thread(target=rss_sampler, args=(proc.pid, stop, peak), daemon=True)]
-            for t in threads:
-                t.start()
 
             async def fresh_visitor() -> dict:
+                for t in threads:  # measured while the class watches (not while twenty browsers press Train)
+                    t.start()
                 await asyncio.sleep(3)  # the class is training and watching
                 page = await visitor_browser.new_page(viewport={"width": 1400, "height": 1000})  # their own
                 page.set_default_timeout(TIMEOUT_MS)
@@ -204,13 +220,13 @@ async def main_async(args) -> dict:
                 return {"fresh_visitor_overview_s": round(seconds, 2)}
 
             log("the class watches its runs")
-            watched = await class_round(browser, url, args.sessions, args.epochs, True, home, during=fresh_visitor)
+            watched = await class_round(browser, priority, url, args.sessions, args.epochs, True, home, during=fresh_visitor)
             stop.set()
             for t in threads:
                 t.join()
         await browser.close()
         await visitor_browser.close()
-        renicing.set()
+        priority.stopped.set()
     health.sort()
     out.update({
         "alone_run_mean_s": round(alone["run_mean_s"], 2), "watched_run_mean_s": round(watched["run_mean_s"], 2),
@@ -224,6 +240,7 @@ async def main_async(args) -> dict:
         "queue_estimate_error_p50": watched["queue_estimate_error_p50"],
         "queue_estimate_error_max": watched["queue_estimate_error_max"],
         "queue_estimates_compared": watched["estimates_compared"],
+        "queue_estimates_drawn_by_tabs": watched["estimates_drawn"],
         "peak_rss_gib": round(peak[0], 2)})
     return out
 

@@ -10,7 +10,8 @@ from vae_core import checkpoint as C
 from vae_core import store
 from vae_core.config import ModelConfig, ObjectiveConfig, TrainConfig
 from vae_core.data import load_array_file
-from vae_core.estimates import run_seconds
+from vae_core.calibration import Calibration, Measured, Probe
+from vae_core.estimates import Estimate, run_seconds
 from vae_core.executors import LocalExecutor
 from vae_core.metrics import evaluate_elbo
 from vae_core.runs import INTERRUPTED, RunService, RunSpec
@@ -172,8 +173,9 @@ def test_only_the_most_recent_runs_are_kept(tmp_path):
 def test_the_estimate_is_made_of_its_measured_parts(digits):
     s = spec(epochs=7)
     est = run_seconds(s, digits)
-    assert est.steps_per_epoch == 23 and est.end_seconds == 0  # ⌈1438 / 64⌉ steps, nothing at the end
-    assert est.seconds == pytest.approx(7 * est.epoch_seconds) and est.epoch_seconds > 0
+    assert est.steps_per_epoch == 23  # ⌈1438 / 64⌉ steps
+    assert est.seconds == pytest.approx(7 * est.epoch_seconds + est.end_seconds) and est.epoch_seconds > 0
+    assert est.end_seconds < est.epoch_seconds  # only the replay's last step: no evaluation at the end
     lab = run_seconds(RunSpec(data=s.data, model=s.model, train=s.train, lab_metrics=True, iwae_k=10), digits)
     assert lab.end_seconds > 0 and lab.seconds == pytest.approx(7 * lab.epoch_seconds + lab.end_seconds)
 
@@ -185,16 +187,37 @@ def test_the_run_service_never_imports_streamlit():
 
 
 def test_queue_estimates_learn_what_runs_really_take_here(tmp_path):
-    """A probe times training steps only; the service scales later estimates by the measured actual/probe ratio."""
+    """A probe times a run's epochs in the server's process; the service learns from each finished run its start-up
+    and the ratio measured/probed of its epochs (and of its evaluation), and later estimates use them."""
     service = RunService(store.Workspace(tmp_path), LocalExecutor())
-    service.submit(spec(epochs=2)).wait(120)  # the first run here loads the data: it has no estimate to learn from
-    assert service.probe_ratio() == 1.0
-    first = service.submit(spec(epochs=2), expected_seconds=0.01)  # a probe far too optimistic
-    assert first.expected_seconds == 0.01
+    service.submit(spec(epochs=2)).wait(120)  # no probe: nothing to learn from (this one loads the data)
+    assert service.calibration.runs == 0
+    probe = Estimate(seconds=0.01, epoch_seconds=0.005, steps_per_epoch=23, end_seconds=0.0)  # far too optimistic
+    first = service.submit(spec(epochs=2), expected_seconds=probe)
+    assert first.expected_seconds == pytest.approx(0.01)  # the probe's own figure before any run finished
     first.wait(120)
-    ratio = first.elapsed / 0.01
-    assert service.probe_ratio() == pytest.approx(ratio)
-    second = service.submit(spec(epochs=2), expected_seconds=0.01)
-    assert second.expected_seconds == pytest.approx(0.01 * ratio) and second.probe_seconds == 0.01
+    assert service.calibration.runs == 1
+    second = service.submit(spec(epochs=2), expected_seconds=probe)
+    assert second.expected_seconds == pytest.approx(first.elapsed)  # start-up + ratio × probe: what the first took
+    assert service.expected_seconds(probe) == pytest.approx(first.elapsed)
     second.wait(120)
-    assert abs(second.expected_seconds - second.elapsed) / second.elapsed < 0.5  # the same run: about what it took
+
+
+def test_calibration_adds_start_up_to_the_epochs_and_the_evaluation_scaled_by_their_ratios():
+    cal = Calibration()
+    assert cal.expected(Probe(5.0, 1.0)) == 6.0  # nothing learnt: the probe's figures
+    cal.add(Probe(10.0, 2.0), Measured(total_seconds=30.0, fit_seconds=20.0, end_seconds=4.0))  # start-up 6 s, 2×, 2×
+    assert cal.expected(Probe(5.0, 1.0)) == pytest.approx(6 + 2 * 5 + 2 * 1)
+    for _ in range(2):  # the median of the last runs: one odd run does not move it
+        cal.add(Probe(10.0, 2.0), Measured(total_seconds=30.0, fit_seconds=20.0, end_seconds=4.0))
+    cal.add(Probe(10.0, 2.0), Measured(total_seconds=300.0, fit_seconds=200.0, end_seconds=40.0))
+    assert cal.expected(Probe(5.0, 1.0)) == pytest.approx(18.0)
+    assert Probe.of(3.0) == Probe(3.0, 0.0) and Probe.of(None) is None
+
+
+def test_a_batch_of_runs_ends_when_the_last_worker_is_done(tmp_path):
+    """`expected_finish`: new runs share the idle workers, each taking the first free one."""
+    service = RunService(store.Workspace(tmp_path), LocalExecutor(max_workers=2))
+    assert service.expected_finish([3.0, 3.0, 3.0]) == 6.0
+    assert service.expected_finish([5.0, 1.0, 1.0, 1.0]) == 5.0
+    assert service.expected_finish([]) == 0.0

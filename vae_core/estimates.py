@@ -7,38 +7,55 @@ estimate starts from rates measured on a 2-core machine and then uses this proce
 from __future__ import annotations
 
 import math
+import statistics
+import tempfile
 import threading
 import time
 from dataclasses import dataclass
+from typing import Callable
 
 import numpy as np
 import torch
 
+from . import replay
+from . import resume as train_state
 from .complexity import compressed_nats
 from .data import Dataset
-from .metrics import evaluate_elbo, iwae_nll, mutual_information, per_sample_scores
+from .decoding import decode_lattice, lattice_axis
+from .metrics import collapse_metrics, evaluate_elbo, iwae_nll, per_sample_scores
 from .model import VAE
-from .objectives import TrainingObjective, elbo_terms
 from .pixels import as_float
-from .runs import RunSpec, build_model
-from .train import AggressiveEncoder, make_optimizer
+from .resume import TrainState
+from .runs import PREVIEW_SIDE, RunSpec, build_model
+from .train import TrainingStep
 
-PROBE_STEPS = 3
+PROBE_STEPS = 3  # timed in blocks of this many optimiser steps…
+PROBE_SECONDS = 0.25  # …until they took this long (or PROBE_MAX_STEPS): a few steps alone vary by ±30 %
+PROBE_MAX_STEPS = 60
 PROBE_EVAL_IMAGES = 500
 PROBE_IWAE_IMAGES = 8
 
 
 @dataclass(frozen=True)
 class Estimate:
-    seconds: float  # the whole run
-    epoch_seconds: float  # one epoch: training and the test evaluation after it
+    """A run's time on this machine, in parts: `fit_seconds` for its epochs (training steps, the test evaluation,
+    the replay frame, the decoder preview and the saved training state of each) and `end_seconds` for the
+    end-of-run evaluation. What the process needs to start (loading the data in a worker) is not probed: the run
+    service adds what it measured for runs that finished here (`calibration.Calibration`)."""
+
+    seconds: float  # the whole run: fit_seconds + end_seconds
+    epoch_seconds: float  # one epoch, all it does
     steps_per_epoch: int
     end_seconds: float  # the end-of-run evaluation
     encoder_steps: int = 0  # aggressive training: encoder-only steps per decoder step, measured at the start
 
     @property
+    def fit_seconds(self) -> float:
+        return self.seconds - self.end_seconds
+
+    @property
     def probe_note(self) -> str:
-        note = f"measured from {PROBE_STEPS} probe steps on this machine"
+        note = "measured on this machine from a few training steps, an evaluation and a replay frame"
         if self.encoder_steps:
             note += (f"; aggressive training took {self.encoder_steps} encoder steps per decoder step at the start, "
                      "and this assumes it stays aggressive all run: it usually stops sooner")
@@ -58,51 +75,89 @@ def _timed(fn, device) -> float:
     return time.perf_counter() - t0
 
 
+def _step_seconds(step: TrainingStep, n: int, batch: int, device) -> float:
+    """Seconds per optimiser step of `fit` (the step it runs, on random batches), after one warm-up step: the
+    median of blocks of PROBE_STEPS steps, at least three blocks and PROBE_SECONDS in all (the first steps after
+    the warm-up can still be several times slower: the median leaves them out)."""
+    gen = torch.Generator(device=device).manual_seed(0)
+    block = lambda: [step(torch.randint(n, (batch,), generator=gen, device=device), 0.0)  # noqa: E731
+                     for _ in range(PROBE_STEPS)]
+    step(torch.randint(n, (batch,), generator=gen, device=device), 0.0)  # first-call allocations
+    blocks: list[float] = []
+    while len(blocks) < 3 or (sum(blocks) < PROBE_SECONDS and len(blocks) * PROBE_STEPS < PROBE_MAX_STEPS):
+        blocks.append(_timed(block, device))
+    return statistics.median(blocks) / PROBE_STEPS
+
+
+def _quadratic_seconds(fn: Callable[[int], object], n: int, m: int, device) -> float:
+    """Seconds `fn(n)` takes, for work with parts linear and quadratic in its number of images (the aggregate
+    posterior's pairwise terms), from timing `fn(m // 2)` and `fn(m)` after a warm-up: t(k) = b·k + c·k²."""
+    if n <= m:
+        fn(min(8, n))
+        return _timed(lambda: fn(n), device)
+    fn(8)
+    half, full = _timed(lambda: fn(m // 2), device), _timed(lambda: fn(m), device)
+    c = max(0.0, (full - 2 * half) / (2 * (m // 2) ** 2 + 1e-12)) if m >= 4 else 0.0
+    b = max(0.0, (full - c * m * m) / m)
+    return b * n + c * n * n
+
+
 def run_seconds(spec: RunSpec, data: Dataset) -> Estimate:
-    """Seconds `spec` will take on `data` (already resolved: subset and held-out class applied), from
-    `PROBE_STEPS` timed optimiser steps after one warm-up step, a timed test evaluation of up to
-    `PROBE_EVAL_IMAGES` images, and, for an end-of-run evaluation, a timed slice of it."""
+    """Seconds `spec` will take on `data` (already resolved: subset and held-out class applied), from what a run
+    does, timed here: `fit`'s own optimiser step (`train.TrainingStep`; for aggressive training, one inner
+    encoder loop from the initial weights too), a test evaluation of up to `PROBE_EVAL_IMAGES` images, one
+    replay frame, the decoder preview and the training state saved after each epoch, and the end-of-run
+    evaluation (the held-out scores, or the lab's metrics) timed on a slice of the test set and scaled."""
     device = data.device
     model = build_model(spec.model, spec.train.seed).to(device)
-    opt = make_optimizer(model, spec.train.lr)
-    gen = torch.Generator(device=device).manual_seed(0)
+    step = TrainingStep(model, data, spec.objective, spec.train)
     n = len(data.x_train)
     batch = min(spec.train.batch_size, n)
-    y_all = data.y_train if spec.model.n_classes else None
-    objective = TrainingObjective(spec.objective, spec.train.epochs)
-
-    def step() -> None:
-        idx = torch.randint(n, (batch,), generator=gen, device=device)  # (B,)
-        y = None if y_all is None else y_all[idx]
-        loss = objective.loss(elbo_terms(model, data.x_train[idx], y, gen), 0.0)
-        opt.zero_grad(set_to_none=True)
-        loss.total.backward()
-        opt.step()
-
-    step()  # warm-up: first-call allocations
-    step_s = _timed(lambda: [step() for _ in range(PROBE_STEPS)], device) / PROBE_STEPS
+    step_s = _step_seconds(step, n, batch, device)
     steps = math.ceil(n / spec.train.batch_size)
     encoder_steps = 0
-    if spec.objective.aggressive:  # one inner loop from the initial weights: its length, at the cost of a step each
-        inner = AggressiveEncoder(model, spec.train.lr, data.x_train, y_all)
-        inner.train_encoder(lambda idx: objective.loss(elbo_terms(model, data.x_train[idx],
-                                                                  None if y_all is None else y_all[idx], gen),
-                                                       0.0, adapt=False), n, batch, gen)
-        encoder_steps = inner.inner_steps
+    if step.aggressive is not None:  # one inner loop from the initial weights: its length, at the cost of a step each
+        before = step.aggressive.inner_steps
+        step.aggressive.train_encoder(lambda idx: step.loss_of(idx, 0.0, adapt=False), n, batch, step.gen)
+        encoder_steps = step.aggressive.inner_steps - before
     m = min(len(data.x_test), PROBE_EVAL_IMAGES)
     y_test = data.y_test if spec.model.n_classes else None
     probe_x, probe_y = data.x_test[:m], None if y_test is None else y_test[:m]
     eval_s = _timed(lambda: evaluate_elbo(model, probe_x, probe_y), device) * len(data.x_test) / m
-    end_s = 0.0
-    if spec.lab_metrics or spec.data.exclude_class is not None:
-        end_s = eval_s  # per-image scores cost about one evaluation pass
-        if spec.lab_metrics:
-            end_s += _timed(lambda: mutual_information(model, probe_x, probe_y), device) * (len(data.x_test) / m) ** 2
+    epoch_s = steps * step_s * (1 + encoder_steps) + eval_s + _epoch_end_seconds(spec, model, step, data)
+    frames = len(replay.frame_indices(spec.train.epochs))
+    recorder = replay.Recorder(data.x_test, data.y_test, y_condition=bool(spec.model.n_classes),
+                               epochs=spec.train.epochs)
+    frame_s = _timed(lambda: recorder.record(1, model), device)
+    train_s = spec.train.epochs * epoch_s
+    replay_s = min(frames * frame_s, 2 * frame_s + replay.BUDGET * train_s)  # its budget, beyond the first and last
+    end_s = _timed(recorder.finish, device)
+    if spec.data.exclude_class is not None:  # anomaly.held_out_evaluation: a model pass per test image, then ROCs
+        end_s += _timed(lambda: per_sample_scores(model, probe_x, probe_y), device) * len(data.x_test) / m
+    elif spec.lab_metrics:  # metrics.collapse_metrics
+        x, y = data.x_test, y_test
+        end_s += _quadratic_seconds(lambda k: collapse_metrics(model, x[:k], None if y is None else y[:k]),
+                                    len(x), PROBE_EVAL_IMAGES, device)
         if spec.iwae_k:
-            end_s += iwae_seconds(model, data.x_test, y_test, spec.iwae_k)
-    epoch_s = steps * step_s * (1 + encoder_steps) + eval_s
-    return Estimate(seconds=spec.train.epochs * epoch_s + end_s, epoch_seconds=epoch_s, steps_per_epoch=steps,
-                    end_seconds=end_s, encoder_steps=encoder_steps)
+            end_s += iwae_seconds(model, x, y, spec.iwae_k)
+    return Estimate(seconds=train_s + replay_s + end_s, epoch_seconds=epoch_s + replay_s / spec.train.epochs,
+                    steps_per_epoch=steps, end_seconds=end_s, encoder_steps=encoder_steps)
+
+
+def _epoch_end_seconds(spec: RunSpec, model: VAE, step: TrainingStep, data: Dataset) -> float:
+    """What a run does after each epoch besides its test evaluation and replay frame (`runs.execute`): decode the
+    page's preview lattice and save the training state to resume from (`resume.py`), timed once."""
+    preview = 0.0
+    if not spec.model.autoregressive:
+        axis = lattice_axis(PREVIEW_SIDE, "quantile")
+        label = 0 if spec.model.n_classes else None
+        preview = _timed(lambda: decode_lattice(model, axis, axis, label=label), data.device)
+    state = TrainState(epoch=1, model=model.state_dict(), optimizers=[o.state_dict() for o in step.optimizers],
+                       generator=step.gen.get_state(), soft=step.rule.soft,
+                       aggressive=step.aggressive.state() if step.aggressive else None, history=[])
+    with tempfile.TemporaryDirectory() as folder:
+        saving = _timed(lambda: train_state.save(folder, state, spec.to_dict()), data.device)
+    return preview + saving
 
 
 def encode_seconds(model: VAE, data: Dataset, probe: int = 256) -> float:

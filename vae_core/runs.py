@@ -25,7 +25,7 @@ import statistics
 import threading
 import time
 import weakref
-from collections import OrderedDict, deque
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Protocol
@@ -42,6 +42,7 @@ from . import checkpoint as ckpt_io
 from . import replay
 from . import resume as train_state
 from . import store
+from .calibration import Calibration, Measured, Probe
 from .config import ConfigError, ModelConfig, ObjectiveConfig, TrainConfig, check_int
 from .decoding import decode_lattice, lattice_axis
 from .device import default_device
@@ -124,7 +125,9 @@ class Run(Job):
         self.outcome = DONE  # how a run that returned ended: done, stopped or diverged
         self.limited = False  # counts towards its owner's limit of trainings at once
         self.resuming = False  # continues from the training state its folder holds (`resume.py`)
-        self.probe_seconds: float | None = None  # the probe's estimate it was submitted with
+        self.probe: Probe | None = None  # the probe's estimate it was submitted with
+        self.measured: Measured | None = None  # what it took, once done
+        self.predicted_wait: float | None = None  # seconds until it starts, as the queue said when it was queued
         self.persisted = -PERSIST_EVERY_S  # when its record was last written while it ran (`time.monotonic`)
         self._on_final: list[Callable[["Run"], None]] = []
         self._on_epoch: list[Callable[["Run"], None]] = []
@@ -166,7 +169,7 @@ class Run(Job):
                 "spec": self.spec.to_dict(), "history": self.history, "evaluation": self.evaluation,
                 "reason": self.reason, "checkpoint": None if self.saved is None else str(self.saved),
                 "out": None if self.out is None else str(self.out), "keep_partial": self.keep_partial,
-                "saved_as": self.saved_as}
+                "saved_as": self.saved_as, "predicted_wait": self.predicted_wait}
 
     @classmethod
     def from_record(cls, rec: dict) -> "Run":
@@ -228,6 +231,8 @@ class Outcome:
     result: dict | None = None
     checkpoint: bytes | None = None
     replay: bytes | None = None  # the training replay (`replay.py`), saved beside the checkpoint
+    fit_seconds: float = 0.0  # how long its epochs took (`fit`), and its end-of-run evaluation
+    end_seconds: float = 0.0
 
 
 def execute(spec_dict: dict, run_id: str, reporter: Reporter, *, workspace_root: str | None = None,
@@ -288,15 +293,19 @@ def execute(spec_dict: dict, run_id: str, reporter: Reporter, *, workspace_root:
         except OSError as err:  # a full disk costs the chance to resume, not the run
             log.warning("could not save the training state of run %s: %s", run_id, err)
 
+    fit_started = time.perf_counter()
     fit_result = fit(model, data, spec.objective, spec.train, on_step=on_step, on_epoch=on_epoch,
                      should_stop=lambda: reporter.cancel_requested, start=start,
                      on_state=on_state if folder is not None else None)
     outcome = Outcome(status=DIVERGED if fit_result.diverged else STOPPED if fit_result.stop_reason else DONE,
-                      history=list(fit_result.history), stop_reason=fit_result.stop_reason)
+                      history=list(fit_result.history), stop_reason=fit_result.stop_reason,
+                      fit_seconds=time.perf_counter() - fit_started)
     if not outcome.history:
         return outcome
     if outcome.status == DONE and ends_with_evaluation:
+        end_started = time.perf_counter()
         _evaluate(outcome, spec, reporter, model.eval(), data, train_share)
+        outcome.end_seconds = time.perf_counter() - end_started
     extra = {"run": {"id": run_id, "spec": spec.to_dict()}}
     if outcome.evaluation is not None:
         extra["evaluation"] = outcome.evaluation
@@ -339,7 +348,7 @@ class RunService:
         self._runs: OrderedDict[str, Run] = OrderedDict()  # oldest first
         self._lock = threading.Lock()
         self._created: set[str] = set()  # ids of the runs this service submitted (it may remove their folders)
-        self._ratios: deque[float] = deque(maxlen=20)  # actual / probe-estimated seconds of recent runs
+        self.calibration = Calibration()  # what finished runs took against their probes
         self._presence = WorkspacePresence(self.workspace.runs_dir)
         for folder in (self.workspace.models_dir, self.workspace.datasets_dir, self.workspace.sweeps_dir):
             remove_stale_temporaries(folder)  # left by a process killed while saving
@@ -353,7 +362,7 @@ class RunService:
                limited: bool = False) -> Run:
         """Queue a run. Its checkpoint goes to `out`, else to its folder in the workspace; without `keep_partial`
         a stopped run keeps no checkpoint (a sweep caches only complete runs). `expected_seconds` (a probe's
-        estimate) lets others see when a queue will move. `limited`: refuse (RunLimitError) when `owner` already
+        `estimates.Estimate`, or seconds) lets others see when a queue will move. `limited`: refuse (RunLimitError) when `owner` already
         has `$VAE_RUNS_PER_SESSION` limited runs queued or running — a class sharing a server takes turns."""
         if out is not None and not overwrite and Path(out).exists():  # said now, not after the training
             raise ckpt_io.CheckpointExistsError(f"{Path(out).name} already exists; choose another name")
@@ -385,8 +394,8 @@ class RunService:
     def _enqueue(self, run: Run, expected_seconds: float | None, limited: bool,
                  on_finish: Callable[[Run], None] | None) -> Run:
         run.limited = limited
-        run.probe_seconds = expected_seconds  # the probe's own figure; the queue uses it as measured here
-        run.expected_seconds = None if expected_seconds is None else expected_seconds * self.probe_ratio()
+        run.probe = Probe.of(expected_seconds)  # the probe's own figures; the queue uses them as measured here
+        run.expected_seconds = None if run.probe is None else self.calibration.expected(run.probe)
         run._on_final.append(self._finished)
         run._on_epoch.append(self._epoch_done)
         if on_finish is not None:
@@ -404,6 +413,8 @@ class RunService:
             self._created.add(run.id)
         self._persist(run)
         self.executor.submit(run, self._execute)
+        run.predicted_wait = self.expected_start(run)  # what its page says first, kept to check the queue
+        self._persist(run)
         return run
 
     def _execute(self, run: Run):
@@ -416,6 +427,7 @@ class RunService:
         outcome = self.executor.call(execute, (run.spec.to_dict(), run.id), run,
                                      workspace_root=str(self.workspace.root), arrays=arrays, resuming=run.resuming)
         run.history, run.stop_reason, run.evaluation = outcome.history, outcome.stop_reason, outcome.evaluation
+        run.measured = Measured(0.0, outcome.fit_seconds, outcome.end_seconds)  # its total once it has ended
         run.outcome = outcome.status
         if outcome.checkpoint is not None and (outcome.status == DONE or run.keep_partial):
             run.saved = _write_free(run.out, outcome.checkpoint, overwrite=run.overwrite)
@@ -452,7 +464,7 @@ class RunService:
 
     def expected_start(self, run: Run) -> float | None:
         """Seconds until a queued run starts: the workers free up as the running runs end (their own time left)
-        and then take the runs ahead of it in order (their probe estimates). None when a time is unknown."""
+        and then take the runs ahead of it in order (their expected times). None when a time is unknown."""
         ahead = []
         for job in self.executor.queued():
             if job is run:
@@ -460,6 +472,24 @@ class RunService:
             ahead.append(job)
         else:
             return None if run.status == QUEUED else 0.0
+        free = self._workers_free(ahead)
+        return None if free is None else min(free)
+
+    def expected_finish(self, seconds: list[float]) -> float | None:
+        """Seconds until new runs taking `seconds` each, queued now behind every waiting run, have all ended (on
+        however many workers this server has). None when a time is unknown."""
+        free = self._workers_free(self.executor.queued())
+        if free is None:
+            return None
+        ends = [0.0]
+        for s in seconds:
+            ends.append(heapq.heappop(free) + s)
+            heapq.heappush(free, ends[-1])
+        return max(ends)
+
+    def _workers_free(self, queued: list) -> list[float] | None:
+        """A heap of the seconds until each worker is free, once the running runs and then `queued` (in order, each
+        taking the first free worker) have ended."""
         running = [r for r in self.runs() if r.status == "running"]
         free = [0.0] * max(0, self.executor.max_workers - len(running))
         for r in running:
@@ -470,11 +500,11 @@ class RunService:
                 return None
             free.append(left)
         heapq.heapify(free)
-        for job in ahead:  # each takes the first worker to be free
+        for job in queued:
             if getattr(job, "expected_seconds", None) is None:
                 return None
             heapq.heappush(free, heapq.heappop(free) + job.expected_seconds)
-        return min(free) if free else None
+        return free
 
     def load(self) -> tuple[int, int]:
         """(running, queued) runs."""
@@ -522,17 +552,15 @@ class RunService:
             run.persisted = now
             self._persist(run)
 
-    def probe_ratio(self) -> float:
-        """How long runs really took against their probe's estimate (median of the last ones that finished here; 1
-        before any): a probe times training steps, while a run also loads its data, records its replay, decodes
-        previews and may start a worker, so the queue's estimates are scaled by what this server measured."""
-        with self._lock:
-            return statistics.median(self._ratios) if self._ratios else 1.0
+    def expected_seconds(self, estimate) -> float:
+        """Seconds a run with this probe `estimate` (`estimates.Estimate`) should take here, from what the runs
+        that finished here took against their probes (`calibration.Calibration`)."""
+        return self.calibration.expected(Probe.of(estimate))
 
     def _finished(self, run: Run) -> None:
-        if run.status == DONE and run.probe_seconds and not run.resuming:
-            with self._lock:
-                self._ratios.append(run.elapsed / run.probe_seconds)
+        if run.status == DONE and run.probe is not None and run.measured is not None and not run.resuming:
+            self.calibration.add(run.probe, Measured(run.elapsed, run.measured.fit_seconds,
+                                                     run.measured.end_seconds))
         self._persist(run)
         self._prune()
 

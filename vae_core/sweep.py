@@ -25,6 +25,7 @@ from . import store
 from .config import ConfigError, ModelConfig, ObjectiveConfig, TrainConfig, check_int, dataclass_from_dict
 from .data import Dataset
 from .device import default_device
+from .estimates import Estimate, run_seconds
 from .files import atomic_write, write_json
 from .metrics import collapsed_decoder_distortion
 from .runs import Run, RunService, RunSpec
@@ -224,9 +225,24 @@ def write_manifest(folder: Path, spec: SweepSpec, image_shape, *, collapsed: flo
         return entries
 
 
+def probe_estimates(spec: SweepSpec, image_shape, data: Dataset) -> dict[str, Estimate]:
+    """{run name: its probe estimate on `data` (the sweep's data)}: one probe per kind of run — aggressive training
+    runs an inner encoder loop per step, the other objectives' settings cost the same (a pPCA sweep's noise
+    variances too)."""
+    probes: dict[bool, Estimate] = {}
+    out = {}
+    for name, run_spec in spec.run_specs(image_shape):
+        kind = run_spec.objective.aggressive
+        if kind not in probes:
+            probes[kind] = run_seconds(run_spec, data)
+        out[name] = probes[kind]
+    return out
+
+
 def submit_sweep(service: RunService, spec: SweepSpec, folder: str | os.PathLike, image_shape, *,
-                 owner: str | None = None) -> list[Run]:
+                 owner: str | None = None, estimates: dict[str, Estimate] | None = None) -> list[Run]:
     """Queue every run of `spec` not already saved in `folder`; each finished run rewrites the manifest.
+    `estimates` ({run name: probe estimate}, `probe_estimates`) let the queue say when each will start.
     Returns the queued runs (empty when the whole sweep is already there). A folder another visitor made is
     theirs: their sweep is never rewritten (SweepError); the CLI (`owner` None or "cli") is the server's owner."""
     folder = Path(folder)
@@ -245,6 +261,7 @@ def submit_sweep(service: RunService, spec: SweepSpec, folder: str | os.PathLike
         if _cached_evaluation(path, run_spec) is None:
             queued.append(service.submit(run_spec, label=f"{folder.name}/{name}", owner=owner, group=str(folder),
                                          out=path, overwrite=True, keep_partial=False,
+                                         expected_seconds=(estimates or {}).get(name),
                                          on_finish=lambda _run: write_manifest(folder, spec, image_shape,
                                                                                collapsed=collapsed)))
     return queued

@@ -126,6 +126,40 @@ def _finite_weights(model: VAE) -> bool:
     return all(bool(torch.isfinite(p).all()) for p in model.parameters())
 
 
+class TrainingStep:
+    """One optimiser step of `fit`: the objective's loss on a batch of training images (its KL weight and
+    free-bits schedule at `progress`, in epochs), after the aggressive encoder's inner loop when that is on, and
+    the update. `estimates.run_seconds` times this very step, so an estimate follows whatever training does."""
+
+    def __init__(self, model: VAE, data: Dataset, objective: ObjectiveConfig, train: TrainConfig):
+        self.model, self.x = model, data.x_train
+        self.y = data.y_train if model.config.n_classes else None
+        self.gen = torch.Generator(device=data.device).manual_seed(train.seed)
+        self.rule = TrainingObjective(objective, train.epochs)
+        self.batch_size = train.batch_size
+        self.aggressive = (AggressiveEncoder(model, train.lr, data.x_train, self.y) if objective.aggressive
+                           else None)
+        self.optimizers = [make_optimizer(model, train.lr)] if self.aggressive is None else \
+            [self.aggressive.encoder_opt, self.aggressive.decoder_opt]
+
+    def loss_of(self, idx: torch.Tensor, progress: float, adapt: bool = True) -> Loss:
+        yb = None if self.y is None else self.y[idx]
+        return self.rule.loss(elbo_terms(self.model, self.x[idx], yb, self.gen), progress, adapt)
+
+    def __call__(self, idx: torch.Tensor, progress: float, aggressive_epoch: bool = False) -> Loss:
+        """Train on the images `idx` (B,); the batch's loss (not synced: reading it waits for the device)."""
+        if aggressive_epoch:
+            self.aggressive.train_encoder(lambda i: self.loss_of(i, progress, adapt=False), len(self.x),
+                                          self.batch_size, self.gen)
+        loss = self.loss_of(idx, progress)
+        for opt in self.optimizers:
+            opt.zero_grad(set_to_none=True)
+        loss.total.backward()
+        for opt in [self.aggressive.decoder_opt] if aggressive_epoch else self.optimizers:
+            opt.step()
+        return loss
+
+
 def fit(model: VAE, data: Dataset, objective: ObjectiveConfig, train: TrainConfig, *,
         on_step: StepCallback | None = None, on_epoch: EpochCallback | None = None,
         should_stop: Callable[[], bool] | None = None, eval_batch_size: int = 1000,
@@ -148,13 +182,9 @@ def fit(model: VAE, data: Dataset, objective: ObjectiveConfig, train: TrainConfi
     """
     device = data.device
     model.to(device)
-    gen = torch.Generator(device=device).manual_seed(train.seed)
-    rule = TrainingObjective(objective, train.epochs)
-    y_train = data.y_train if model.config.n_classes else None
+    step_on = TrainingStep(model, data, objective, train)
+    gen, rule, aggressive, optimizers = step_on.gen, step_on.rule, step_on.aggressive, step_on.optimizers
     y_test = data.y_test if model.config.n_classes else None
-    aggressive = AggressiveEncoder(model, train.lr, data.x_train, y_train) if objective.aggressive else None
-    optimizers = [make_optimizer(model, train.lr)] if aggressive is None else \
-        [aggressive.encoder_opt, aggressive.decoder_opt]
     n = len(data.x_train)
     steps = math.ceil(n / train.batch_size)
     check_every = 1 if device.type == "cpu" else 32  # a finiteness check syncs an accelerator
@@ -180,21 +210,8 @@ def fit(model: VAE, data: Dataset, objective: ObjectiveConfig, train: TrainConfi
         aggressive_epoch = aggressive is not None and aggressive.active
         inner_before = aggressive.inner_steps if aggressive else 0
         for step in range(steps):
-            progress = epoch + step / steps
-
-            def loss_of(idx: torch.Tensor, adapt: bool = True) -> Loss:
-                yb = None if y_train is None else y_train[idx]
-                return rule.loss(elbo_terms(model, data.x_train[idx], yb, gen), progress, adapt)
-
-            if aggressive_epoch:
-                aggressive.train_encoder(lambda i: loss_of(i, adapt=False), n, train.batch_size, gen)
             idx = order[step * train.batch_size:(step + 1) * train.batch_size]  # (B,)
-            loss = loss_of(idx)
-            for opt in optimizers:
-                opt.zero_grad(set_to_none=True)
-            loss.total.backward()
-            for opt in [aggressive.decoder_opt] if aggressive_epoch else optimizers:
-                opt.step()
+            loss = step_on(idx, epoch + step / steps, aggressive_epoch)
             bad |= ~torch.isfinite(loss.total)
             sums += torch.stack([loss.recon.detach(), loss.kl.detach()]) * len(idx)
             if (step + 1) % check_every == 0 or step == steps - 1:

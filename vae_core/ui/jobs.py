@@ -113,6 +113,26 @@ def iwae_started(model_key: str, k: int) -> Job | None:
 
 # ---------------------------------------------------------------- a training run, live
 
+def expected_run_seconds(svc: RunService, estimates: list) -> tuple[float, str]:
+    """What runs with these probe estimates (`estimates.Estimate`) will take on this server, and the words for
+    it: their work (each as the runs that finished here took against their probes), and, when the workers are
+    busy, when they would start and end if submitted now."""
+    seconds = [svc.expected_seconds(e) for e in estimates]
+    work = sum(seconds)
+    learnt = svc.calibration.runs
+    text = (f"about **{format_duration(work)}**" + (" of training" if len(seconds) > 1 else "")
+            + (f" (scaled by what the last {learnt} run(s) here took against their probes)" if learnt else ""))
+    end = svc.expected_finish(seconds)
+    running, queued = svc.load()
+    if end is not None and end > max(seconds, default=0.0) * 1.05 + 1:  # more than its own time: it waits
+        text += (f". The server trains {svc.executor.max_workers} model(s) at a time and is busy ({running} "
+                 f"training, {queued} waiting): submitted now, {'they' if len(seconds) > 1 else 'it'} would end in "
+                 f"about **{format_duration(end)}**")
+    elif len(seconds) > 1 and end is not None:
+        text += f", {svc.executor.max_workers} at a time: all done in about **{format_duration(end)}**"
+    return work, text
+
+
 def _run_status(run: Run, svc: RunService) -> None:
     if run.status == QUEUED:
         place = svc.position(run)

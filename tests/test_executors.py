@@ -1,7 +1,9 @@
 """Where runs execute (vae_core/executors/): in the driver's thread, in worker processes, and what they ask Ray for;
 plus the run service's per-user limit and its estimate of when a queued run starts. Fake work keeps these fast."""
 import os
+import sys
 import time
+import types
 
 import pytest
 import torch
@@ -11,6 +13,7 @@ from vae_core.config import ModelConfig, TrainConfig
 from vae_core.executors import LocalExecutor, Relay, cores, deliver, ray_options
 from vae_core.jobs import Cancelled, Job
 from vae_core.runs import RunLimitError, RunService, RunSpec
+from vae_core.spawn import process_pool, started
 
 
 class Recorder:
@@ -173,3 +176,17 @@ def test_worker_processes_end_when_their_server_is_killed():
         server.wait()
     gone, alive = psutil.wait_procs(workers, timeout=60)
     assert not alive, f"worker processes left behind: {[p.pid for p in alive]}"
+
+
+def test_worker_processes_do_not_run_the_page_that_started_them(tmp_path, monkeypatch):
+    """Streamlit installs each page script as `__main__` while it runs, and a spawned process re-runs its parent's
+    `__main__` file first: a server's workers ran a page without a browser (and failed on the lab's)."""
+    marker, script = tmp_path / "ran", tmp_path / "page.py"
+    script.write_text(f"open({str(marker)!r}, 'w').write('the page ran')\n")
+    page = types.ModuleType("__main__")
+    page.__file__ = str(script)
+    monkeypatch.setitem(sys.modules, "__main__", page)
+    pool = process_pool(1)
+    assert pool.submit(started).result(120)
+    pool.shutdown()
+    assert not marker.exists() and sys.modules["__main__"] is page

@@ -34,7 +34,6 @@ than the output plus a few blocks in memory.
 from __future__ import annotations
 
 import io
-import multiprocessing
 import os
 import zipfile
 from collections import Counter
@@ -51,6 +50,7 @@ from PIL import Image, ImageOps
 from .array_files import check_expansion, open_source
 from .files import pwrite_all
 from .pixels import MAX_CLASSES, MAX_IMAGES, MAX_SIDE, ArrayData, DataError, check_array_shape, check_image_count
+from .spawn import process_pool
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg")
 PIL_FORMATS = ("PNG", "JPEG")  # the only decoders Pillow may use on these files
@@ -371,7 +371,7 @@ def _plan(files: list[_File], where: str, image_size: int | None, progress: Prog
     workers = workers or os.cpu_count() or 1
     pool = None
     if source is not None and workers > 1 and len(files) >= PARALLEL_MIN:
-        pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"))  # safe beside threads
+        pool = process_pool(workers)
     try:
         plan = _check_headers(files, where, y, class_names, image_size, progress, source, pool)
         plan.workers = workers if pool is not None else 1

@@ -6,16 +6,14 @@ import multiprocessing
 import os
 import threading
 import time
-from concurrent.futures import ProcessPoolExecutor
 
 import torch
 
+from ..spawn import process_pool
 from .relay import Relay, follow
 
 ORPHAN_CHECK_S = 1.0  # how often a worker process checks that its server is still there
 _WORKER: dict = {}  # in a worker process: the queues to the driver threads and their Stop flags
-
-
 def _init_worker(threads: int, outboxes, stops, server: int) -> None:
     torch.set_num_threads(threads)
     _WORKER.update(outboxes=outboxes, stops=stops)
@@ -42,11 +40,6 @@ def _in_worker_process(fn, args, kwargs, slot: int):
         relay.close()
 
 
-def _ready() -> bool:
-    """A no-op for a worker process: once it returns, the worker has started and imported torch."""
-    return True
-
-
 class ProcessPool:
     """`workers` worker processes with `threads` torch threads each, for as many driver threads (slots)."""
 
@@ -54,10 +47,8 @@ class ProcessPool:
         context = multiprocessing.get_context("spawn")  # a clean interpreter: safe beside threads and torch
         self.outboxes = [context.SimpleQueue() for _ in range(workers)]
         self.stops = context.Array("b", workers, lock=False)
-        self.pool = ProcessPoolExecutor(workers, mp_context=context, initializer=_init_worker,
-                                        initargs=(threads, self.outboxes, self.stops, os.getpid()))
-        for _ in range(workers):  # start every worker now (in the background), not when the first run waits
-            self.pool.submit(_ready)
+        self.pool = process_pool(workers, initializer=_init_worker,  # all started now, not when a run waits
+                                 initargs=(threads, self.outboxes, self.stops, os.getpid()))
 
     def call(self, fn, args, kwargs, slot: int, reporter):
         """`fn(*args, relay, **kwargs)` in a worker, for the driver thread of `slot`, its reports to `reporter`."""

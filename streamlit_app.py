@@ -20,9 +20,12 @@ pages = [
     st.Page("app_pages/3_Decoder_grid.py", title="Decoder grid", icon=":material/grid_view:", url_path="decoder"),
     st.Page("app_pages/4_Anomalies.py", title="Anomalies", icon=":material/report:", url_path="anomalies"),
     st.Page("app_pages/5_Collapse_lab.py", title="Collapse lab", icon=":material/compress:", url_path="collapse"),
+    st.Page("app_pages/6_Collapse_demo.py", title="Collapse demo", icon=":material/slideshow:", url_path="demo"),
 ]
 first_paint.quiet_unknown_addresses()  # /overview, /nonexistent: the Overview at /, without a "Page not found" dialog
 page = st.navigation(pages)
+if st.query_params.get("demo") and page.url_path != "demo":  # ?demo=collapse on any page opens the lecture demo
+    st.switch_page("app_pages/6_Collapse_demo.py", query_params=st.query_params.to_dict())
 first_paint.run_page(page)
 # The sidebar loads the active model: drawn after the page, it does not hold up a fresh server's first picture.
 from vae_core.ui import widgets  # noqa: E402 — imported by every page already

@@ -39,6 +39,8 @@ NEXT = [
      "train your own model with live curves (or the PyTorch tutorial's recipe)"),
     ("app_pages/5_Collapse_lab.py", "Collapse lab", ":material/compress:",
      "β-VAE, free bits and KL warm-up side by side: posterior collapse and how to prevent it"),
+    ("app_pages/6_Collapse_demo.py", "Collapse demo", ":material/slideshow:",
+     "for a lecture: a run collapsing beside the same run cured, epoch by epoch, with a presentation mode"),
 ]
 for path, title, icon, what in NEXT:
     left, right = st.columns([1, 4], vertical_alignment="center")

@@ -69,7 +69,7 @@ def test_overview_shows_the_encoder_and_decoder_picture_and_links_every_page():
     caption = element.proto.imgs[0].caption
     assert f"{N_TEST:,} test images" in caption and "decodes to that class" in caption
     links = [e.proto.page for e in at.get("page_link")]
-    assert links == ["latent", "decoder", "anomalies", "train", "collapse"]
+    assert links == ["latent", "decoder", "anomalies", "train", "collapse", "demo"]
     assert len(at.latex) == 1 and "ELBO" in at.latex[0].value
 
 

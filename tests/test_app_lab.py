@@ -38,44 +38,78 @@ def _fig(el):
     return go.Figure(_decode(json.loads(el.proto.spec)))
 
 
+def lab_page(sweep: Path = SHIPPED, section: str = "overview") -> AppTest:
+    """The lab page alone on `sweep`, showing `section`."""
+    at = AppTest.from_file(PAGE, default_timeout=120)
+    at.session_state["lab_sweep"] = str(sweep)
+    at.session_state["lab_section"] = section
+    return at.run()
+
+
 @pytest.fixture
 def lab():
-    at = AppTest.from_file(PAGE, default_timeout=120)
-    at.session_state["lab_sweep"] = str(SHIPPED)
-    return at.run()
+    return lab_page()
+
+
+def picker(at: AppTest, sweep: Path = SHIPPED):
+    return at.selectbox(key=f"lab_timeline_run_{sweep.name}")
 
 
 def test_lab_shows_the_shipped_sweep(lab):
     assert not lab.exception
-    charts = lab.get("plotly_chart")
-    rd = _fig(charts[0])
+    (chart,) = lab.get("plotly_chart")  # the overview alone: the plane and the table
+    rd = _fig(chart)
     run_traces = [t for t in rd.data if t.mode == "lines+markers+text"]
     n_runs = sum(len(t.x) for t in run_traces)
     manifest = json.loads((SHIPPED / "sweep.json").read_text())
     assert n_runs == len(manifest["runs"]) == 20
-    heat = _fig(charts[1]).data[0]
-    assert len(heat.z) == 20 and len(heat.z[0]) == 16
     table = lab.dataframe[0].value
-    assert len(table) == 20
+    assert len(table) == 20 and list(table.columns[:4]) == ["run", "rate R", "distortion D", "active units"]
     assert ((table["rate R"] + table["distortion D"] - table["−ELBO"]).abs() < 1e-6).all()
     assert table["I(x;z)"].max() <= 5.89  # log(359 test images)
     collapsed = table[(table["β"] >= 4) & (table["λ"] == 0)]
     assert (collapsed["active units"] == 0).all()  # β ≥ 4 collapses every unit …
     rescued = table[(table["β"] >= 4) & (table["λ"] == 0.5)]
     assert (rescued["active units"] == 16).all()  # … and free bits bring them back
+    assert not lab.get("image")
+    lab.segmented_control(key="lab_section").set_value("kl").run()
+    heat = _fig(lab.get("plotly_chart")[0]).data[0]
+    assert len(heat.z) == 20 and len(heat.z[0]) == 16 and not lab.dataframe
+    lab.segmented_control(key="lab_section").set_value("pictures").run()
+    assert not lab.exception and not lab.get("plotly_chart")
     assert len(lab.get("image")) == 2 * 20  # reconstructions and prior samples of every run
 
 
-def test_lab_timeline_follows_the_chosen_run(lab):
-    lab.selectbox(key="lab_timeline_run").set_value(12).run()
+def test_lab_timeline_follows_the_chosen_run():
+    lab = lab_page(section="kl")
+    assert lab.session_state["lab_section"] == "kl"
+    assert picker(lab).value == 13  # opens on β=4, warm-up 10: 8 active units after its first epoch, 0 at the end
+    picker(lab).set_value(12).run()
     assert not lab.exception
-    timeline = _fig(lab.get("plotly_chart")[2])
+    timeline = _fig(lab.get("plotly_chart")[1])
     assert len([t for t in timeline.data if t.mode == "lines"]) == 16
     (verdict,) = [w for w in messages(lab, ("warning",)) if "collapsed" in w]  # the chosen run's collapse, and why
     assert "β=4: Every latent dimension collapsed (16 of 16)" in verdict and verdict.count("z0–z15") == 2
     assert "β = 4 > 1 trades rate away by design" in verdict and "Fix 1: **Free bits λ = 0.5**" in verdict
-    lab.selectbox(key="lab_timeline_run").set_value(14).run()  # the same β with free bits: nothing collapsed
+    picker(lab).set_value(14).run()  # the same β with free bits: nothing collapsed
     assert any("β=4, λ=0.5: No collapse: all 16 latent dimensions" in m for m in messages(lab, ("info",)))
+
+
+def test_the_replay_opens_on_a_collapsing_run_and_follows_the_sweep():
+    every_cure = SHIPPED.parent / "fashion-every-cure-d16"
+    lab = lab_page(every_cure, "kl")
+    assert not lab.exception
+    runs = json.loads((every_cure / "sweep.json").read_text())["runs"]
+    first = picker(lab, every_cure)
+    history = C.peek(every_cure / runs[first.value]["file"])["history"]
+    assert history[-1]["active_units"] < history[0]["active_units"]  # it collapses as it trains
+    assert first.format_func(first.value) == "β=4" and any("**β=4**, epoch by epoch" in c.value for c in lab.caption)
+    lab.selectbox(key="lab_sweep").set_value(str(SHIPPED)).run()  # another sweep: its own picker, its own runs
+    assert not lab.exception and lab.session_state["lab_section"] == "kl"
+    (shown,) = [s for s in lab.selectbox if s.label == "Run"]
+    assert shown.key == f"lab_timeline_run_{SHIPPED.name}" and shown.value == 13
+    assert shown.format_func(shown.value) == "β=4, warm-up 10"
+    assert any("**β=4, warm-up 10**, epoch by epoch" in c.value for c in lab.caption)
 
 
 def test_lab_rejects_bad_values_with_a_message():
@@ -100,7 +134,7 @@ def lab_form(**values) -> AppTest:
 def test_a_new_sweep_trains_in_the_background_while_the_user_is_elsewhere(tmp_path, monkeypatch):
     monkeypatch.setenv("VAE_HOME", str(tmp_path / "home"))
     at = lab_form(betas="1, 4", lams="0", epochs=20, latent=4, name="bg-sweep").run()
-    assert any("2 runs of about" in c.value for c in at.caption)  # the estimate, measured before starting
+    assert any(c.value.startswith("2 runs: about") for c in at.caption)  # the estimate, measured before starting
     at.button(key="lab_run").click().run()
     runs = default_service().runs(group=str(store.Workspace().sweep_path("bg-sweep")))
     assert len(runs) == 2
@@ -121,17 +155,15 @@ def test_the_lab_form_adds_runs_per_cure_and_prices_the_aggressive_ones(tmp_path
                   name="cures")
     at.checkbox(key="lab_aggressive").check().run()
     assert not at.exception and not at.error
-    estimate = next(c.value for c in at.caption if "runs of about" in c.value)
-    assert estimate.startswith("10 runs of about") and "aggressive ones up to" in estimate
-    assert "encoder steps per decoder step" in estimate
+    estimate = next(c.value for c in at.caption if "runs: about" in c.value)
+    assert estimate.startswith("10 runs: about") and "of training" in estimate and "busy" not in estimate
+    assert "encoder steps per decoder step" in estimate  # aggressive runs: their probe counted the inner loop
     at.text_input(key="lab_cycles").set_value("2.5").run()
     assert any("not a whole number" in e for e in messages(at, ("error",))) and at.button(key="lab_run").disabled
 
 
 def test_the_ppca_panel_sets_the_exact_fit_beside_the_closed_form():
-    at = AppTest.from_file(PAGE, default_timeout=120)
-    at.session_state["lab_sweep"] = str(SHIPPED)
-    at.run()
+    at = lab_page(section="ppca")
     assert any("Collapse without any optimisation problem" in h.value for h in at.subheader)
     table = at.dataframe[-1].value
     assert list(table["AU closed form"]) == [18, 12, 6] and table["AU exact fit"].isna().all()
@@ -155,7 +187,7 @@ def test_the_lab_sweeps_a_dataset_stored_in_the_workspace_and_the_manifest_names
     at = lab_form(betas="1", lams="0", epochs=1, latent=2, name="on-mine")
     at.selectbox(key="lab_dataset").set_value(f"file:{stored.hash}").run()
     assert not at.exception and not at.error
-    assert any("1 runs of about" in c.value for c in at.caption)
+    assert any(c.value.startswith("1 runs: about") for c in at.caption)
     at.button(key="lab_run").click().run()
     (run,) = default_service().runs(group=str(ws.sweep_path("on-mine")))
     assert run.wait(120) and run.status == "done"

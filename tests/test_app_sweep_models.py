@@ -84,9 +84,10 @@ def test_the_lab_opens_the_picked_run_as_the_active_model_and_lists_it(home):
     default = active_id(at)
     at.switch_page("app_pages/5_Collapse_lab.py")
     at.session_state["lab_sweep"] = str(SWEEPS / "digits-d16")
+    at.session_state["lab_section"] = "kl"  # where the run picker is
     at.run()
     names = [r["name"] for r in json.loads((SWEEPS / "digits-d16" / "sweep.json").read_text())["runs"]]
-    at.selectbox(key="lab_timeline_run").set_value(names.index("beta2_fb0_wu10")).run()
+    at.selectbox(key="lab_timeline_run_digits-d16").set_value(names.index("beta2_fb0_wu10")).run()
     assert active_id(at) == default and not any(o.startswith("sweep · ") for o in model_options(at))
     at.button(key="lab_open").click().run()
     assert not at.exception and not at.error

@@ -154,6 +154,7 @@ def test_run_pictures_generate_from_z_alone(model):
 def test_the_lab_labels_each_row_of_the_shipped_pixelcnn_sweep():
     at = AppTest.from_file(str(ROOT / "app_pages" / "5_Collapse_lab.py"), default_timeout=300)
     at.session_state["lab_sweep"] = str(ROOT / "checkpoints" / "sweeps" / "fashion-pixelcnn-d16")
+    at.session_state["lab_section"] = "pictures"  # the side-by-side section
     at.run()
     assert not at.exception
     captions = [image.proto.imgs[0].caption for image in at.get("image")]

@@ -1,6 +1,6 @@
 import numpy as np
 
-from vae_core.lab_plots import kl_heatmap, kl_timeline, rd_plane
+from vae_core.lab_plots import LABEL_WIDTHS, kl_heatmap, kl_timeline, most_instructive, plot_area, rd_plane, text_box, to_px
 
 EVALS = [dict(beta=b, free_bits=fb, warmup=0, rate=r, distortion=d, test_elbo=r + d, active_units=au,
               kl_per_dim=[r / 2, r / 2])
@@ -11,6 +11,7 @@ EVALS = [dict(beta=b, free_bits=fb, warmup=0, rate=r, distortion=d, test_elbo=r 
 def test_rd_plane_joins_beta_runs_in_order_and_draws_iso_elbo_lines():
     fig = rd_plane(EVALS)
     runs = [t for t in fig.data if t.mode == "lines+markers+text"]
+    assert [list(t.text) for t in runs] == [["β=0.5", "β=1", "β=4"], ["β=4"]]  # room for every label
     assert len(runs) == 2  # λ = 0 family and λ = 0.5 family
     fam0 = next(t for t in runs if t.name == "β-VAE")
     assert {t.name for t in runs} == {"β-VAE", "λ=0.5"}
@@ -39,4 +40,51 @@ def test_ppca_spectrum_marks_each_noise_variance_with_its_active_count():
     lam = np.array([0.5, 0.3, 0.15, 0.08, 0.01])
     fig = ppca_spectrum(lam[::-1], [0.05, 0.2], latent_dim=4)  # any order in; the 4 largest shown, largest first
     assert list(fig.data[0].y) == [0.5, 0.3, 0.15, 0.08]
-    assert [a.text for a in fig.layout.annotations] == ["σ² = 0.05: 4 active", "σ² = 0.2: 2 active"]
+    assert [t.name for t in fig.data[1:]] == ["σ² = 0.05: 4 active", "σ² = 0.2: 2 active"]
+    assert [t.y[0] for t in fig.data[1:]] == [0.05, 0.2]
+
+
+def label_boxes(fig, width: int) -> list[tuple[str, tuple]]:
+    """Every text drawn on the R–D plane (points' labels and notes) as (text, box in px), `width` px wide: about
+    0.6 × the font size per character and 1.25 × it high, placed from the axis ranges and the figure's size."""
+    boxes = []
+    for t in fig.data:
+        if t.mode == "lines+markers+text":
+            for x, y, text, side in zip(t.x, t.y, t.text, t.textposition):
+                if text:
+                    boxes.append((text, text_box(*to_px(fig, width, x, y), text, side, t.textfont.size, 7.25)))
+    left, top, right, bottom = plot_area(fig, width)
+    for a in fig.layout.annotations:
+        cx, cy = ((left + a.x * (right - left), bottom - a.y * (bottom - top)) if a.xref == "paper"
+                  else to_px(fig, width, a.x, a.y))
+        w, h = 0.6 * a.font.size * len(a.text), 1.25 * a.font.size
+        x0 = cx - w if a.xanchor == "right" else cx - w / 2 if a.xanchor == "center" else cx
+        y0 = cy - h if a.yanchor == "bottom" else cy - h / 2 if a.yanchor == "middle" else cy
+        boxes.append((a.text, (x0, y0, x0 + w, y0 + h)))
+    return boxes
+
+
+def test_rd_plane_labels_never_overlap_where_collapsed_runs_crowd_at_zero_rate():
+    """The issue's sweep: runs pile up at R ≈ 0 (every β ≥ 2 without free bits) and at R ≈ 7 (free bits): on a
+    phone and on a wide screen no two texts overlap, each inside the plot; crowds lose labels, not the rest."""
+    crowd = [dict(beta=b, free_bits=fb, warmup=wu, rate=r, distortion=d, test_elbo=r + d, active_units=0,
+                  kl_per_dim=[r]) for b in (2, 4, 8, 16) for wu in (0, 10)
+             for fb, r, d in ((0, 0.01 * b / 16, 27.1 + 0.01 * wu), (0.5, 6.5 + 0.1 * b / 4 + 0.05 * wu, 20.5 + 0.1 * b))]
+    fig = rd_plane(crowd + EVALS, collapsed_distortion=27.05)
+    labelled = [x for t in fig.data if t.mode == "lines+markers+text" for x, text in zip(t.x, t.text) if text]
+    assert any(x < 0.05 for x in labelled) and 6 < len(labelled) < len(crowd + EVALS)  # one of the pile named
+    for width in (*LABEL_WIDTHS, 1300):
+        boxes = label_boxes(fig, width)
+        left, top, right, bottom = plot_area(fig, width)
+        for i, (text, (x0, y0, x1, y1)) in enumerate(boxes):
+            assert left <= x0 and x1 <= right and top <= y0 and y1 <= bottom, (width, text)
+            for other, (u0, v0, u1, v1) in boxes[i + 1:]:
+                assert x1 <= u0 or u1 <= x0 or y1 <= v0 or v1 <= y0, (width, text, other)
+
+
+def test_the_replay_opens_on_a_run_that_collapses_as_it_trains():
+    def history(*au):
+        return [{"epoch": e, "active_units": a} for e, a in enumerate(au, 1)]
+    evals = [{"active_units": a} for a in (16, 4, 0, 16)]
+    assert most_instructive([history(16, 16), history(16, 4), history(0, 0), history(12, 16)], evals) == 1
+    assert most_instructive([history(16, 16), history(4, 4), history(0, 0), []], evals) == 2  # else the most collapsed

@@ -221,3 +221,4 @@ def test_a_batch_of_runs_ends_when_the_last_worker_is_done(tmp_path):
     assert service.expected_finish([3.0, 3.0, 3.0]) == 6.0
     assert service.expected_finish([5.0, 1.0, 1.0, 1.0]) == 5.0
     assert service.expected_finish([]) == 0.0
+    assert service.expected_finish([3.0, 3.0, 3.0], now=False) == 6.0  # on idle workers: the same here

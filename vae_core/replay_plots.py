@@ -26,6 +26,21 @@ def _ellipse(mean: np.ndarray, cov3: np.ndarray, points: int = 40) -> np.ndarray
     return covariance_ellipse(mean, np.array([[a, b], [b, c]]), 2.0, points)
 
 
+def map_limit(rp: Replay, shown: np.ndarray | None = None) -> float:
+    """Half-width of the square map (both axes run ±limit) that holds, at every recorded epoch, the posterior means
+    of the `shown` probe images and the whole ±2σ ellipse of each one drawn with it (the first `ELLIPSES`): the
+    ellipse of N(m, [[a, b], [b, c]]) reaches m ± 2(√a, √c), its bounding box. Means alone can sit within ±0.2
+    while a collapsing dimension's ellipses swell to the prior's ±2; the caption describes those ellipses, so
+    they must be on screen. A tenth is added as a margin."""
+    shown = np.arange(min(SHOWN, len(rp.probe_ids))) if shown is None else np.asarray(shown)
+    reach = float(np.abs(rp.means[:, shown]).max()) if len(shown) else 0.0
+    ringed = shown[:ELLIPSES]
+    if len(ringed):
+        half = 2.0 * np.sqrt(np.clip(rp.cov[:, ringed][..., [0, 2]].astype(np.float64), 0.0, None))  # (E, k, 2)
+        reach = max(reach, float((np.abs(rp.means[:, ringed]) + half).max()))
+    return reach * 1.1 or 1.0
+
+
 def _png_uri(picture: np.ndarray) -> str:
     return "data:image/png;base64," + base64.b64encode(pictures.png_bytes(picture)).decode()
 
@@ -57,8 +72,8 @@ def replay_figure(rp: Replay, height: int = 460) -> go.Figure:
     with_lattice = rp.lattice is not None
     cols = 3 if with_lattice else 2
     fig = make_subplots(rows=1, cols=cols, column_widths=[0.4, 0.3, 0.3] if with_lattice else [0.55, 0.45],
-                        subplot_titles=["posterior means (±2σ ellipses)"]
-                        + (["decoder on a ±2σ grid"] if with_lattice else []) + ["KL per dimension (nats)"],
+                        subplot_titles=["means, ±2σ ellipses"]  # short: three titles side by side on a phone
+                        + (["decoder, ±2σ grid"] if with_lattice else []) + ["KL per dim (nats)"],
                         specs=[[{"type": "xy"}] * cols], horizontal_spacing=0.06)
     shown = np.arange(min(SHOWN, len(rp.probe_ids)))
     colours = (["#888"] * len(shown) if rp.labels is None
@@ -70,7 +85,7 @@ def replay_figure(rp: Replay, height: int = 460) -> go.Figure:
     fig.frames = [go.Frame(data=_frame_traces(rp, e, shown, colours), name=str(int(rp.epochs[e])),
                            layout=go.Layout(annotations=fig.layout.annotations[:cols] + (_caption(rp, e),)))
                   for e in frames]
-    lim = float(np.abs(rp.means[:, shown]).max()) * 1.1 or 1.0
+    lim = map_limit(rp, shown)  # the means and the drawn ellipses, at every epoch
     kl_max = float(rp.kl_per_dim.max()) * 1.1 or 1.0
     layout(fig, None, height, top=90)
     fig.update_xaxes(range=[-lim, lim], title=rp.axes[0], row=1, col=1)
@@ -106,7 +121,7 @@ def replay_gif(rp: Replay, size: int = 240, frame_ms: int = 400) -> bytes:
     """The replay as an animated GIF: per epoch, the scatter (with the ellipses), the lattice and the KL bars side
     by side, with the epoch and the rate written above; the last frame is held a little longer."""
     shown = np.arange(min(SHOWN, len(rp.probe_ids)))
-    lim = float(np.abs(rp.means[:, shown]).max()) * 1.1 or 1.0
+    lim = map_limit(rp, shown)  # the means and the drawn ellipses, at every epoch
     kl_max = float(rp.kl_per_dim.max()) * 1.1 or 1.0
     rgb = [tuple(int(h[i:i + 2], 16) for i in (1, 3, 5)) for h in PALETTE]
     frames = []

@@ -475,10 +475,11 @@ class RunService:
         free = self._workers_free(ahead)
         return None if free is None else min(free)
 
-    def expected_finish(self, seconds: list[float]) -> float | None:
-        """Seconds until new runs taking `seconds` each, queued now behind every waiting run, have all ended (on
-        however many workers this server has). None when a time is unknown."""
-        free = self._workers_free(self.executor.queued())
+    def expected_finish(self, seconds: list[float], *, now: bool = True) -> float | None:
+        """Seconds until new runs taking `seconds` each, queued now behind every running and waiting run, have all
+        ended (on however many workers this server has); with `now` False, on idle workers. None when a time is
+        unknown."""
+        free = self._workers_free(self.executor.queued()) if now else [0.0] * self.executor.max_workers
         if free is None:
             return None
         ends = [0.0]

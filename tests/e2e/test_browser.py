@@ -252,7 +252,8 @@ def test_on_a_narrow_screen_formulas_scroll_in_their_box_and_the_favicon_is_loca
 
 @pytest.mark.parametrize("path, title", [("train", "Train a VAE"), ("latent", "Latent space"),
                                          ("decoder", "Decoder grid"), ("anomalies", "Anomalies"),
-                                         ("collapse", "Posterior-collapse lab")])
+                                         ("collapse", "Posterior-collapse lab"),
+                                         ("demo", "Posterior collapse: a lecture demo")])
 def test_every_declared_address_opens_its_page(browser, server, path, title):
     pg = visit(browser, server, path, title)
     no_exception(pg)
@@ -323,9 +324,8 @@ def test_anomalies_page_and_the_held_out_class_experiment(browser, server):
     expect(pg.get_by_text("Flagged").first).to_be_visible()
     shot(pg, "anomalies")
     set_number(pg, "epochs", 3)
-    start = pg.get_by_role("button", name="Train and evaluate")
-    expect(start).to_contain_text("about")  # the estimate, measured before starting
-    start.click()
+    expect(pg.get_by_text("press Train and evaluate: about").first).to_be_visible()  # measured before starting
+    pg.get_by_role("button", name="Train and evaluate").click()
     expect(pg.get_by_text("AUROC, −ELBO").first).to_be_visible(timeout=120_000)
     no_exception(pg)
     shot(pg, "anomalies_held_out")
@@ -337,14 +337,22 @@ def test_collapse_lab_rd_plane_and_heatmap(browser, server):
     no_exception(pg)
     expect(pg.get_by_text("Rate–distortion plane").first).to_be_visible()
     charts = pg.locator('[data-testid="stPlotlyChart"]')
-    expect(charts.nth(1)).to_be_visible()
+    expect(charts.nth(0)).to_be_visible()
     charts.nth(0).screenshot(path=str(SHOTS / "collapse_rd_plane.png"))
-    charts.nth(1).screenshot(path=str(SHOTS / "collapse_kl_heatmap.png"))
+    lab_section(pg, "KL per dimension & replay")
+    expect(charts.nth(1)).to_be_visible()
+    charts.nth(0).screenshot(path=str(SHOTS / "collapse_kl_heatmap.png"))
     choose(pg, "Run", "β=4", '[data-testid="stMain"]')
     settled(pg)
     no_exception(pg)
     shot(pg, "collapse_lab")
     pg.context.close()
+
+
+def lab_section(pg, name: str) -> None:
+    """Show one part of the collapse lab (its segmented control), once its run has ended."""
+    pg.locator(".st-key-lab_section").get_by_role("radio", name=name, exact=True).click()
+    settled(pg)
 
 
 def replay_epoch(chart) -> str:
@@ -362,6 +370,7 @@ def test_every_cure_on_one_plane_and_the_replay_scrubbed(browser, server):
     for cure in ("β-VAE", "λ=0.5", "warm-up 10", "cyclical ×4", "soft target 10 nats", "aggressive", "capacity 25"):
         expect(rd.locator(".legendtext", has_text=cure).first).to_be_attached()
     rd.screenshot(path=str(SHOTS / "collapse_rd_all_cures.png"))
+    lab_section(pg, "KL per dimension & replay")
     choose(pg, "Run", "β=4, aggressive", '[data-testid="stMain"]', typed="aggressive")
     expect(pg.get_by_text("The run picked above, β=4, aggressive, epoch by epoch.")).to_be_visible()
     settled(pg)
@@ -384,6 +393,7 @@ def test_every_cure_on_one_plane_and_the_replay_scrubbed(browser, server):
 
 def test_the_ppca_panel_fits_the_linear_vae_exactly(browser, server):
     pg = visit(browser, server, "collapse", "Posterior-collapse lab")
+    lab_section(pg, "pPCA")
     heading = pg.locator("h3", has_text="Collapse without any optimisation problem").first
     heading.scroll_into_view_if_needed()
     pg.get_by_role("button", name="Fit the linear VAE exactly").click()

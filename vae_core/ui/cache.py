@@ -12,7 +12,7 @@ import streamlit as st
 import torch
 
 from .. import checkpoint as ckpt_io
-from .. import lab_plots, latent_map, pictures, ppca, replay, replay_plots, store
+from .. import demo, lab_plots, latent_map, pictures, ppca, replay, replay_plots, store
 from ..data import DataError, Dataset
 from ..locations import available_builtin
 from ..decoding import cell_to_latent, decode_codes, density_2d, overview, run_picture_rows
@@ -24,7 +24,7 @@ from ..projection import subsample
 from ..runs import RunSpec
 from ..single_image import background_level
 from . import map_view
-from ..sweep import load_sweep
+from ..sweep import SweepSpec, load_sweep, probe_estimates
 
 
 @st.cache_resource(show_spinner=False)
@@ -63,11 +63,16 @@ def builtin_available() -> dict[str, bool]:
     return available_builtin()
 
 
-@st.cache_resource(show_spinner=False, max_entries=256)
-@st.cache_resource(show_spinner="Timing a few training steps…", max_entries=64)
+@st.cache_resource(show_spinner="Timing a few training steps…", max_entries=256)
 def run_estimate(spec: RunSpec) -> Estimate:
     """How long `spec` will take here, measured from a probe (`estimates.run_seconds`); cached per spec."""
     return run_seconds(spec, store.load(spec.data, device()))
+
+
+@st.cache_resource(show_spinner="Timing a few training steps…", max_entries=64)
+def sweep_estimates(spec: SweepSpec, image_shape: tuple) -> dict[str, Estimate]:
+    """{run name: probe estimate} of a sweep's runs (`sweep.probe_estimates`); cached per sweep."""
+    return probe_estimates(spec, image_shape, store.load(spec.data_ref(), device()))
 
 
 @st.cache_resource(show_spinner="Timing the IWAE bound on a few images…", max_entries=64)
@@ -323,3 +328,25 @@ def replay_gif(path: str, mtime_ns: int) -> bytes:
 def covariance_eigenvalues(name: str, _x: torch.Tensor) -> np.ndarray:
     """`ppca.covariance_eigenvalues` of the training images, for the pPCA panel."""
     return ppca.covariance_eigenvalues(_x)
+
+
+# ---------------------------------------------------------------- the collapse demo (app_pages/6_Collapse_demo.py)
+
+@st.cache_resource(show_spinner="Loading the demo's runs…", max_entries=8)
+def demo_pair(key: str, folder: str, mtime_ns: int):
+    """The demo `key`'s two runs read from `folder` (`demo.load_pair`), reloaded when its manifest changes."""
+    return demo.load_pair(demo.demo_for(key), folder)
+
+
+@st.cache_resource(show_spinner=False, max_entries=512)
+def demo_frame(path: str, mtime_ns: int, epoch: int, lim: float, kl_max: float, free_bits: float, font: int,
+               _replay, height: int = 640) -> object:
+    """One run's figure at one epoch (`demo.epoch_figure`), built once per replay file, epoch and axes: scrubbing
+    back and forth re-sends built figures."""
+    return demo.epoch_figure(_replay, epoch, lim, kl_max, free_bits, font=font, height=height)
+
+
+@st.cache_resource(show_spinner=False, max_entries=16)
+def demo_rd(folder: str, mtime_ns: int, font: int, _pair) -> object:
+    """The demo's rate–distortion plane (`demo.rd_figure`)."""
+    return demo.rd_figure(_pair, font=font)

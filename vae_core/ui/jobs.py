@@ -122,14 +122,14 @@ def expected_run_seconds(svc: RunService, estimates: list) -> tuple[float, str]:
     learnt = svc.calibration.runs
     text = (f"about **{format_duration(work)}**" + (" of training" if len(seconds) > 1 else "")
             + (f" (scaled by what the last {learnt} run(s) here took against their probes)" if learnt else ""))
-    end = svc.expected_finish(seconds)
+    end, idle = svc.expected_finish(seconds), svc.expected_finish(seconds, now=False)
     running, queued = svc.load()
-    if end is not None and end > max(seconds, default=0.0) * 1.05 + 1:  # more than its own time: it waits
+    if end is not None and end > idle * 1.05 + 1:  # later than on idle workers: they wait their turn
         text += (f". The server trains {svc.executor.max_workers} model(s) at a time and is busy ({running} "
                  f"training, {queued} waiting): submitted now, {'they' if len(seconds) > 1 else 'it'} would end in "
                  f"about **{format_duration(end)}**")
-    elif len(seconds) > 1 and end is not None:
-        text += f", {svc.executor.max_workers} at a time: all done in about **{format_duration(end)}**"
+    elif len(seconds) > 1 and svc.executor.max_workers > 1:
+        text += f", {svc.executor.max_workers} at a time: all done in about **{format_duration(idle)}**"
     return work, text
 
 
@@ -188,30 +188,37 @@ def watch_run(run: Run, svc: RunService, stop_label: str = "Stop (keep the last 
 
 @st.fragment(run_every=POLL_SECONDS)
 def watch_sweep(name: str, runs: list[Run], svc: RunService) -> None:
-    """A live panel of a sweep's queued runs: how many are done, the current one, the time left for all of them
-    (the current run's own estimate plus the measured mean run time for those still waiting), and Stop."""
+    """A live panel of a sweep's queued runs: how many are done, the current ones, the time left for all of them
+    (the running runs' own estimates, then the queue's for those still waiting, on every worker), and Stop."""
     if all(r.done for r in runs):
         st.rerun()
     done = [r for r in runs if r.done]
-    current = next((r for r in runs if r.status == "running"), None)
-    waiting = [r for r in runs if r.status == "queued"]
-    per_run = (sum(r.elapsed for r in done) / len(done)) if done else None
-    if current is not None and per_run is None and current.eta() is not None:
-        per_run = current.elapsed + current.eta()
-    left = None
-    if per_run is not None:
-        left = ((current.eta() or 0.0) if current else 0.0) + per_run * len(waiting)
-    fraction = (len(done) + (current.fraction if current else 0.0)) / len(runs)
+    current = [r for r in runs if r.status == "running"]
+    left = _time_left(runs, svc)
+    fraction = (len(done) + sum(r.fraction for r in current)) / len(runs)
     elapsed = sum(r.elapsed for r in runs)
     text = f"sweep {plain(name)}: {len(done)} of {len(runs)} runs done · elapsed {format_duration(elapsed)}"
     if left is not None:
         text += f" · about {format_duration(left)} left"
-    c1, c2 = st.columns([6, 1], vertical_alignment="bottom")
+    c1, c2 = st.columns([5, 2], vertical_alignment="bottom")
     c1.progress(fraction, text=text)
-    c2.button("Stop the sweep", key=f"stop_sweep_{name}", icon=":material/stop:",
+    c2.button("Stop the sweep", key=f"stop_sweep_{name}", icon=":material/stop:", width="stretch",
               on_click=lambda: [svc.stop(r) for r in runs if not r.done])
-    if current is not None:
-        _bar(current, f"now {current.label}")
+    for run in current:
+        _bar(run, f"now {run.label}")
+
+
+def _time_left(runs: list[Run], svc: RunService) -> float | None:
+    """Seconds until the last of `runs` ends: a running one's own estimate, a queued one's expected start plus its
+    expected time (None when one is unknown)."""
+    ends = [0.0]
+    for run in runs:
+        if run.status == QUEUED:
+            start = svc.expected_start(run)
+            ends.append(None if start is None or run.expected_seconds is None else start + run.expected_seconds)
+        elif not run.done:
+            ends.append(run.eta())
+    return None if None in ends else max(ends)
 
 
 # ---------------------------------------------------------------- scoring a second dataset (Anomalies page)

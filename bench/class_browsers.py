@@ -1,20 +1,20 @@
 """A class in real browsers: `--sessions` Chromium contexts open the Train page of one fresh server that trains
 `--limit` models at a time (`$VAE_MAX_RUNS`) and press Train at once (quick recipe, `--epochs` epochs on the
 digits), then watch their runs. The browsers run at the lowest CPU priority, so that the figures measure the
-server, except while they press Train (at normal priority then, as twenty students' own machines would).
-While they watch: the health check's answer time (p50, p95, polled 4 times a second), a fresh visitor's Overview
-(seconds until its picture has loaded, in a browser of its own at normal priority, as on the visitor's own
+server. While they watch: the health check's answer time (p50, p95, polled 4 times a second), a fresh visitor's
+Overview (seconds until its picture has loaded, in a browser of its own at normal priority, as on the visitor's own
 machine), and the peak memory of the server with its worker processes. The same runs with no one watching (each
-tab closed once its run is queued) are the baseline of the slowdown (mean time from a run's start to its end, over
-the runs that started once every tab had its run queued). Queue estimates: the wait each run's page was told
-when it was queued ("it starts in about X", kept in the run's record) against when it really started. Bounded:
-at most 40 sessions, and every wait has a timeout.
+tab closed once its run is queued) are the baseline of the slowdown (mean time from a run's start to its end). Queue estimates, in a last round with the browsers at
+normal priority while they press Train (so that the clicks arrive together and a queue forms): the wait each run's page was told when it
+was queued ("it starts in about X", kept in the run's record) against when it really started. Bounded: at most 40
+sessions, and every wait has a timeout.
 
     python -m bench.class_browsers [--sessions 20] [--limit 2] [--epochs 40] [--json]
 """
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import statistics
@@ -32,18 +32,20 @@ from .common import CHROME_ARGS, chromium_path, emit, log, machine, parser
 
 TIMEOUT_MS = 600_000
 class BrowserPriority:
-    """Keeps a browser's processes at one nice level (Chromium sets its renderers' priorities itself, so they are
-    reniced as they appear), and their scheduling autogroup too (Linux: with autogroups, a process's nice only
-    counts within its session's group, and Chromium starts its own). At 19 while the class watches: the server's
-    figures should not pay for twenty browsers sharing one machine. At 0 while the class presses Train: at 19, on
-    two cores busy training, the tabs' clicks would trickle in one by one as runs end, and no queue would form."""
+    """Keeps a browser's processes, every thread of them, at one nice level (Chromium sets its renderers' priorities
+    itself, so they are reniced as they appear), and their scheduling autogroup too (Linux: with autogroups, a
+    process's nice only counts within its session's group, and Chromium starts its own). At 19 while the class
+    works and watches: the server's figures should not pay for twenty browsers sharing one machine. At 0 while the
+    queue's round presses Train: at 19, on two cores busy training, the tabs' clicks trickle in one by one as runs
+    end and no queue forms, while twenty students' own machines would send them together."""
 
     def __init__(self, root: psutil.Process):
         self.root, self.level, self.stopped = root, 19, threading.Event()
         threading.Thread(target=self._keep, daemon=True).start()
 
     def _keep(self) -> None:
-        while not self.stopped.is_set():
+        applied: dict[int, int] = {}  # pid → the level its threads were given (cheap: this thread shares the
+        while not self.stopped.is_set():  # server's autogroup, so it only acts on new processes and on changes)
             level = self.level
             try:
                 procs = [self.root, *self.root.children(recursive=True)]
@@ -51,9 +53,14 @@ class BrowserPriority:
                 continue
             for proc in procs:
                 try:
-                    if "chrom" in proc.name() and proc.nice() != level:
-                        proc.nice(level)
+                    if applied.get(proc.pid) == level and proc.nice() == level:
+                        continue
+                    if "chrom" in proc.name():
+                        for thread in proc.threads():  # Linux keeps a nice per thread: renicing the process
+                            with contextlib.suppress(OSError):  # would move its main thread only (one may end)
+                                os.setpriority(os.PRIO_PROCESS, thread.id, level)
                         Path(f"/proc/{proc.pid}/autogroup").write_text(str(level))
+                    applied[proc.pid] = level
                 except (psutil.Error, OSError):
                     pass
             self.stopped.wait(0.2)
@@ -114,19 +121,22 @@ def queue_errors(records: list[dict]) -> list[float]:
     return [abs(predicted - real) / real for predicted, real in waits if real > 5]
 
 
-async def class_round(browser, priority: BrowserPriority, url: str, sessions: int, epochs: int, watch: bool, home: Path,
-                      during=None) -> dict:
+async def class_round(browser, url: str, sessions: int, epochs: int, watch: bool, home: Path,
+                      during=None, pressing: BrowserPriority | None = None) -> dict:
+    """One class: open the Train page in `sessions` contexts, press Train at once (`pressing`: with the browsers at
+    normal priority while they press), then watch the runs (or close the tabs) until all have ended."""
     contexts = [await browser.new_context(viewport={"width": 1400, "height": 1000}) for _ in range(sessions)]
     pages = [await c.new_page() for c in contexts]
     for page in pages:
         page.set_default_timeout(TIMEOUT_MS)
     await asyncio.gather(*(press_train(p, url, epochs) for p in pages))
-    priority.level = 0  # all at once, as a class told to "press Train now"
-    for page in pages:
+    if pressing:
+        pressing.level = 0
+    for page in pages:  # all at once, as a class told to "press Train now"
         await page.get_by_role("button", name="Train", exact=True).click()
     queued = await asyncio.gather(*(queued_run(p, home) for p in pages))
-    priority.level = 19
-    all_queued = time.time()
+    if pressing:
+        pressing.level = 19
     ids = {run_id for run_id, _ in queued}
     read = sum("it starts in about" in text for _, text in queued)
     log(f"{len(ids)} runs queued; {read} tabs drew a queued run's predicted wait")
@@ -144,8 +154,7 @@ async def class_round(browser, priority: BrowserPriority, url: str, sessions: in
         for c in contexts:
             await c.close()
     records = run_records(home)
-    ran = [records[i]["finished"] - records[i]["started"] for i in ids  # those trained while the class watched
-           if records[i]["started"] >= all_queued]
+    ran = [records[i]["finished"] - records[i]["started"] for i in ids]
     errors = queue_errors([records[i] for i in ids])
     return {"runs": len(ids), "done": sum(records[i]["status"] == "done" for i in ids),
             "run_mean_s": statistics.fmean(ran), "queue_estimate_error_p50": statistics.median(errors) if errors else None,
@@ -193,9 +202,9 @@ async def main_async(args) -> dict:
                 await warm.wait_for_selector(SCRIPT_DONE, timeout=TIMEOUT_MS)
             await warm.close()
             log("warming the worker processes up")
-            await class_round(browser, priority, url, args.limit, 1, False, home)
+            await class_round(browser, url, args.limit, 1, False, home)
             log("baseline: the runs with no one watching")
-            alone = await class_round(browser, priority, url, args.sessions, args.epochs, False, home)
+            alone = await class_round(browser, url, args.sessions, args.epochs, False, home)
             idle_health = []
             for _ in range(20):
                 t0 = time.perf_counter()
@@ -220,10 +229,12 @@ async def main_async(args) -> dict:
                 return {"fresh_visitor_overview_s": round(seconds, 2)}
 
             log("the class watches its runs")
-            watched = await class_round(browser, priority, url, args.sessions, args.epochs, True, home, during=fresh_visitor)
+            watched = await class_round(browser, url, args.sessions, args.epochs, True, home, during=fresh_visitor)
             stop.set()
             for t in threads:
                 t.join()
+            log("the queue: the same class, its browsers at normal priority while they press Train")
+            queue = await class_round(browser, url, args.sessions, args.epochs, True, home, pressing=priority)
         await browser.close()
         await visitor_browser.close()
         priority.stopped.set()
@@ -237,10 +248,10 @@ async def main_async(args) -> dict:
         "health_p50_ms": round(1000 * statistics.median(health), 1),
         "health_p95_ms": round(1000 * health[int(0.95 * (len(health) - 1))], 1),
         "health_max_ms": round(1000 * health[-1], 1),
-        "queue_estimate_error_p50": watched["queue_estimate_error_p50"],
-        "queue_estimate_error_max": watched["queue_estimate_error_max"],
-        "queue_estimates_compared": watched["estimates_compared"],
-        "queue_estimates_drawn_by_tabs": watched["estimates_drawn"],
+        "queue_estimate_error_p50": queue["queue_estimate_error_p50"],
+        "queue_estimate_error_max": queue["queue_estimate_error_max"],
+        "queue_estimates_compared": queue["estimates_compared"],
+        "queue_estimates_drawn_by_tabs": queue["estimates_drawn"],
         "peak_rss_gib": round(peak[0], 2)})
     return out
 

@@ -42,7 +42,7 @@ screenshots: $(DEVSTAMP)
 
 # The benchmarks behind the README's performance table (each prints one JSON object last)
 bench: $(DEVSTAMP)
-	for b in train_speed quality tsne app sweep classroom class_browsers celeba map; do $(BIN)/python -m bench.$$b --json; done
+	for b in train_speed quality tsne app sweep classroom class_browsers estimates celeba map; do $(BIN)/python -m bench.$$b --json; done
 
 clean:
 	rm -rf $(VENV) .pytest_cache

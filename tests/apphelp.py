@@ -2,6 +2,7 @@
 that runs in the background (runs and jobs) until the page shows its end — by polling the app's own state."""
 from __future__ import annotations
 
+import base64
 import io
 import json
 import re
@@ -192,3 +193,24 @@ def colour_shapes_zip(per_class: int = 40, side: int = 24, seed: int = 0) -> byt
                 img.save(out, fmt, quality=95)
                 zf.writestr(f"shapes/{name}/{i:03d}.{'jpg' if fmt == 'JPEG' else 'png'}", out.getvalue())
     return buf.getvalue()
+
+
+def _plotly_arrays(obj):
+    """Plotly ≥ 6 sends numeric arrays as {'dtype', 'bdata' (base64)[, 'shape']}: turn them back into lists."""
+    if isinstance(obj, dict) and set(obj) >= {"dtype", "bdata"}:
+        arr = np.frombuffer(base64.b64decode(obj["bdata"]), dtype=obj["dtype"])
+        if "shape" in obj:
+            arr = arr.reshape([int(n) for n in str(obj["shape"]).split(",")])
+        return arr.tolist()
+    if isinstance(obj, dict):
+        return {k: _plotly_arrays(v) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [_plotly_arrays(v) for v in obj]
+    return obj
+
+
+def chart_figure(element):
+    """An AppTest plotly_chart element's figure, its binary arrays decoded."""
+    import plotly.graph_objects as go  # noqa: PLC0415 — only the tests of charts need it
+
+    return go.Figure(_plotly_arrays(json.loads(element.proto.spec)))

@@ -1,12 +1,10 @@
 """AppTest of the posterior-collapse lab page: the shipped digits sweep, and a new sweep run in the background."""
-import base64
 import json
 from pathlib import Path
 
 import numpy as np
-import plotly.graph_objects as go
 import pytest
-from apphelp import good_npz, messages, npz_bytes, settle, shell
+from apphelp import chart_figure, good_npz, messages, npz_bytes, settle, shell
 from streamlit.testing.v1 import AppTest
 
 from vae_core import checkpoint as C
@@ -17,25 +15,6 @@ from vae_core.runs import default_service
 ROOT = Path(__file__).resolve().parent.parent
 PAGE = str(ROOT / "app_pages" / "5_Collapse_lab.py")
 SHIPPED = ROOT / "checkpoints" / "sweeps" / "digits-d16"
-
-
-def _decode(obj):
-    """Plotly ≥ 6 sends numeric arrays as {'dtype', 'bdata' (base64)[, 'shape']}: turn them back into lists."""
-    if isinstance(obj, dict) and set(obj) >= {"dtype", "bdata"}:
-        arr = np.frombuffer(base64.b64decode(obj["bdata"]), dtype=obj["dtype"])
-        if "shape" in obj:
-            arr = arr.reshape([int(n) for n in str(obj["shape"]).split(",")])
-        return arr.tolist()
-    if isinstance(obj, dict):
-        return {k: _decode(v) for k, v in obj.items()}
-    if isinstance(obj, list):
-        return [_decode(v) for v in obj]
-    return obj
-
-
-def _fig(el):
-    """The chart's figure with plotly's binary arrays decoded."""
-    return go.Figure(_decode(json.loads(el.proto.spec)))
 
 
 def lab_page(sweep: Path = SHIPPED, section: str = "overview") -> AppTest:
@@ -58,7 +37,7 @@ def picker(at: AppTest, sweep: Path = SHIPPED):
 def test_lab_shows_the_shipped_sweep(lab):
     assert not lab.exception
     (chart,) = lab.get("plotly_chart")  # the overview alone: the plane and the table
-    rd = _fig(chart)
+    rd = chart_figure(chart)
     run_traces = [t for t in rd.data if t.mode == "lines+markers+text"]
     n_runs = sum(len(t.x) for t in run_traces)
     manifest = json.loads((SHIPPED / "sweep.json").read_text())
@@ -73,7 +52,7 @@ def test_lab_shows_the_shipped_sweep(lab):
     assert (rescued["active units"] == 16).all()  # … and free bits bring them back
     assert not lab.get("image")
     lab.segmented_control(key="lab_section").set_value("kl").run()
-    heat = _fig(lab.get("plotly_chart")[0]).data[0]
+    heat = chart_figure(lab.get("plotly_chart")[0]).data[0]
     assert len(heat.z) == 20 and len(heat.z[0]) == 16 and not lab.dataframe
     lab.segmented_control(key="lab_section").set_value("pictures").run()
     assert not lab.exception and not lab.get("plotly_chart")
@@ -86,7 +65,7 @@ def test_lab_timeline_follows_the_chosen_run():
     assert picker(lab).value == 13  # opens on β=4, warm-up 10: 8 active units after its first epoch, 0 at the end
     picker(lab).set_value(12).run()
     assert not lab.exception
-    timeline = _fig(lab.get("plotly_chart")[1])
+    timeline = chart_figure(lab.get("plotly_chart")[1])
     assert len([t for t in timeline.data if t.mode == "lines"]) == 16
     (verdict,) = [w for w in messages(lab, ("warning",)) if "collapsed" in w]  # the chosen run's collapse, and why
     assert "β=4: Every latent dimension collapsed (16 of 16)" in verdict and verdict.count("z0–z15") == 2

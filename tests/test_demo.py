@@ -3,43 +3,22 @@ really show collapse developing in one run and not in the other (numbers read fr
 axes hold every drawn ±2σ ellipse; the page, `?demo=collapse` from any page, presentation mode and training the pair
 live."""
 import io
-import json
 from pathlib import Path
 
 import numpy as np
 import plotly.graph_objects as go
 import pytest
-from apphelp import messages, rerun_until, shell, unescape
+from apphelp import chart_figure, messages, rerun_until, shell, unescape
 from PIL import Image
 from streamlit.testing.v1 import AppTest
 
-from vae_core import demo, replay_plots, store
+from vae_core import demo, replay_plots
 from vae_core.replay import Replay
 from vae_core.runs import default_service
 
 ROOT = Path(__file__).resolve().parent.parent
 PAGE = str(ROOT / "app_pages" / "6_Collapse_demo.py")
 
-
-
-def _decode(obj):
-    """Plotly ≥ 6 sends numeric arrays as {'dtype', 'bdata' (base64)[, 'shape']}: turn them back into lists."""
-    import base64  # noqa: PLC0415
-
-    if isinstance(obj, dict) and set(obj) >= {"dtype", "bdata"}:
-        arr = np.frombuffer(base64.b64decode(obj["bdata"]), dtype=obj["dtype"])
-        if "shape" in obj:
-            arr = arr.reshape([int(n) for n in str(obj["shape"]).split(",")])
-        return arr.tolist()
-    if isinstance(obj, dict):
-        return {k: _decode(v) for k, v in obj.items()}
-    if isinstance(obj, list):
-        return [_decode(v) for v in obj]
-    return obj
-
-
-def _fig(el) -> go.Figure:
-    return go.Figure(_decode(json.loads(el.proto.spec)))
 
 
 # ---------------------------------------------------------------- the shipped pairs, measured
@@ -173,7 +152,7 @@ def test_the_page_shows_both_runs_side_by_side_and_scrubs_them_together(page):
     text = _all_text(at)
     assert not at.exception and "epoch 20: 13 of 16 units active" in text and "epoch 20: 16 of 16 units active" in text
     assert at.button(key="demo_next").disabled
-    left, right = (_fig(c) for c in at.get("plotly_chart")[:2])
+    left, right = (chart_figure(c) for c in at.get("plotly_chart")[:2])
     assert left.layout.xaxis.range == right.layout.xaxis.range  # the same axes on both sides
 
 

@@ -15,41 +15,18 @@ first_paint.page_header(
 )
 
 # The library: on a fresh server these wait for torch, which the header above did not need.
-import streamlit.components.v1 as components  # noqa: E402
-
 from vae_core import collapse, demo, pictures, replay, store  # noqa: E402
 from vae_core.runs import RunSpec  # noqa: E402
 from vae_core.sweep import MANIFEST, SweepError, submit_sweep  # noqa: E402
-from vae_core.ui import cache, jobs, state, widgets  # noqa: E402
+from vae_core.ui import cache, jobs, state, step_keys, widgets  # noqa: E402
 from vae_core.ui.text import plain, sentence  # noqa: E402
 
 PICK, EPOCH, PANEL, PRESENT, SOURCE, LIVE = "demo_pick", "demo_epoch", "demo_panel", "demo_present", "demo_source", "demo_live"
 WANT_LIVE = "demo_want_live"  # the runs were started here: show them once both have finished
 PANELS = ("Training replay", "Reconstructions and samples", "Rate–distortion plane")
-# Keyboard: ← → step the epoch, ↑ ↓ / PageUp PageDown the panel (presentation mode). Streamlit has no keyboard API:
-# this static script (no user text) listens on the app's document and clicks the page's own buttons, found by their
-# keys' classes; it ignores keys typed into a field or a slider, and replaces its previous listener on each load.
-KEYS_JS = """<script>
-(function () {
-  const host = window.parent, doc = host.document;
-  const keys = {ArrowLeft: "demo_prev", ArrowRight: "demo_next", PageDown: "demo_panel_next",
-                ArrowDown: "demo_panel_next", PageUp: "demo_panel_prev", ArrowUp: "demo_panel_prev"};
-  if (host.__vaeDemoKeys) doc.removeEventListener("keydown", host.__vaeDemoKeys, true);
-  const handler = (e) => {
-    if (e.altKey || e.ctrlKey || e.metaKey || e.shiftKey) return;
-    const t = e.target;
-    if (t && t.closest && t.closest("input, textarea, select, [role=slider], [role=listbox], [role=option], [contenteditable=true]")) return;
-    const key = keys[e.key];
-    const button = key && doc.querySelector(".st-key-" + key + " button");
-    if (!button || button.disabled) return;
-    e.preventDefault();
-    e.stopPropagation();
-    button.click();
-  };
-  host.__vaeDemoKeys = handler;
-  doc.addEventListener("keydown", handler, true);
-})();
-</script>"""
+# Keyboard (presentation mode): ← → step the epoch, ↑ ↓ / PageUp PageDown the panel.
+STEP_KEYS = {"ArrowLeft": "demo_prev", "ArrowRight": "demo_next", "PageDown": "demo_panel_next",
+             "ArrowDown": "demo_panel_next", "PageUp": "demo_panel_prev", "ArrowUp": "demo_panel_prev"}
 
 # ---------------------------------------------------------------- the address: which demo, presentation mode
 if PICK not in st.session_state:
@@ -239,4 +216,4 @@ if not present:
     if live_ready:
         st.caption("Your runs have finished: pick “the runs you trained here” under *Runs shown* at the top.")
 
-components.html(KEYS_JS, height=0)
+step_keys.listen(STEP_KEYS)

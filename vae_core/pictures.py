@@ -14,10 +14,10 @@ PALETTE = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e
 
 def to_uint8(picture: np.ndarray, scale: int = 1) -> np.ndarray:
     """A [0, 1] float picture (H, W) or (H, W, C) → uint8 (a uint8 one as it is), enlarged `scale` times (nearest
-    neighbour)."""
+    neighbour). A diverged model's NaN pixels are drawn black."""
     img = np.asarray(picture)
     if img.dtype != np.uint8:
-        img = (np.clip(np.asarray(img, float), 0, 1) * 255 + 0.5).astype(np.uint8)
+        img = (np.clip(np.nan_to_num(np.asarray(img, float)), 0, 1) * 255 + 0.5).astype(np.uint8)
     if scale > 1:
         img = img.repeat(scale, axis=0).repeat(scale, axis=1)
     return img

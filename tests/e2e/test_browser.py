@@ -453,10 +453,11 @@ def test_training_goes_on_while_the_user_visits_two_other_pages(browser, server)
     expect(pg.get_by_text("PNG (15×15)").first).to_be_visible()
     nav(pg, "Train")
     expect(pg.get_by_text("Training finished: 200 epochs").first).to_be_visible(timeout=180_000)
+    # the new model becomes the active one, and the address names it (the page reruns once to show it: between
+    # the two runs the app is briefly idle, so wait for the picker itself, not only for idle)
+    expect(pg.get_by_role("combobox", name="Model")).to_have_value(re.compile(r"^run · "), timeout=60_000)
     settled(pg)
     no_exception(pg)
-    # the new model is the active one, and the address names it
-    expect(pg.get_by_role("combobox", name="Model")).to_have_value(re.compile(r"^run · "))
     assert "model=run-" in pg.url
     shot(pg, "train")
     pg.context.close()

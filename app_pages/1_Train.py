@@ -270,8 +270,11 @@ if hist:
     collapse_notice(run)
     jobs.run_live(run, svc)
     if run.saved is not None:
-        with st.expander("Watch the training again (replay)", expanded=last["active_units"] < run.spec.model.latent_dim):
-            widgets.replay_panel(run.saved, f"run_{run.id}")
+        replay_box = st.expander("Watch the training again (replay)", key=f"tr_replay_{run.id}", on_change="rerun",
+                                 expanded=last["active_units"] < run.spec.model.latent_dim)
+        if replay_box.open:  # drawn only when open: a class's finished runs would otherwise all draw theirs
+            with replay_box:
+                widgets.replay_panel(run.saved, f"run_{run.id}")
 if run.saved is not None and run.id not in st.session_state.setdefault(ACTIVATED_KEY, set()):
     st.session_state[ACTIVATED_KEY].add(run.id)
     st.session_state[state.PENDING_KEY] = f"run:{run.id}"

@@ -22,7 +22,7 @@ from . import resume as train_state
 from .complexity import compressed_nats
 from .data import Dataset
 from .decoding import decode_lattice, lattice_axis
-from .metrics import collapse_metrics, evaluate_elbo, iwae_nll, per_sample_scores
+from .metrics import IWAE_ROWS, collapse_metrics, evaluate_elbo, iwae_nll, per_sample_scores
 from .model import VAE
 from .pixels import as_float
 from .resume import TrainState
@@ -191,19 +191,21 @@ def score_new_data_seconds(model: VAE, x_new, y_new, n_test: int, probe: int = 2
 
 
 def iwae_seconds(model: VAE, x: torch.Tensor, y: torch.Tensor | None, k: int) -> float:
-    """Seconds `metrics.iwae_nll(model, x, y, k=k)` will take, from timing it on `PROBE_IWAE_IMAGES` images
-    (its cost is linear in the number of images at a fixed k)."""
-    m = min(len(x), PROBE_IWAE_IMAGES)
-    probe = lambda: iwae_nll(model, x[:m], None if y is None else y[:m], k=k, batch_size=m)  # noqa: E731
-    probe()  # warm-up
-    return _timed(probe, x.device) * len(x) / m
+    """Seconds `metrics.iwae_nll(model, x, y, k=k)` will take (batches of 100 images, each in chunks of samples:
+    `IWAE_ROWS` rows a pass), from timing passes of the same size on a few images (at least `PROBE_IWAE_IMAGES`,
+    at most one batch), the median of three after a warm-up: its cost is linear in the number of images at a
+    fixed k, but a pass of fewer rows runs faster per row."""
+    m = min(len(x), max(PROBE_IWAE_IMAGES, min(100, math.ceil(IWAE_ROWS / k))))
+    part = lambda n: iwae_nll(model, x[:n], None if y is None else y[:n], k=k, batch_size=m)  # noqa: E731
+    part(min(2, m))  # warm-up
+    return statistics.median(_timed(lambda: part(m), x.device) for _ in range(3)) * len(x) / m
 
 
 # ---------------------------------------------------------------- t-SNE and UMAP maps
 
-UMAP_REF_SECONDS = 1.2e-3  # per point and 500 epochs at n_neighbors → 0, measured on a 2-core machine (fashion-mnist)
-UMAP_NEIGHBOUR_COST = 1 / 32  # each neighbour adds this share: 10,000 points took 18 s at 15, 31 s at 50 there
-UMAP_COMPILE_SECONDS = 10.0  # numba compiles umap-learn's code on its first use in a process
+UMAP_REF_SECONDS = 0.65e-3  # per point and 500 epochs at n_neighbors → 0, on a 2-core machine: 1,797 digits took 1.6 s
+UMAP_NEIGHBOUR_COST = 1 / 32  # each neighbour adds this share (10,000 Fashion-MNIST points took 9.5 s at 15 there)
+UMAP_COMPILE_SECONDS = 7.5  # numba compiles umap-learn's code on its first use in a process (7.4 s there)
 TSNE_FIXED_SECONDS = 3.5  # openTSNE's FFT grids and start-up, whatever the size (2-core machine)
 TSNE_REF_SECONDS = 0.36e-3  # per point, 550 iterations: 2k 4.4 s, 10k 7.1 s, 30k 13.5 s, 100k 39.4 s there
 _MAP_TIMINGS = {"compiled": False, "UMAP": None, "t-SNE": None}  # this process's last measured rates

@@ -13,6 +13,7 @@ from .objectives import LOG_2PI, elbo_terms, iwae_bound, log_normal
 from .pixels import as_float
 
 ACTIVE_UNIT_THRESHOLD = 0.01
+IWAE_ROWS = 20_000  # images × samples in one pass of the IWAE bound: bounds its memory
 
 
 def generator(seed: int, device: torch.device) -> torch.Generator:
@@ -97,7 +98,7 @@ def iwae_nll(model: VAE, x: torch.Tensor, y: torch.Tensor | None = None, *, k: i
     """Per-image −IWAE bound with k importance samples (Burda et al. 2015): an upper bound on −log p(x)
     that tightens as k grows. `progress` gets the fraction done."""
     model.eval()
-    chunk = max(1, min(k, 20_000 // max(1, batch_size)))
+    chunk = max(1, min(k, IWAE_ROWS // max(1, batch_size)))
     out = []
     gen = generator(seed, x.device)
     for s in _batches(len(x), batch_size):

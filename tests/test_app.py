@@ -204,6 +204,9 @@ def test_train_page_trains_in_the_background_and_the_model_becomes_active(home):
     assert at.session_state[state.SELECT_KEY] == f"run:{run.id}"  # the trained model is now the active one
     assert [m.label for m in at.metric][:1] == ["test −ELBO (nats/image)"]
     assert f"{run.history[-1]['test_elbo']:.2f}" == at.metric[0].value
+    # no collapse: its replay is folded away, and not drawn until opened (a class's tabs would all draw theirs)
+    assert run.history[-1]["active_units"] == 2
+    assert not any(c.value == widgets.REPLAY_CAPTION for c in at.caption)
 
 
 def test_the_train_form_fits_epochs_and_batch_to_the_dataset(home):
@@ -227,6 +230,7 @@ def test_a_collapsed_run_says_so_and_each_fix_is_one_click(home):
     (notice,) = [w for w in messages(at, ("warning",)) if "collapsed" in w]
     assert "Every latent dimension collapsed (2 of 2)" in notice and "By KL per dimension" in notice
     assert "took 46 optimiser steps, under the 700" in notice and "He et al. 2019" in notice
+    assert any(c.value == widgets.REPLAY_CAPTION for c in at.caption)  # a collapse opens its replay
     assert [b.label for b in at.button if b.key and b.key.startswith("tr_fix_")] == [
         "Train longer (35 epochs)", "Free bits λ = 0.5 and 35 epochs"]
     at.button(key="tr_fix_free_bits").click().run()  # one click: the same run with free bits, started

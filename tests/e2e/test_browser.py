@@ -460,6 +460,10 @@ def test_training_goes_on_while_the_user_visits_two_other_pages(browser, server)
     no_exception(pg)
     assert "model=run-" in pg.url
     shot(pg, "train")
+    replay = pg.get_by_text("Training replay: the same test images")
+    if replay.count() == 0:  # no collapse: the replay is folded away and drawn only once opened
+        pg.get_by_text("Watch the training again (replay)").click()
+    expect(replay.first).to_be_visible()
     pg.context.close()
 
 

@@ -65,7 +65,7 @@ def _rings(fig: go.Figure) -> list[np.ndarray]:
     for data in [fig.data, *[f.data for f in fig.frames]]:
         for t in data:
             if isinstance(t, go.Scatter) and t.mode == "lines" and t.line.color == "#d62728":
-                xy = np.array([(x, y) for x, y in zip(t.x, t.y) if x is not None], float)
+                xy = np.array([(x, y) for x, y in zip(t.x, t.y) if x is not None and np.isfinite(x)], float)
                 found.append(xy)
     return found
 

@@ -45,17 +45,28 @@ def _png_uri(picture: np.ndarray) -> str:
     return "data:image/png;base64," + base64.b64encode(pictures.png_bytes(picture)).decode()
 
 
-def _frame_traces(rp: Replay, e: int, shown: np.ndarray, colours: list[str]) -> list:
+# the class colours as a discrete colour scale over class indices: a numeric colour array is validated by Plotly as
+# one array, a list of colour names one name at a time (most of a replay figure's time when it was one)
+_CLASS_SCALE = [[(k + d) / len(PALETTE), c] for k, c in enumerate(PALETTE) for d in (0, 1)]  # class k: PALETTE[k]
+
+
+def _marker(rp: Replay, shown: np.ndarray) -> dict:
+    """The scatter's markers: grey, or coloured by class."""
+    if rp.labels is None:
+        return dict(size=4, color="#888", opacity=0.6)
+    return dict(size=4, color=rp.labels[shown].astype(np.int64) % len(PALETTE), colorscale=_CLASS_SCALE,
+                cmin=-0.5, cmax=len(PALETTE) - 0.5, opacity=0.6)
+
+
+def _frame_traces(rp: Replay, e: int, shown: np.ndarray, marker: dict) -> list:
     """The traces of epoch index `e`, in a fixed order (frames replace traces by position)."""
     xy = rp.means[e, shown]  # (S, 2)
-    traces = [go.Scattergl(x=xy[:, 0], y=xy[:, 1], mode="markers", marker=dict(size=4, color=colours, opacity=0.6),
-                           hoverinfo="skip", showlegend=False)]
-    ring_x, ring_y = [], []
-    for i in range(min(ELLIPSES, len(shown))):
-        ring = _ellipse(rp.means[e, shown[i]], rp.cov[e, shown[i]])
-        ring_x += [*ring[:, 0], None]
-        ring_y += [*ring[:, 1], None]
-    traces.append(go.Scatter(x=ring_x, y=ring_y, mode="lines", line=dict(color="#d62728", width=1),
+    traces = [go.Scattergl(x=xy[:, 0], y=xy[:, 1], mode="markers", marker=marker, hoverinfo="skip", showlegend=False)]
+    gap = np.full((1, 2), np.nan)  # a break between two ellipses of one line trace (drawn as a gap)
+    rings = [part for i in range(min(ELLIPSES, len(shown)))
+             for part in (_ellipse(rp.means[e, shown[i]], rp.cov[e, shown[i]]), gap)]
+    ring = np.concatenate(rings) if rings else np.empty((0, 2))  # (ELLIPSES · 42, 2)
+    traces.append(go.Scatter(x=ring[:, 0], y=ring[:, 1], mode="lines", line=dict(color="#d62728", width=1),
                              hoverinfo="skip", showlegend=False))
     kl = rp.kl_per_dim[e]
     traces.append(go.Bar(x=np.arange(len(kl)), y=kl, marker_color="#1f77b4", showlegend=False,
@@ -76,13 +87,12 @@ def replay_figure(rp: Replay, height: int = 460) -> go.Figure:
                         + (["decoder, ±2σ grid"] if with_lattice else []) + ["KL per dim (nats)"],
                         specs=[[{"type": "xy"}] * cols], horizontal_spacing=0.06)
     shown = np.arange(min(SHOWN, len(rp.probe_ids)))
-    colours = (["#888"] * len(shown) if rp.labels is None
-               else [PALETTE[int(v) % len(PALETTE)] for v in rp.labels[shown]])
+    marker = _marker(rp, shown)
     cells = [(1, 1), (1, 1), (1, cols)] + ([(1, 2)] if with_lattice else [])
-    for trace, (r, c) in zip(_frame_traces(rp, 0, shown, colours), cells):
+    for trace, (r, c) in zip(_frame_traces(rp, 0, shown, marker), cells):
         fig.add_trace(trace, row=r, col=c)
     frames = frame_indices(rp.n_epochs)
-    fig.frames = [go.Frame(data=_frame_traces(rp, e, shown, colours), name=str(int(rp.epochs[e])),
+    fig.frames = [go.Frame(data=_frame_traces(rp, e, shown, marker), name=str(int(rp.epochs[e])),
                            layout=go.Layout(annotations=fig.layout.annotations[:cols] + (_caption(rp, e),)))
                   for e in frames]
     lim = map_limit(rp, shown)  # the means and the drawn ellipses, at every epoch

@@ -37,7 +37,8 @@ class BrowserPriority:
     process's nice only counts within its session's group, and Chromium starts its own). At 19 while the class
     works and watches: the server's figures should not pay for twenty browsers sharing one machine. At 0 while the
     queue's round presses Train: at 19, on two cores busy training, the tabs' clicks trickle in one by one as runs
-    end and no queue forms, while twenty students' own machines would send them together."""
+    end and no queue forms, while twenty students' own machines would send them together. Back at 19 once the
+    clicks are sent: at 0, twenty tabs drawing their live panels slowed the first runs threefold."""
 
     def __init__(self, root: psutil.Process):
         self.root, self.level, self.stopped = root, 19, threading.Event()
@@ -134,9 +135,9 @@ async def class_round(browser, url: str, sessions: int, epochs: int, watch: bool
         pressing.level = 0
     for page in pages:  # all at once, as a class told to "press Train now"
         await page.get_by_role("button", name="Train", exact=True).click()
-    queued = await asyncio.gather(*(queued_run(p, home) for p in pages))
-    if pressing:
+    if pressing:  # the clicks are sent: what the tabs draw next, students' own machines would draw
         pressing.level = 19
+    queued = await asyncio.gather(*(queued_run(p, home) for p in pages))
     ids = {run_id for run_id, _ in queued}
     read = sum("it starts in about" in text for _, text in queued)
     log(f"{len(ids)} runs queued; {read} tabs drew a queued run's predicted wait")

@@ -91,8 +91,10 @@ def test_the_time_left_comes_from_progress_or_from_the_work_itself():
     probed.started -= 10
     probed.update(0.01)  # 1 % after 10 s would extrapolate to 990 s left: too early to trust
     assert probed.eta() == pytest.approx(90, rel=0.01)  # the probe's 100 s, less the 10 s spent
+    probed.update(0.15)  # between 5 % and 25 %: half the probe's 90 s, half the measured 56.7 s
+    assert probed.eta() == pytest.approx(0.5 * 90 + 0.5 * 10 * 0.85 / 0.15, rel=0.01)
     probed.update(0.5)
-    assert probed.eta() == pytest.approx(10, rel=0.01)  # from here, the measured rate
+    assert probed.eta() == pytest.approx(10, rel=0.01)  # from 25 %, the measured rate alone
 
 
 def test_the_board_gives_the_same_job_for_the_same_key_and_keeps_only_recent_results():

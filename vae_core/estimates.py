@@ -75,6 +75,13 @@ def _timed(fn, device) -> float:
     return time.perf_counter() - t0
 
 
+def _steady_seconds(fn, device) -> float:
+    """Seconds `fn()` takes once warm: the median of three timings after one untimed call (a single timing, scaled
+    up to a whole test set, carried any hiccup of the machine twentyfold)."""
+    fn()
+    return statistics.median(_timed(fn, device) for _ in range(3))
+
+
 def _step_seconds(step: TrainingStep, n: int, batch: int, device) -> float:
     """Seconds per optimiser step of `fit` (the step it runs, on random batches), after one warm-up step: the
     median of blocks of PROBE_STEPS steps, at least three blocks and PROBE_SECONDS in all (the first steps after
@@ -123,7 +130,7 @@ def run_seconds(spec: RunSpec, data: Dataset) -> Estimate:
     m = min(len(data.x_test), PROBE_EVAL_IMAGES)
     y_test = data.y_test if spec.model.n_classes else None
     probe_x, probe_y = data.x_test[:m], None if y_test is None else y_test[:m]
-    eval_s = _timed(lambda: evaluate_elbo(model, probe_x, probe_y), device) * len(data.x_test) / m
+    eval_s = _steady_seconds(lambda: evaluate_elbo(model, probe_x, probe_y), device) * len(data.x_test) / m
     epoch_s = steps * step_s * (1 + encoder_steps) + eval_s + _epoch_end_seconds(spec, model, step, data)
     frames = len(replay.frame_indices(spec.train.epochs))
     recorder = replay.Recorder(data.x_test, data.y_test, y_condition=bool(spec.model.n_classes),
@@ -133,7 +140,7 @@ def run_seconds(spec: RunSpec, data: Dataset) -> Estimate:
     replay_s = min(frames * frame_s, 2 * frame_s + replay.BUDGET * train_s)  # its budget, beyond the first and last
     end_s = _timed(recorder.finish, device)
     if spec.data.exclude_class is not None:  # anomaly.held_out_evaluation: a model pass per test image, then ROCs
-        end_s += _timed(lambda: per_sample_scores(model, probe_x, probe_y), device) * len(data.x_test) / m
+        end_s += _steady_seconds(lambda: per_sample_scores(model, probe_x, probe_y), device) * len(data.x_test) / m
     elif spec.lab_metrics:  # metrics.collapse_metrics
         x, y = data.x_test, y_test
         end_s += _quadratic_seconds(lambda k: collapse_metrics(model, x[:k], None if y is None else y[:k]),
@@ -192,19 +199,21 @@ def score_new_data_seconds(model: VAE, x_new, y_new, n_test: int, probe: int = 2
 
 def iwae_seconds(model: VAE, x: torch.Tensor, y: torch.Tensor | None, k: int) -> float:
     """Seconds `metrics.iwae_nll(model, x, y, k=k)` will take (batches of 100 images, each in chunks of samples:
-    `IWAE_ROWS` rows a pass), from timing passes of the same size on a few images (at least `PROBE_IWAE_IMAGES`,
-    at most one batch), the median of three after a warm-up: its cost is linear in the number of images at a
-    fixed k, but a pass of fewer rows runs faster per row."""
+    `IWAE_ROWS` rows a pass), from timing passes of that size on a few images (at least `PROBE_IWAE_IMAGES`, at most
+    one batch): its cost is linear in the number of images at a fixed k, but a pass of fewer rows runs faster."""
     m = min(len(x), max(PROBE_IWAE_IMAGES, min(100, math.ceil(IWAE_ROWS / k))))
-    part = lambda n: iwae_nll(model, x[:n], None if y is None else y[:n], k=k, batch_size=m)  # noqa: E731
-    part(min(2, m))  # warm-up
-    return statistics.median(_timed(lambda: part(m), x.device) for _ in range(3)) * len(x) / m
+    part = lambda: iwae_nll(model, x[:m], None if y is None else y[:m], k=k, batch_size=m)  # noqa: E731
+    return _steady_seconds(part, x.device) * len(x) / m
 
 
 # ---------------------------------------------------------------- t-SNE and UMAP maps
 
-UMAP_REF_SECONDS = 0.65e-3  # per point and 500 epochs at n_neighbors → 0, on a 2-core machine: 1,797 digits took 1.6 s
-UMAP_NEIGHBOUR_COST = 1 / 32  # each neighbour adds this share (10,000 Fashion-MNIST points took 9.5 s at 15 there)
+# UMAP's time in units (`_umap_units`): its optimisation, per point and epoch, and its nearest-neighbour search,
+# n log n. Fitted on a 2-core machine at 15 neighbours: 1,797 digits 1.6 s, 10,000 Fashion-MNIST 9.5 s (500 epochs),
+# 100,000 CelebA-shaped codes 70 s (200 epochs), besides the compilation.
+UMAP_REF_SECONDS = 0.39e-3  # per unit: a point's 500 epochs at n_neighbors → 0
+UMAP_NEIGHBOUR_COST = 1 / 32  # each neighbour adds this share of a point's epochs (31 s against 18 s at 50 and 15)
+UMAP_SEARCH_UNITS = 0.105  # the neighbour search, units per n ln n
 UMAP_COMPILE_SECONDS = 7.5  # numba compiles umap-learn's code on its first use in a process (7.4 s there)
 TSNE_FIXED_SECONDS = 3.5  # openTSNE's FFT grids and start-up, whatever the size (2-core machine)
 TSNE_REF_SECONDS = 0.36e-3  # per point, 550 iterations: 2k 4.4 s, 10k 7.1 s, 30k 13.5 s, 100k 39.4 s there
@@ -219,8 +228,9 @@ def map_timings() -> dict:
 
 
 def _umap_units(n: int, n_neighbors: int) -> float:
+    """The work of a UMAP of n points: the optimisation's epochs and the neighbour search (McInnes et al. 2018)."""
     epochs = 500 if n <= 10_000 else 200  # umap-learn's default
-    return n * (1 + n_neighbors * UMAP_NEIGHBOUR_COST) * epochs / 500
+    return n * (1 + n_neighbors * UMAP_NEIGHBOUR_COST) * epochs / 500 + UMAP_SEARCH_UNITS * n * math.log(max(n, 2))
 
 
 def umap_seconds(n: int, n_neighbors: int) -> tuple[float, bool, bool]:

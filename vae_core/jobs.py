@@ -92,19 +92,24 @@ class Job:
         return (self.finished or time.time()) - self.started
 
     def eta(self) -> float | None:
-        """Seconds left: the work's own estimate when it gave one, else extrapolated from the elapsed time and
-        the fraction done (before 5 % is done, the probe's estimate of the whole job less the time spent, when there
-        is one: early progress is too coarse to extrapolate); None while there is nothing to go on yet."""
+        """Seconds left. What the work measured (its own estimate when it gave one, else extrapolated from the
+        elapsed time and the fraction done) and, when there is one, the probe's estimate of the whole job less the
+        time spent: before 5 % is done only the probe's (early progress is too coarse to extrapolate, and a first
+        epoch is often slow), then more and more what was measured, only that from 25 %. None while there is
+        nothing to go on yet."""
         if self.done or self.status != RUNNING:
             return None
+        measured = None
         if self._eta is not None:
             left, said = self._eta
-            return max(0.0, left - (time.monotonic() - said))
-        if self.fraction < 0.05 and self.expected_seconds is not None:
-            return max(0.0, self.expected_seconds - self.elapsed)
-        if self.fraction < 0.01 or self.elapsed < 0.5:
-            return None
-        return self.elapsed * (1 - self.fraction) / self.fraction
+            measured = max(0.0, left - (time.monotonic() - said))
+        elif self.fraction >= 0.01 and self.elapsed >= 0.5:
+            measured = self.elapsed * (1 - self.fraction) / self.fraction
+        if self.expected_seconds is None:
+            return measured
+        prior = max(0.0, self.expected_seconds - self.elapsed)
+        trust = min(1.0, max(0.0, (self.fraction - 0.05) / 0.20))
+        return prior if measured is None else trust * measured + (1 - trust) * prior
 
     # ---------------------------------------------------------------- the executor's side
 

@@ -266,8 +266,8 @@ def execute(spec_dict: dict, run_id: str, reporter: Reporter, *, workspace_root:
         if p.elapsed - reported[0] < REPORT_EVERY_S and p.step + 1 < p.steps:
             return
         reported[0] = p.elapsed
-        if epoch_seconds:  # measured: training plus test evaluation, per epoch so far
-            left = (p.epochs - p.epoch - (p.step + 1) / p.steps) * statistics.fmean(epoch_seconds)
+        if epoch_seconds:  # measured: training plus test evaluation, per epoch so far (the median: a first epoch
+            left = (p.epochs - p.epoch - (p.step + 1) / p.steps) * statistics.median(epoch_seconds)  # is often slow)
         else:  # first epoch: the step rate
             left = p.elapsed / (p.step + 1) * (p.epochs * p.steps - p.epoch * p.steps - p.step - 1)
         reporter.update(train_share * p.fraction, f"epoch {p.epoch + 1} of {p.epochs} · step {p.step + 1} of "

@@ -1,8 +1,9 @@
 """Page speed: AppTest first run and median of 10 reruns of every page with the shipped model cached (once its
 background work is done: the Latent page's map of all 70,000 images), and in a real browser (Chromium) the first
 page (the overview, until its picture has loaded), the latent page opened by its URL (until its map is on screen,
-and until the interactive map has drawn every point) and the latent page reached from the overview's sidebar link
-(until its map is drawn), each the median of 5 visits to a warm server; and the overview and the latent page (by
+and until the interactive map has drawn every point), the latent page reached from the overview's sidebar link
+(until its map is drawn) and the collapse lab (until its rate–distortion plane and runs table are drawn), each the
+median of 5 visits to a warm server, each visit in a new browser context (nothing cached); and the overview and the latent page (by
 URL) as the first visit to a fresh server (cold: nothing imported or loaded; median of 3 servers each). On a cold
 server the latent map is first on screen as the stored still picture (`vae_core/previews.py`), the interactive
 map replacing it once drawn. The map at 200,000 images: `bench.map`.
@@ -61,6 +62,8 @@ PICTURE_LOADED = ("() => { const i = document.querySelector('[data-testid=stImag
                   " return i !== null && i.complete && i.naturalWidth > 0; }")
 SCATTER_DRAWN = "() => document.querySelector('.st-key-ls_map .vm-root[data-drawn]') !== null"
 SCRIPT_DONE = '[data-testid="stApp"][data-test-script-state="notRunning"]'
+LAB_SHOWN = ("() => document.querySelector('[data-testid=stPlotlyChart] .main-svg') !== null"  # the R–D plane
+             " && document.querySelector('[data-testid=stDataFrame]') !== null")  # and the runs table
 MAP_SHOWN = ("() => { const i = document.querySelector('.st-key-ls_map [data-testid=stImage] img');"
              " return (i !== null && i.complete && i.naturalWidth > 0)"
              " || document.querySelector('.st-key-ls_map .vm-root[data-drawn]') !== null; }")
@@ -156,12 +159,13 @@ def browser_times(visits: int = 5, cold_starts: int = 3) -> dict | None:
             first = [visit(url, "", PICTURE_LOADED) for _ in range(visits)]
             latent = [visit(url, "latent", MAP_SHOWN, SCATTER_DRAWN) for _ in range(visits)]
             clicked = [click_through(url) for _ in range(visits)]
+            lab = [visit(url, "collapse", LAB_SHOWN) for _ in range(visits)]
         browser.close()
     out = {}
     for name, times in [("cold_first_page", cold_first), ("cold_latent_map", cold_map),
                         ("cold_latent_drawn", cold_drawn), ("first_page", first),
                         ("latent_map", [shown for shown, _ in latent]), ("latent_drawn", [drawn for _, drawn in latent]),
-                        ("overview_to_latent", clicked)]:
+                        ("overview_to_latent", clicked), ("collapse_lab", lab)]:
         out[f"browser_{name}_s"] = round(statistics.median(times), 2)
         out[f"browser_{name}_runs_s"] = [round(t, 2) for t in times]
     return out

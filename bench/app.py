@@ -3,10 +3,10 @@ background work is done: the Latent page's map of all 70,000 images), and in a r
 page (the overview, until its picture has loaded), the latent page opened by its URL (until its map is on screen,
 and until the interactive map has drawn every point), the latent page reached from the overview's sidebar link
 (until its map is drawn) and the collapse lab (until its rate–distortion plane and runs table are drawn), each the
-median of 5 visits to a warm server, each visit in a new browser context (nothing cached); and the overview and the latent page (by
-URL) as the first visit to a fresh server (cold: nothing imported or loaded; median of 3 servers each). On a cold
-server the latent map is first on screen as the stored still picture (`vae_core/previews.py`), the interactive
-map replacing it once drawn. The map at 200,000 images: `bench.map`.
+median of 5 visits to a warm server, each visit in a new browser context (nothing cached); and the overview and the
+latent page (by URL) as the first visit to a fresh server (cold: nothing imported or loaded; median of 3 servers
+each). On a cold server the latent map is first on screen as the stored still picture (`vae_core/previews.py`), the
+interactive map replacing it once drawn. The map at 200,000 images: `bench.map`.
 
     python -m bench.app [--json] [--no-browser]
 """

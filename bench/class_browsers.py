@@ -1,13 +1,13 @@
 """A class in real browsers: `--sessions` Chromium contexts open the Train page of one fresh server that trains
 `--limit` models at a time (`$VAE_MAX_RUNS`) and press Train at once (quick recipe, `--epochs` epochs on the
-digits), then watch their runs. The browsers run at the lowest CPU priority, so that the figures measure the
-server. While they watch: the health check's answer time (p50, p95, polled 4 times a second), a fresh visitor's
-Overview (seconds until its picture has loaded, in a browser of its own at normal priority, as on the visitor's own
-machine), and the peak memory of the server with its worker processes. The same runs with no one watching (each
-tab closed once its run is queued) are the baseline of the slowdown (mean time from a run's start to its end). Queue estimates, in a last round with the browsers at
-normal priority while they press Train (so that the clicks arrive together and a queue forms): the wait each run's page was told when it
-was queued ("it starts in about X", kept in the run's record) against when it really started. Bounded: at most 40
-sessions, and every wait has a timeout.
+digits), then watch their runs. The browsers run at the lowest CPU priority, so that the figures measure the server.
+While they watch: the health check's answer time (p50, p95, polled 4 times a second), a fresh visitor's Overview
+(seconds until its picture has loaded, in a browser of its own at normal priority, as on the visitor's own machine),
+and the peak memory of the server with its worker processes. The same runs with no one watching (each tab closed
+once its run is queued) are the baseline of the slowdown (mean time from a run's start to its end). Queue estimates,
+in a last round with the browsers at normal priority while they press Train (so that the clicks arrive together and
+a queue forms): the wait each run's page was told when it was queued ("it starts in about X", kept in the run's
+record) against when it really started. Bounded: at most 40 sessions, and every wait has a timeout.
 
     python -m bench.class_browsers [--sessions 20] [--limit 2] [--epochs 40] [--json]
 """

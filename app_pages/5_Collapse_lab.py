@@ -52,65 +52,71 @@ def sweep_options() -> dict[str, str]:
 
 
 # ---------------------------------------------------------------- run a new sweep
-with st.expander("Run a new sweep", expanded=not sweep_options()):
-    d1, d2 = st.columns([2, 3])
-    _, data_ref, lab_data = widgets.dataset_picker("lab", d1, d2)
-    c2, c3, c4 = st.columns(3)
-    latent = c2.number_input("Latent size d", 1, 64, 16, key="lab_latent")
-    arch = c3.selectbox("Encoder", ["mlp", "conv"], key="lab_arch", format_func=str.upper)
-    epochs = c4.number_input("Epochs per run", 1, 200, 20, key="lab_epochs")
-    c5, c6, c7 = st.columns(3)
-    betas = c5.text_input("β values", "0.5, 1, 4", key="lab_betas", help="Comma-separated; every combination runs.")
-    lams = c6.text_input("Free bits λ (nats per dimension)", "0, 0.5", key="lab_lams", help=cures.FREE_BITS)
-    warmups = c7.text_input("Warm-up lengths (epochs)", "0", key="lab_warmups",
-                            help=cures.SCHEDULES["warm-up"][1])
-    st.caption("Every combination of the three lists above runs. Each value below adds one run per β (capacity: "
-               "one run, it does not use β), so that one plane holds every cure side by side against the collapse "
-               "each β causes; leave a field empty to skip it.")
-    k1, k2, k3, k4 = st.columns(4)
-    cycles = k1.text_input("Cyclical annealing: cycles M", "", key="lab_cycles", placeholder="e.g. 4",
-                           help=cures.SCHEDULES["cyclical"][1] + " Ramp share R = 0.5.")
-    capacities = k2.text_input("Capacity annealing: C_max (nats)", "", key="lab_capacities", placeholder="e.g. 25",
-                               help=cures.SCHEDULES["capacity"][1] + " γ = 100, C reaches C_max at the last epoch.")
-    targets = k3.text_input("Soft free bits: target rates (nats)", "", key="lab_targets", placeholder="e.g. 10",
-                            help=cures.SCHEDULES["soft"][1])
-    aggressive = k4.checkbox("Aggressive encoder training", key="lab_aggressive", help=cures.AGGRESSIVE)
-    c8, c9, c10 = st.columns(3)
-    autoregressive = c8.checkbox("Autoregressive decoder (PixelCNN)", key="lab_ar",
-                                 help="A decoder strong enough to model images without z: the classic setting in "
-                                      "which the KL collapses even at β = 1. Slow on a CPU: use a subset.")
-    n_train = c9.number_input("Training images (0 = all)", 0, 100_000, 0, step=1000, key="lab_ntrain")
-    name = c10.text_input("Sweep name", "my-sweep", key="lab_name")
-    state.remember_form("lab", FORM)
-    new, probes = None, {}
-    with widgets.guard("prepare the sweep"):
-        if lab_data is not None:
-            new = SweepSpec(dataset=data_ref.name, dataset_hash=data_ref.hash, latent_dim=int(latent),
-                            architecture=arch, epochs=int(epochs),
-                            betas=parse_values(betas, "β"), free_bits=parse_values(lams, "free bits", high=100),
-                            warmups=parse_values(warmups, "warm-up", high=10_000),
-                            cycles=tuple(int(m) for m in parse_values(cycles, "cycles", 1, 1000, allow_empty=True,
-                                                                      integers=True)),
-                            capacities=parse_values(capacities, "capacity", high=10_000, allow_empty=True),
-                            kl_targets=parse_values(targets, "soft free bits target", high=10_000, allow_empty=True),
-                            aggressive=aggressive, autoregressive=autoregressive,
-                            n_train=int(n_train), n_test=2000 if autoregressive else 0, iwae_k=50)
-            new_folder = ws.sweep_path(name)
-            if new_folder.name in {p.name for p in store.shipped_sweeps()}:
-                raise ValueError(f"{new_folder.name!r} is the name of a shipped sweep; choose another name")
-            image_shape = lab_data.image_shape
-            probes = cache.sweep_estimates(new, tuple(image_shape))
-            _, expected = jobs.expected_run_seconds(svc, list(probes.values()))
-            aggressive_note = next((e.probe_note for e in probes.values() if e.encoder_steps), None)
-            st.caption(f"{len(probes)} runs: {expected} on this machine, each with its end-of-run evaluation (IWAE "
-                       f"k = {new.iwae_k}); {aggressive_note or next(iter(probes.values())).probe_note}. Runs already "
-                       "in a folder of this name with the same settings are reused.")
-    if st.button("Run sweep", type="primary", key="lab_run", disabled=new is None) and new is not None:
-        with widgets.guard("start the sweep"):
-            queued = submit_sweep(svc, new, new_folder, image_shape, owner=me, estimates=probes)
-            st.session_state[SHOWN] = str(new_folder)
-            if not queued:
-                st.success(f"Every run of this sweep is already in {plain(new_folder.name)}: nothing to train.")
+new_sweep = st.expander("Run a new sweep", expanded=not sweep_options(), key="lab_new_sweep",
+                        on_change="rerun")
+if new_sweep.open:  # its form is drawn only when open: a new browser then opens the lab half a second sooner
+    with new_sweep:
+        d1, d2 = st.columns([2, 3])
+        _, data_ref, lab_data = widgets.dataset_picker("lab", d1, d2)
+        c2, c3, c4 = st.columns(3)
+        latent = c2.number_input("Latent size d", 1, 64, 16, key="lab_latent")
+        arch = c3.selectbox("Encoder", ["mlp", "conv"], key="lab_arch", format_func=str.upper)
+        epochs = c4.number_input("Epochs per run", 1, 200, 20, key="lab_epochs")
+        c5, c6, c7 = st.columns(3)
+        betas = c5.text_input("β values", "0.5, 1, 4", key="lab_betas",
+                              help="Comma-separated; every combination runs.")
+        lams = c6.text_input("Free bits λ (nats per dimension)", "0, 0.5", key="lab_lams", help=cures.FREE_BITS)
+        warmups = c7.text_input("Warm-up lengths (epochs)", "0", key="lab_warmups",
+                                help=cures.SCHEDULES["warm-up"][1])
+        st.caption("Every combination of the three lists above runs. Each value below adds one run per β (capacity: "
+                   "one run, it does not use β), so that one plane holds every cure side by side against the collapse "
+                   "each β causes; leave a field empty to skip it.")
+        k1, k2, k3, k4 = st.columns(4)
+        cycles = k1.text_input("Cyclical annealing: cycles M", "", key="lab_cycles", placeholder="e.g. 4",
+                               help=cures.SCHEDULES["cyclical"][1] + " Ramp share R = 0.5.")
+        capacities = k2.text_input("Capacity annealing: C_max (nats)", "", key="lab_capacities", placeholder="e.g. 25",
+                                   help=cures.SCHEDULES["capacity"][1]
+                                   + " γ = 100, C reaches C_max at the last epoch.")
+        targets = k3.text_input("Soft free bits: target rates (nats)", "", key="lab_targets", placeholder="e.g. 10",
+                                help=cures.SCHEDULES["soft"][1])
+        aggressive = k4.checkbox("Aggressive encoder training", key="lab_aggressive", help=cures.AGGRESSIVE)
+        c8, c9, c10 = st.columns(3)
+        autoregressive = c8.checkbox("Autoregressive decoder (PixelCNN)", key="lab_ar",
+                                     help="A decoder strong enough to model images without z: the classic setting in "
+                                          "which the KL collapses even at β = 1. Slow on a CPU: use a subset.")
+        n_train = c9.number_input("Training images (0 = all)", 0, 100_000, 0, step=1000, key="lab_ntrain")
+        name = c10.text_input("Sweep name", "my-sweep", key="lab_name")
+        state.remember_form("lab", FORM)
+        new, probes = None, {}
+        with widgets.guard("prepare the sweep"):
+            if lab_data is not None:
+                new = SweepSpec(dataset=data_ref.name, dataset_hash=data_ref.hash, latent_dim=int(latent),
+                                architecture=arch, epochs=int(epochs),
+                                betas=parse_values(betas, "β"), free_bits=parse_values(lams, "free bits", high=100),
+                                warmups=parse_values(warmups, "warm-up", high=10_000),
+                                cycles=tuple(int(m) for m in parse_values(cycles, "cycles", 1, 1000, allow_empty=True,
+                                                                          integers=True)),
+                                capacities=parse_values(capacities, "capacity", high=10_000, allow_empty=True),
+                                kl_targets=parse_values(targets, "soft free bits target", high=10_000,
+                                                        allow_empty=True),
+                                aggressive=aggressive, autoregressive=autoregressive,
+                                n_train=int(n_train), n_test=2000 if autoregressive else 0, iwae_k=50)
+                new_folder = ws.sweep_path(name)
+                if new_folder.name in {p.name for p in store.shipped_sweeps()}:
+                    raise ValueError(f"{new_folder.name!r} is the name of a shipped sweep; choose another name")
+                image_shape = lab_data.image_shape
+                probes = cache.sweep_estimates(new, tuple(image_shape))
+                _, expected = jobs.expected_run_seconds(svc, list(probes.values()))
+                aggressive_note = next((e.probe_note for e in probes.values() if e.encoder_steps), None)
+                st.caption(f"{len(probes)} runs: {expected} on this machine, each with its end-of-run evaluation (IWAE "
+                           f"k = {new.iwae_k}); {aggressive_note or next(iter(probes.values())).probe_note}. "
+                           "Runs already in a folder of this name with the same settings are reused.")
+        if st.button("Run sweep", type="primary", key="lab_run", disabled=new is None) and new is not None:
+            with widgets.guard("start the sweep"):
+                queued = submit_sweep(svc, new, new_folder, image_shape, owner=me, estimates=probes)
+                st.session_state[SHOWN] = str(new_folder)
+                if not queued:
+                    st.success(f"Every run of this sweep is already in {plain(new_folder.name)}: nothing to train.")
 
 # ---------------------------------------------------------------- sweeps in progress
 going: dict[str, list] = {}
@@ -163,7 +169,7 @@ state.remember_form("lab-section", (SECTION,))
 def overview() -> None:
     """The rate–distortion plane and the table of every run."""
     st.subheader("Rate–distortion plane")
-    st.plotly_chart(rd_figure, width="stretch", key="lab_rd")
+    st.vega_lite_chart(rd_figure, width="stretch", key="lab_rd")
     st.caption("Dotted diagonals: equal −ELBO = R + D (Alemi et al. 2018). Points at R ≈ 0 have collapsed: "
                "the decoder ignores z. Labels that would cover another are left out: hover a point for its run."
                + ("" if collapsed is None else

@@ -180,8 +180,8 @@ if 1 in shown:
 # ---------------------------------------------------------------- panel 3: the rate–distortion plane
 if 2 in shown:
     st.subheader(PANELS[2])
-    st.plotly_chart(cache.demo_rd(str(pair.folder), (pair.folder / MANIFEST).stat().st_mtime_ns, font, pair),
-                    key="demo_rd", config={"displayModeBar": False}, width="stretch")
+    st.vega_lite_chart(cache.demo_rd(str(pair.folder), (pair.folder / MANIFEST).stat().st_mtime_ns, font, pair),
+                       key="demo_rd", width="stretch")
     st.caption(captions["rd"])
 
 # ---------------------------------------------------------------- train it live

@@ -62,7 +62,7 @@ PICTURE_LOADED = ("() => { const i = document.querySelector('[data-testid=stImag
                   " return i !== null && i.complete && i.naturalWidth > 0; }")
 SCATTER_DRAWN = "() => document.querySelector('.st-key-ls_map .vm-root[data-drawn]') !== null"
 SCRIPT_DONE = '[data-testid="stApp"][data-test-script-state="notRunning"]'
-LAB_SHOWN = ("() => document.querySelector('[data-testid=stPlotlyChart] .main-svg') !== null"  # the R–D plane
+LAB_SHOWN = ("() => document.querySelector('[data-testid=stVegaLiteChart] .role-mark') !== null"  # the R–D plane
              " && document.querySelector('[data-testid=stDataFrame]') !== null")  # and the runs table
 MAP_SHOWN = ("() => { const i = document.querySelector('.st-key-ls_map [data-testid=stImage] img');"
              " return (i !== null && i.complete && i.naturalWidth > 0)"

@@ -36,10 +36,10 @@ def picker(at: AppTest, sweep: Path = SHIPPED):
 
 def test_lab_shows_the_shipped_sweep(lab):
     assert not lab.exception
-    (chart,) = lab.get("plotly_chart")  # the overview alone: the plane and the table
-    rd = chart_figure(chart)
-    run_traces = [t for t in rd.data if t.mode == "lines+markers+text"]
-    n_runs = sum(len(t.x) for t in run_traces)
+    assert not lab.get("plotly_chart")  # the overview alone: the plane (Vega-Lite, not Plotly) and the table
+    (chart,) = lab.get("vega_lite_chart")
+    rd = json.loads(chart.proto.spec)
+    n_runs = sum(len(layer["data"]["values"]) for layer in rd["layer"] if "layer" in layer)  # the runs' points
     manifest = json.loads((SHIPPED / "sweep.json").read_text())
     assert n_runs == len(manifest["runs"]) == 20
     table = lab.dataframe[0].value
@@ -95,6 +95,9 @@ def test_lab_rejects_bad_values_with_a_message():
     at = AppTest.from_file(PAGE, default_timeout=120)
     at.session_state["lab_sweep"] = str(SHIPPED)
     at.run()
+    assert not at.text_input  # the new-sweep form is folded away, and not drawn until opened
+    at.session_state["lab_new_sweep"] = True  # the user opens it
+    at.run()
     at.text_input(key="lab_betas").set_value("1, banana").run()
     assert not at.exception
     assert any("not a number" in e for e in messages(at, ("error",)))
@@ -104,7 +107,9 @@ def test_lab_rejects_bad_values_with_a_message():
 def lab_form(**values) -> AppTest:
     """The whole app on the lab page with the new-sweep form filled in: `lab_<field>` = value (numbers for the
     number inputs, text for the others); not yet rerun."""
-    at = shell().run().switch_page("app_pages/5_Collapse_lab.py").run()
+    at = shell().run()
+    at.session_state["lab_new_sweep"] = True  # the form's expander, opened
+    at.switch_page("app_pages/5_Collapse_lab.py").run()
     for field, value in values.items():
         (at.number_input if isinstance(value, int) else at.text_input)(key=f"lab_{field}").set_value(value)
     return at

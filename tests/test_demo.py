@@ -3,6 +3,7 @@ really show collapse developing in one run and not in the other (numbers read fr
 axes hold every drawn ±2σ ellipse; the page, `?demo=collapse` from any page, presentation mode and training the pair
 live."""
 import io
+import json
 from pathlib import Path
 
 import numpy as np
@@ -109,6 +110,35 @@ def test_both_sides_of_the_demo_share_axes_that_hold_their_ellipses():
         assert ranges[0] == ranges[1] == ((-lim, lim), (0, kl_max))
 
 
+@pytest.mark.parametrize("name", list(demo.DEMOS))
+def test_the_rd_plane_names_both_runs_and_stretches_to_the_line_of_a_decoder_ignoring_z(name):
+    """Both runs named by their role (the legend by their settings), one dotted line through each, the dashed line
+    however far it lies, and no two texts overlapping on a phone or a wide screen, at the presentation's font size
+    too."""
+    from test_lab_plots import label_boxes
+    from vae_core.rd_plane import LABEL_WIDTHS, labels, plot_area
+
+    pair = demo.load_pair(demo.DEMOS[name])
+    for font in (13, 17):  # the page's, and presentation mode's
+        spec = demo.rd_figure(pair, font=font)
+        texts = [text for text, *_ in labels(spec)]
+        assert {"collapsed", "cured"} <= set(texts)
+        legend = next(layer["layer"][0]["encoding"]["color"]["scale"]["domain"] for layer in spec["layer"]
+                      if "layer" in layer)
+        assert legend == [f"{side.role}: {side.label}" for side in pair.sides]
+        line = f"decoder ignoring z: D = {pair.collapsed_distortion:.2f}"
+        assert line in texts and spec["encoding"]["y"]["scale"]["domain"][1] > pair.collapsed_distortion
+        levels = {row["D"] for row in spec["layer"][0]["data"]["values"] if row["R"] == 0}
+        assert levels == {e["rate"] + e["distortion"] for e in (side.evaluation for side in pair.sides)}
+        for width in LABEL_WIDTHS:
+            boxes = label_boxes(spec, width)
+            left, top, right, bottom = plot_area(spec, width)
+            for i, (text, (x0, y0, x1, y1)) in enumerate(boxes):
+                assert left <= x0 and x1 <= right and top <= y0 and y1 <= bottom, (width, text)
+                for other, (u0, v0, u1, v1) in boxes[i + 1:]:
+                    assert x1 <= u0 or u1 <= x0 or y1 <= v0 or v1 <= y0, (width, text, other)
+
+
 def test_the_live_spec_trains_exactly_the_shipped_pair_again():
     pair = demo.load_pair(demo.DEMOS["collapse"])
     spec = demo.live_spec(pair, 2)
@@ -142,8 +172,11 @@ def test_the_page_shows_both_runs_side_by_side_and_scrubs_them_together(page):
     assert "Final model: 3 of 16 latent dimensions collapsed." in text
     assert "Final model: No collapse: all 16 latent dimensions carry information." in text
     assert "decoder that ignores z" in text and "D = 384.13" in text
-    charts = at.get("plotly_chart")
-    assert len(charts) == 3  # both runs' replay at this epoch, and the R–D plane
+    assert len(at.get("plotly_chart")) == 2  # both runs' replay at this epoch
+    (rd,) = at.get("vega_lite_chart")  # and the R–D plane
+    runs = next(layer for layer in json.loads(rd.proto.spec)["layer"] if "layer" in layer)  # lines and points
+    legend = runs["layer"][0]["encoding"]["color"]["scale"]["domain"]
+    assert legend == ["collapsed: β=4", "cured: β=4, λ=0.5"]
     assert len(at.get("image")) == 4  # reconstructions and samples of both runs
     assert at.query_params["demo"] == ["collapse"] or at.query_params["demo"] == "collapse"
     at.button(key="demo_next").click().run()

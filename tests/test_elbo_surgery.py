@@ -11,7 +11,8 @@ import torch
 from vae_core import store
 from vae_core.config import ModelConfig
 from vae_core.executors import LocalExecutor
-from vae_core.lab_plots import elbo_surgery_bars, rd_plane, run_label
+from vae_core.lab_plots import elbo_surgery_bars, run_label
+from vae_core.rd_plane import labels, rd_plane
 from vae_core.metrics import (collapse_metrics, collapsed_decoder_distortion, elbo_surgery, evaluate_elbo,
                               mutual_information)
 from vae_core.objectives import log_normal
@@ -126,16 +127,22 @@ EVALS = [dict(beta=b, free_bits=0.0, warmup=0.0, rate=r, distortion=d, test_elbo
          for b, r, d, i, m in [(0.5, 6.0, 20.0, 4.5, 1.4), (4.0, 0.0, 27.0, 0.0, 0.0)]]
 
 
+def dashed_line(spec: dict) -> float | None:
+    """The D of the R–D plane's dashed line (the decoder ignoring z), if drawn."""
+    lines = [layer for layer in spec["layer"] if layer.get("mark", {}).get("strokeDash") == [6, 4]]
+    return lines[0]["data"]["values"][0]["D"] if lines else None
+
+
 def test_rd_plane_draws_the_collapsed_decoder_line():
-    fig = rd_plane(EVALS, collapsed_distortion=31.5)
-    (line,) = [s for s in fig.layout.shapes if s.y0 == s.y1 == 31.5]
-    assert line.line.dash == "dash"
-    assert any("decoder ignoring z: D = 31.50" in a.text for a in fig.layout.annotations)
-    assert fig.layout.yaxis.range[1] > 31.5  # the line is inside the plot even above every run
-    assert not rd_plane(EVALS).layout.shapes
+    spec = rd_plane(EVALS, collapsed_distortion=31.5)
+    assert dashed_line(spec) == 31.5
+    assert any("decoder ignoring z: D = 31.50" == text for text, *_ in labels(spec))
+    assert spec["encoding"]["y"]["scale"]["domain"][1] > 31.5  # the line is inside the plot even above every run
+    assert dashed_line(rd_plane(EVALS)) is None
     far = rd_plane(EVALS, collapsed_distortion=400.0)  # runs keep their scale; the line is named at the edge
-    assert not far.layout.shapes and far.layout.yaxis.range[1] < 40
-    assert any("D = 400.00, above the plot" in a.text for a in far.layout.annotations)
+    assert dashed_line(far) is None and far["encoding"]["y"]["scale"]["domain"][1] < 40
+    assert any("D = 400.00, above the plot" in text for text, *_ in labels(far))
+    assert dashed_line(rd_plane(EVALS, collapsed_distortion=400.0, stretch=True)) == 400.0  # the demo's plane
 
 
 def test_surgery_bars_stack_the_two_parts_and_draw_log_n():
@@ -167,4 +174,4 @@ def test_old_manifests_without_the_new_fields_still_load_and_draw(tmp_path):
     mi, marginal = [t for t in bars.data if t.type == "bar"]
     assert all(v is not None for v in mi.x) and all(v is None for v in marginal.x)
     line = collapsed_distortion(spec, store.load(spec.data_ref(), "cpu"))
-    assert rd_plane(evals, collapsed_distortion=line).layout.shapes[0].y0 == line
+    assert dashed_line(rd_plane(evals, collapsed_distortion=line)) == line

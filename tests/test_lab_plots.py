@@ -1,6 +1,9 @@
+import json
+
 import numpy as np
 
-from vae_core.lab_plots import LABEL_WIDTHS, kl_heatmap, kl_timeline, most_instructive, plot_area, rd_plane, text_box, to_px
+from vae_core.lab_plots import kl_heatmap, kl_timeline, most_instructive
+from vae_core.rd_plane import LABEL_WIDTHS, labels, plot_area, rd_plane, text_box, to_px
 
 EVALS = [dict(beta=b, free_bits=fb, warmup=0, rate=r, distortion=d, test_elbo=r + d, active_units=au,
               kl_per_dim=[r / 2, r / 2])
@@ -8,19 +11,33 @@ EVALS = [dict(beta=b, free_bits=fb, warmup=0, rate=r, distortion=d, test_elbo=r 
                                  (4, 0.5, 2.0, 33.0, 2)]]
 
 
+def layers(spec: dict, mark: str) -> list[dict]:
+    """The layers of an R–D plane spec drawn with `mark`, nested ones included."""
+    flat = [inner for layer in spec["layer"] for inner in layer.get("layer", [layer])]
+    return [layer for layer in flat if layer["mark"]["type"] == mark]
+
+
+def runs_of(spec: dict) -> list[dict]:
+    """The runs' rows of an R–D plane spec (its point layer)."""
+    (points,) = layers(spec, "circle")
+    return points["data"]["values"] if "data" in points else next(
+        layer["data"]["values"] for layer in spec["layer"] if points in layer.get("layer", []))
+
+
 def test_rd_plane_joins_beta_runs_in_order_and_draws_iso_elbo_lines():
-    fig = rd_plane(EVALS)
-    runs = [t for t in fig.data if t.mode == "lines+markers+text"]
-    assert [list(t.text) for t in runs] == [["β=0.5", "β=1", "β=4"], ["β=4"]]  # room for every label
-    assert len(runs) == 2  # λ = 0 family and λ = 0.5 family
-    fam0 = next(t for t in runs if t.name == "β-VAE")
-    assert {t.name for t in runs} == {"β-VAE", "λ=0.5"}
-    assert list(fam0.x) == [9.0, 5.0, 1.0] and list(fam0.y) == [20.0, 25.0, 40.0]  # β = 0.5, 1, 4
-    assert "β=0.5" in fam0.hovertext[0] and "rate 9.00" in fam0.hovertext[0]
-    iso = [t for t in fig.data if t.mode == "lines"]
-    assert len(iso) == 5
-    for t in iso:  # every point of an iso line has the same R + D
-        assert np.isclose(t.x[0] + t.y[0], t.x[1] + t.y[1])
+    spec = rd_plane(EVALS)
+    json.dumps(spec)  # what Streamlit sends
+    runs = runs_of(spec)
+    assert [r["text"] for r in runs] == ["β=0.5", "β=1", "β=4", "β=4"] and all(r["side"] for r in runs)  # room for each
+    assert [r["family"] for r in runs] == ["β-VAE"] * 3 + ["λ=0.5"]  # λ = 0 family and λ = 0.5 family
+    assert [(r["R"], r["D"]) for r in runs[:3]] == [(9.0, 20.0), (5.0, 25.0), (1.0, 40.0)]  # β = 0.5, 1, 4
+    (line,) = layers(spec, "line")[1:]  # the runs, joined in order of β within their family
+    assert line["encoding"]["order"] == {"field": "beta"} and line["encoding"]["color"]["field"] == "family"
+    assert runs[0]["run"] == "β=0.5" and runs[0]["−ELBO"] == 29.0 and runs[0]["active units"] == 2  # the tooltip
+    diagonals = layers(spec, "line")[0]["data"]["values"]
+    assert len(diagonals) == 2 * 5
+    for a, b in zip(diagonals[::2], diagonals[1::2]):  # every point of an iso line has the same R + D
+        assert a["level"] == b["level"] and np.isclose(a["R"] + a["D"], b["R"] + b["D"])
 
 
 def test_kl_heatmap_is_runs_by_dimensions():
@@ -44,23 +61,15 @@ def test_ppca_spectrum_marks_each_noise_variance_with_its_active_count():
     assert [t.y[0] for t in fig.data[1:]] == [0.05, 0.2]
 
 
-def label_boxes(fig, width: int) -> list[tuple[str, tuple]]:
+def label_boxes(spec: dict, width: int) -> list[tuple[str, tuple]]:
     """Every text drawn on the R–D plane (points' labels and notes) as (text, box in px), `width` px wide: about
-    0.6 × the font size per character and 1.25 × it high, placed from the axis ranges and the figure's size."""
+    0.6 × the font size per character and 1.25 × it high, placed from the axis domains and the plane's size."""
+    left, top, right, bottom = plot_area(spec, width)
     boxes = []
-    for t in fig.data:
-        if t.mode == "lines+markers+text":
-            for x, y, text, side in zip(t.x, t.y, t.text, t.textposition):
-                if text:
-                    boxes.append((text, text_box(*to_px(fig, width, x, y), text, side, t.textfont.size, 7.25)))
-    left, top, right, bottom = plot_area(fig, width)
-    for a in fig.layout.annotations:
-        cx, cy = ((left + a.x * (right - left), bottom - a.y * (bottom - top)) if a.xref == "paper"
-                  else to_px(fig, width, a.x, a.y))
-        w, h = 0.6 * a.font.size * len(a.text), 1.25 * a.font.size
-        x0 = cx - w if a.xanchor == "right" else cx - w / 2 if a.xanchor == "center" else cx
-        y0 = cy - h if a.yanchor == "bottom" else cy - h / 2 if a.yanchor == "middle" else cy
-        boxes.append((a.text, (x0, y0, x0 + w, y0 + h)))
+    for text, x, y, side, gap, font in labels(spec):
+        cx, cy = to_px(spec, width, 0 if isinstance(x, str) else x, 0 if isinstance(y, str) else y)
+        cx, cy = {"left": left, "right": right}.get(x, cx), {"top": top, "bottom": bottom}.get(y, cy)
+        boxes.append((text, text_box(cx, cy, text, side, font, gap)))
     return boxes
 
 
@@ -70,12 +79,16 @@ def test_rd_plane_labels_never_overlap_where_collapsed_runs_crowd_at_zero_rate()
     crowd = [dict(beta=b, free_bits=fb, warmup=wu, rate=r, distortion=d, test_elbo=r + d, active_units=0,
                   kl_per_dim=[r]) for b in (2, 4, 8, 16) for wu in (0, 10)
              for fb, r, d in ((0, 0.01 * b / 16, 27.1 + 0.01 * wu), (0.5, 6.5 + 0.1 * b / 4 + 0.05 * wu, 20.5 + 0.1 * b))]
-    fig = rd_plane(crowd + EVALS, collapsed_distortion=27.05)
-    labelled = [x for t in fig.data if t.mode == "lines+markers+text" for x, text in zip(t.x, t.text) if text]
+    spec = rd_plane(crowd + EVALS, collapsed_distortion=27.05)
+    labelled = [r["R"] for r in runs_of(spec) if r["side"]]
     assert any(x < 0.05 for x in labelled) and 6 < len(labelled) < len(crowd + EVALS)  # one of the pile named
+    placed = [(text, x, y) for text, x, y, *_ in labels(spec)]
+    assert ("decoder ignoring z: D = 27.05", max(r["R"] for r in runs_of(spec)) * 1.15, 27.05) in placed
+    assert ("dotted: equal −ELBO", "right", "top") in placed and len(placed) == len(set(placed))  # each text once
+    assert len(placed) - len(labelled) >= 2 + 3  # the two notes and most of the five levels, after the points
     for width in (*LABEL_WIDTHS, 1300):
-        boxes = label_boxes(fig, width)
-        left, top, right, bottom = plot_area(fig, width)
+        boxes = label_boxes(spec, width)
+        left, top, right, bottom = plot_area(spec, width)
         for i, (text, (x0, y0, x1, y1)) in enumerate(boxes):
             assert left <= x0 and x1 <= right and top <= y0 and y1 <= bottom, (width, text)
             for other, (u0, v0, u1, v1) in boxes[i + 1:]:

@@ -24,7 +24,7 @@ import numpy as np
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from . import lab_plots, pictures, replay, replay_plots, store
+from . import lab_plots, pictures, rd_plane, replay, replay_plots, store
 from .collapse import KL_COLLAPSED
 from .config import ObjectiveConfig
 from .pictures import PALETTE
@@ -243,45 +243,16 @@ def epoch_figure(rp: Replay, epoch: int, lim: float, kl_max: float, free_bits: f
 
 # ---------------------------------------------------------------- the rate–distortion plane
 
-def rd_figure(pair: Pair, height: int = 460, font: int = 13) -> go.Figure:
-    """Both runs on the R–D plane (`lab_plots.rd_plane`, Alemi et al. 2018), each point named by its role, with the
-    distortion of a decoder that ignores z drawn as a dashed line however far it lies (the plane stretches to it):
-    a run that collapses entirely lands on it at R = 0."""
-    sides = pair.sides
-    evals = [side.evaluation for side in sides]
-    fig = lab_plots.rd_plane(evals, None, height)
-    # rd_plane's five dotted levels crowd two close points: keep one line of equal −ELBO through each run instead
-    fig.data = [t for t in fig.data if not (t.mode == "lines" and t.line.dash == "dot")]
-    fig.layout.annotations = [a for a in fig.layout.annotations if a.text == "dotted: equal −ELBO"]
-    r_max = max(e["rate"] for e in evals) * 1.25 + 0.5
-    for side in sides:
-        total = side.evaluation["rate"] + side.evaluation["distortion"]
-        fig.add_trace(go.Scatter(x=[0, r_max], y=[total, total - r_max], mode="lines", hoverinfo="skip",
-                                 line=dict(color="#bbb", dash="dot", width=1), showlegend=False))
-        fig.add_annotation(x=r_max, y=total - r_max, text=f"−ELBO {total:.1f}", showarrow=False, xanchor="right",
-                           yanchor="top" if side.role == "collapsed" else "bottom",
-                           font=dict(size=font - 2, color="#888"))
-    for trace in fig.data:
-        if trace.customdata is not None and trace.mode == "lines+markers+text":
-            trace.text = [f"{sides[int(i)].role}: {sides[int(i)].label}" for i in trace.customdata]
-            trace.textfont.size = font
-            trace.textposition = "top center"
-    line = pair.collapsed_distortion
-    rates = [e["rate"] for e in evals]
-    dists = [e["distortion"] for e in evals]
-    lo, hi = min(dists), max(dists)
-    if line is not None:
-        lo, hi = min(lo, line), max(hi, line)
-        fig.add_hline(y=line, line=dict(color="#555", dash="dash", width=1.5))
-        fig.add_trace(go.Scatter(x=[0], y=[line], mode="markers+text", marker=dict(size=11, color="#555", symbol="x"),
-                                 text=[f"decoder ignoring z: R = 0, D = {line:.1f}"], textposition="bottom right",
-                                 textfont=dict(size=font - 1, color="#555"), name="total collapse",
-                                 hovertemplate="a decoder that ignores z<br>D = %{y:.2f} nats<extra></extra>"))
-    pad = max(2.0, 0.12 * (hi - lo))
-    fig.update_yaxes(range=[lo - pad, hi + pad])
-    fig.update_xaxes(range=[-0.05 * max(rates) - 0.3, r_max])
-    fig.update_layout(font=dict(size=font))
-    return fig
+def rd_figure(pair: Pair, height: int = 460, font: int = 13) -> dict:
+    """Both runs on the R–D plane (`rd_plane.rd_plane`, Alemi et al. 2018, a Vega-Lite spec), each point named by
+    its role (the legend gives its settings), one dotted line of equal −ELBO through each, and the distortion of a
+    decoder that ignores z drawn as a dashed line however far it lies (the plane stretches to it): a run that
+    collapses entirely lands on it at R = 0."""
+    evals = [side.evaluation for side in pair.sides]
+    return rd_plane.rd_plane(evals, pair.collapsed_distortion, height, stretch=True, font=font,
+                             names=[side.role for side in pair.sides],
+                             legend=[f"{side.role}: {side.label}" for side in pair.sides],
+                             levels=[e["rate"] + e["distortion"] for e in evals])
 
 
 # ---------------------------------------------------------------- captions: two sentences each, with the numbers

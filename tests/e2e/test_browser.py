@@ -336,10 +336,11 @@ def test_collapse_lab_rd_plane_and_heatmap(browser, server):
     pg = visit(browser, server, "collapse", "Posterior-collapse lab")
     no_exception(pg)
     expect(pg.get_by_text("Rate–distortion plane").first).to_be_visible()
-    charts = pg.locator('[data-testid="stPlotlyChart"]')
-    expect(charts.nth(0)).to_be_visible()
-    charts.nth(0).screenshot(path=str(SHOTS / "collapse_rd_plane.png"))
+    rd = pg.locator('[data-testid="stVegaLiteChart"]')
+    expect(rd.locator(".role-legend-label text", has_text="λ=0.5").first).to_be_attached()
+    rd.first.screenshot(path=str(SHOTS / "collapse_rd_plane.png"))
     lab_section(pg, "KL per dimension & replay")
+    charts = pg.locator('[data-testid="stPlotlyChart"]')
     expect(charts.nth(1)).to_be_visible()
     charts.nth(0).screenshot(path=str(SHOTS / "collapse_kl_heatmap.png"))
     choose(pg, "Run", "β=4", '[data-testid="stMain"]')
@@ -366,9 +367,9 @@ def test_every_cure_on_one_plane_and_the_replay_scrubbed(browser, server):
     choose(pg, "Sweep", "fashion-every-cure-d16", '[data-testid="stMain"]')
     settled(pg)
     no_exception(pg)
-    rd = pg.locator('[data-testid="stPlotlyChart"]').first
+    rd = pg.locator('[data-testid="stVegaLiteChart"]').first
     for cure in ("β-VAE", "λ=0.5", "warm-up 10", "cyclical ×4", "soft target 10 nats", "aggressive", "capacity 25"):
-        expect(rd.locator(".legendtext", has_text=cure).first).to_be_attached()
+        expect(rd.locator(".role-legend-label text", has_text=cure).first).to_be_attached()
     rd.screenshot(path=str(SHOTS / "collapse_rd_all_cures.png"))
     lab_section(pg, "KL per dimension & replay")
     choose(pg, "Run", "β=4, aggressive", '[data-testid="stMain"]', typed="aggressive")

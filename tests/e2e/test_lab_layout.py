@@ -1,7 +1,7 @@
 """End to end: the collapse lab's layout on a wide and on a narrow screen. Each part of the lab (its segmented
-control) is opened in turn; no button's label is cut off, nothing is wider than the screen, and the runs table
-shows every column on a wide screen. Screenshots of each part go to tests/e2e/screenshots/lab_<width>_<part>.png.
-Uses the server fixture of test_browser.py (its own server for this module)."""
+control) is opened in turn; no button's label is cut off, nothing is wider than the screen, no two texts on the
+rate–distortion plane overlap, and the runs table shows every column on a wide screen. Screenshots of each part
+go to tests/e2e/screenshots/lab_<width>_<part>.png. Uses the server fixture of test_browser.py (its own server for this module)."""
 from __future__ import annotations
 
 import pytest
@@ -22,6 +22,14 @@ CUT_OFF = """() => [...document.querySelectorAll('[data-testid="stMain"] button'
   .filter(b => b.offsetParent !== null)
   .filter(b => [b, ...b.querySelectorAll('*')].some(e => e.scrollWidth > e.clientWidth + 1 && e.clientWidth > 0))
   .map(b => b.innerText.trim() || b.getAttribute('aria-label'))"""
+# The R–D plane's texts (points' names and notes, not its axes or legend) as drawn: pairs whose boxes overlap
+TEXTS_OVERLAP = """() => {
+  const boxes = [...document.querySelectorAll('[data-testid="stVegaLiteChart"] .mark-text.role-mark text')]
+    .filter(t => t.textContent).map(t => [t.textContent, t.getBoundingClientRect()]);
+  const hit = [];
+  boxes.forEach(([a, p], i) => boxes.slice(i + 1).forEach(([b, q]) => {
+    if (p.left < q.right && q.left < p.right && p.top < q.bottom && q.top < p.bottom) hit.push([a, b]); }));
+  return [boxes.length, hit]; }"""
 TABLE_SCROLLS = """() => [...document.querySelectorAll('[data-testid="stMain"] [data-testid="stDataFrame"] .dvn-scroller')]
   .map(s => s.scrollWidth > s.clientWidth + 1)"""
 
@@ -51,6 +59,8 @@ def test_every_part_of_the_lab_fits_the_screen_with_whole_labels(browser, server
         assert pg.evaluate(CUT_OFF) == [], (width, name)
         assert pg.evaluate("() => document.documentElement.scrollWidth") <= width, (width, name)
         if key == "overview":
+            texts, overlapping = pg.evaluate(TEXTS_OVERLAP)
+            assert texts >= 10 and overlapping == [], (width, overlapping)  # as drawn, not as estimated
             scrolls = pg.evaluate(TABLE_SCROLLS)
             assert scrolls == [width < 1000], (width, scrolls)  # every column in view on a wide screen
         shot_at(pg, f"lab_{width}_{key}", width, height)

@@ -12,7 +12,7 @@ import streamlit as st
 import torch
 
 from .. import checkpoint as ckpt_io
-from .. import demo, lab_plots, latent_map, pictures, ppca, replay, replay_plots, store
+from .. import demo, lab_plots, latent_map, pictures, ppca, rd_plane, replay, replay_plots, store
 from ..data import DataError, Dataset
 from ..locations import available_builtin
 from ..decoding import cell_to_latent, decode_codes, density_2d, overview, run_picture_rows
@@ -249,7 +249,7 @@ def sweep(folder: str, mtime_ns: int):
 def sweep_figures(folder: str, mtime_ns: int, _evals: list[dict], n_test: int, collapsed: float | None):
     """The R–D plane (with the collapsed-decoder line at `collapsed`, when given), the KL heatmap and the ELBO
     surgery bars (log N ceiling for `n_test` images) of one sweep, built once per manifest version."""
-    return (lab_plots.rd_plane(_evals, collapsed), lab_plots.kl_heatmap(_evals),
+    return (rd_plane.rd_plane(_evals, collapsed), lab_plots.kl_heatmap(_evals),
             lab_plots.elbo_surgery_bars(_evals, n_test))
 
 

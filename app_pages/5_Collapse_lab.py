@@ -39,9 +39,9 @@ state.restore_form("lab-section", (SECTION,))
 ws = store.Workspace()
 svc = jobs.service(warm=True)
 me = state.browser_id()
-widgets.page_link(st, "app_pages/6_Collapse_demo.py", "Teaching? Open the lecture demo: a run collapsing beside the "
-                  "same run cured, epoch by epoch, with a presentation mode (the address ?demo=collapse)",
-                  ":material/slideshow:")
+widgets.page_link(st, "app_pages/6_Collapse_demo.py", "Teaching? Open the lecture demo", ":material/slideshow:",
+                  help="A run collapsing beside the same run cured, epoch by epoch, with a presentation mode (the "
+                       "address ?demo=collapse).")
 
 
 def sweep_options() -> dict[str, str]:

@@ -17,8 +17,9 @@ SECTIONS = {"overview": ("Overview", "Rate–distortion plane"), "kl": ("KL per 
             "pictures": ("Side by side", "Side by side"), "surgery": ("ELBO surgery", "Where the rate goes"),
             "ppca": ("pPCA", "Collapse without any optimisation problem")}  # key: (its button, its last heading)
 
-# Buttons (and their labels) in the page whose text is wider than their box: cut off, with an ellipsis
-CUT_OFF = """() => [...document.querySelectorAll('[data-testid="stMain"] button')]
+# Buttons and links (and their labels) in the page whose text is wider than their box: cut off, with an ellipsis
+CUT_OFF = """() => [...document.querySelectorAll(
+    '[data-testid="stMain"] button, [data-testid="stMain"] [data-testid="stPageLink"] a')]
   .filter(b => b.offsetParent !== null)
   .filter(b => [b, ...b.querySelectorAll('*')].some(e => e.scrollWidth > e.clientWidth + 1 && e.clientWidth > 0))
   .map(b => b.innerText.trim() || b.getAttribute('aria-label'))"""

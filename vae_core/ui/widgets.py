@@ -45,11 +45,12 @@ def image(picture, caption: str | None = None, **kwargs):
     return st.image(picture, caption=caption, output_format="PNG", **kwargs)
 
 
-def page_link(container, path: str, label: str, icon: str | None = None) -> None:
+def page_link(container, path: str, label: str, icon: str | None = None, help: str | None = None) -> None:
     """A link to another page of the app, or its name in bold when this page runs on its own (without the app's
-    navigation, e.g. `streamlit run app_pages/1_Train.py` or a test of one page)."""
+    navigation, e.g. `streamlit run app_pages/1_Train.py` or a test of one page). Keep `label` short (a link's
+    label is one line, cut off on a phone); `help` says the rest."""
     try:
-        container.page_link(path, label=label, icon=icon)
+        container.page_link(path, label=label, icon=icon, help=help)
     except StreamlitPageNotFoundError:
         container.markdown(f"**{label}**")
 

@@ -115,8 +115,8 @@ def test_the_rd_plane_names_both_runs_and_stretches_to_the_line_of_a_decoder_ign
     """Both runs named by their role (the legend by their settings), one dotted line through each, the dashed line
     however far it lies, and no two texts overlapping on a phone or a wide screen, at the presentation's font size
     too."""
-    from test_lab_plots import label_boxes
-    from vae_core.rd_plane import LABEL_WIDTHS, labels, plot_area
+    from test_lab_plots import assert_texts_apart
+    from vae_core.rd_plane import LABEL_WIDTHS, labels
 
     pair = demo.load_pair(demo.DEMOS[name])
     for font in (13, 17):  # the page's, and presentation mode's
@@ -130,13 +130,7 @@ def test_the_rd_plane_names_both_runs_and_stretches_to_the_line_of_a_decoder_ign
         assert line in texts and spec["encoding"]["y"]["scale"]["domain"][1] > pair.collapsed_distortion
         levels = {row["D"] for row in spec["layer"][0]["data"]["values"] if row["R"] == 0}
         assert levels == {e["rate"] + e["distortion"] for e in (side.evaluation for side in pair.sides)}
-        for width in LABEL_WIDTHS:
-            boxes = label_boxes(spec, width)
-            left, top, right, bottom = plot_area(spec, width)
-            for i, (text, (x0, y0, x1, y1)) in enumerate(boxes):
-                assert left <= x0 and x1 <= right and top <= y0 and y1 <= bottom, (width, text)
-                for other, (u0, v0, u1, v1) in boxes[i + 1:]:
-                    assert x1 <= u0 or u1 <= x0 or y1 <= v0 or v1 <= y0, (width, text, other)
+        assert_texts_apart(spec, LABEL_WIDTHS)
 
 
 def test_the_live_spec_trains_exactly_the_shipped_pair_again():

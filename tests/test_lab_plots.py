@@ -73,6 +73,17 @@ def label_boxes(spec: dict, width: int) -> list[tuple[str, tuple]]:
     return boxes
 
 
+def assert_texts_apart(spec: dict, widths) -> None:
+    """At each width, every text on the plane lies inside the plot and covers no other."""
+    for width in widths:
+        boxes = label_boxes(spec, width)
+        left, top, right, bottom = plot_area(spec, width)
+        for i, (text, (x0, y0, x1, y1)) in enumerate(boxes):
+            assert left <= x0 and x1 <= right and top <= y0 and y1 <= bottom, (width, text)
+            for other, (u0, v0, u1, v1) in boxes[i + 1:]:
+                assert x1 <= u0 or u1 <= x0 or y1 <= v0 or v1 <= y0, (width, text, other)
+
+
 def test_rd_plane_labels_never_overlap_where_collapsed_runs_crowd_at_zero_rate():
     """The issue's sweep: runs pile up at R ≈ 0 (every β ≥ 2 without free bits) and at R ≈ 7 (free bits): on a
     phone and on a wide screen no two texts overlap, each inside the plot; crowds lose labels, not the rest."""
@@ -86,13 +97,7 @@ def test_rd_plane_labels_never_overlap_where_collapsed_runs_crowd_at_zero_rate()
     assert ("decoder ignoring z: D = 27.05", max(r["R"] for r in runs_of(spec)) * 1.15, 27.05) in placed
     assert ("dotted: equal −ELBO", "right", "top") in placed and len(placed) == len(set(placed))  # each text once
     assert len(placed) - len(labelled) >= 2 + 3  # the two notes and most of the five levels, after the points
-    for width in (*LABEL_WIDTHS, 1300):
-        boxes = label_boxes(spec, width)
-        left, top, right, bottom = plot_area(spec, width)
-        for i, (text, (x0, y0, x1, y1)) in enumerate(boxes):
-            assert left <= x0 and x1 <= right and top <= y0 and y1 <= bottom, (width, text)
-            for other, (u0, v0, u1, v1) in boxes[i + 1:]:
-                assert x1 <= u0 or u1 <= x0 or y1 <= v0 or v1 <= y0, (width, text, other)
+    assert_texts_apart(spec, (*LABEL_WIDTHS, 1300))
 
 
 def test_the_replay_opens_on_a_run_that_collapses_as_it_trains():

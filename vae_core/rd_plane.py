@@ -115,13 +115,13 @@ def rd_plane(evals: list[dict], collapsed_distortion: float | None = None, heigh
     d_lo, d_hi = d_lo - pad, d_hi + pad
     groups = families(evals) if legend is None else {name: [i] for i, name in enumerate(legend)}
     colours = {family: PALETTE[n % len(PALETTE)] for n, family in enumerate(groups)}
-    legend_entry = max(40 + 0.6 * 12 * len(family) for family in groups)  # px: symbol, gap and name
+    legend_entry = max(40 + 0.6 * (font + 2) * len(family) for family in groups)  # px: symbol, gap and name
     spec = {
         "$schema": "https://vega.github.io/schema/vega-lite/v5.json", "height": height,
         "autosize": {"type": "fit-x", "contains": "padding"},
         "padding": dict.fromkeys(("left", "right", "top", "bottom"), 5),  # Streamlit's chart reads the four
-        "config": {"axis": {"labelFontSize": 11, "titleFontSize": 12, "gridColor": "#eee"}, "view": {"stroke": None},
-                   "legend": {"labelFontSize": 12}},
+        "config": {"axis": {"labelFontSize": font + 1, "titleFontSize": font + 2, "gridColor": "#eee"},
+                   "view": {"stroke": None}, "legend": {"labelFontSize": font + 2}},  # all grow with `font`
         "encoding": {  # shared by every layer; the domains fix the plane, the marks outside it are clipped
             "x": {"field": "R", "type": "quantitative", "scale": {"domain": [-0.02 * r_max, r_max], "nice": False,
                                                                   "zero": False},

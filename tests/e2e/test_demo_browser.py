@@ -89,6 +89,7 @@ def test_presentation_mode_hides_the_chrome_and_steps_panels_by_keyboard(browser
     shot(pg, "demo-presentation-pictures")
     press(pg, "ArrowDown")
     heading(pg, "Rate–distortion plane")
+    expect(pg.locator('[data-testid="stVegaLiteChart"] .role-legend-label text', has_text="cured").first).to_be_attached()
     shot(pg, "demo-presentation-rd")
     press(pg, "ArrowUp")
     heading(pg, "Reconstructions and samples")

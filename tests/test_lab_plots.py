@@ -64,13 +64,8 @@ def test_ppca_spectrum_marks_each_noise_variance_with_its_active_count():
 def label_boxes(spec: dict, width: int) -> list[tuple[str, tuple]]:
     """Every text drawn on the R–D plane (points' labels and notes) as (text, box in px), `width` px wide: about
     0.6 × the font size per character and 1.25 × it high, placed from the axis domains and the plane's size."""
-    left, top, right, bottom = plot_area(spec, width)
-    boxes = []
-    for text, x, y, side, gap, font in labels(spec):
-        cx, cy = to_px(spec, width, 0 if isinstance(x, str) else x, 0 if isinstance(y, str) else y)
-        cx, cy = {"left": left, "right": right}.get(x, cx), {"top": top, "bottom": bottom}.get(y, cy)
-        boxes.append((text, text_box(cx, cy, text, side, font, gap)))
-    return boxes
+    return [(text, text_box(*to_px(spec, width, x, y), text, side, font, gap))
+            for text, x, y, side, gap, font in labels(spec)]
 
 
 def assert_texts_apart(spec: dict, widths) -> None:

@@ -38,11 +38,14 @@ def plot_area(spec: dict, width: int) -> tuple[float, float, float, float]:
     return 0.0, 0.0, float(width - _LEFT - _RIGHT), float(spec["height"])
 
 
-def to_px(spec: dict, width: int, x: float, y: float) -> tuple[float, float]:
-    """Data coordinates → px (y down) in the plot area of `spec` drawn `width` px wide."""
-    _, _, right, bottom = plot_area(spec, width)
+def to_px(spec: dict, width: int, x: float | str, y: float | str) -> tuple[float, float]:
+    """Data coordinates, or the plot's edges ("left"/"right", "top"/"bottom"), → px (y down) in the plot area of
+    `spec` drawn `width` px wide."""
+    left, top, right, bottom = plot_area(spec, width)
     (x0, x1), (y0, y1) = spec["encoding"]["x"]["scale"]["domain"], spec["encoding"]["y"]["scale"]["domain"]
-    return (x - x0) / (x1 - x0) * right, (y1 - y) / (y1 - y0) * bottom
+    px = {"left": left, "right": right}[x] if isinstance(x, str) else (x - x0) / (x1 - x0) * right
+    py = {"top": top, "bottom": bottom}[y] if isinstance(y, str) else (y1 - y) / (y1 - y0) * bottom
+    return px, py
 
 
 def _overlaps(a, b, pad: float = 2.0) -> bool:
@@ -75,7 +78,7 @@ def _place_labels(spec: dict, points: list[tuple[float, float, str]], taken: dic
     return sides
 
 
-def _text_layer(rows: list[dict], side: tuple[str, str], font: int, colour: dict | str, gap: float = 0) -> dict:
+def _text_layer(rows: list[dict], side: tuple[str, str], font: int, colour: dict | str, gap: float) -> dict:
     """Texts (rows with R, D, text) on one `side` of their position, `gap` px away."""
     vertical, horizontal = side
     mark = {"type": "text", "fontSize": font, "align": {"right": "left", "left": "right"}.get(horizontal, "center"),
@@ -135,11 +138,7 @@ def rd_plane(evals: list[dict], collapsed_distortion: float | None = None, heigh
 
     def note(text: str, x: float | str, y: float | str, side: tuple[str, str], colour: str = _NOTE) -> None:
         """A text whose box has `side` at (x, y): data coordinates, or "left"/"right"/"top"/"bottom" of the plot."""
-        def px(w):
-            left, top, right, bottom = plot_area(spec, w)
-            cx, cy = to_px(spec, w, 0 if isinstance(x, str) else x, 0 if isinstance(y, str) else y)
-            return ({"left": left, "right": right}.get(x, cx), {"top": top, "bottom": bottom}.get(y, cy))
-        boxes = {w: text_box(*px(w), text, side, note_font, _NOTE_GAP) for w in LABEL_WIDTHS}
+        boxes = {w: text_box(*to_px(spec, w, x, y), text, side, note_font, _NOTE_GAP) for w in LABEL_WIDTHS}
         if any(not _inside(b, plot_area(spec, w)) or any(_overlaps(b, t) for t in taken[w]) for w, b in boxes.items()):
             return  # it would cover another text or leave the plot on a phone or a wide screen: left out
         for w, b in boxes.items():

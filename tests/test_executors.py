@@ -37,7 +37,7 @@ def counting(n, reporter, pause=0.0):
         if reporter.cancel_requested:
             return {"pid": os.getpid(), "stopped_after": i + 1}
         time.sleep(pause)
-    return {"pid": os.getpid(), "threads": torch.get_num_threads()}
+    return {"pid": os.getpid(), "threads": torch.get_num_threads(), "modules": set(sys.modules)}
 
 
 def failing(reporter):
@@ -69,6 +69,7 @@ def test_worker_processes_relay_progress_and_stop_and_report_failures():
     rec = Recorder()
     result = in_job(ex, counting, (4,), rec).result
     assert result["pid"] != os.getpid() and result["threads"] == ex.threads_per_job
+    assert "torch._dynamo" in result["modules"]  # warmed up as it started: a first optimizer imports it (2.5 s)
     assert [e["epoch"] for e in rec.epochs] == [1, 2, 3, 4] and rec.updates[-1] == (0.75, "step 3")
     stopper = Recorder()
     stopper.cancel_requested = True  # the user pressed Stop: the worker sees it at its next poll

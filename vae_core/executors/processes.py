@@ -18,6 +18,16 @@ def _init_worker(threads: int, outboxes, stops, server: int) -> None:
     torch.set_num_threads(threads)
     _WORKER.update(outboxes=outboxes, stops=stops)
     threading.Thread(target=_exit_with_parent, args=(server,), name="vae-orphan-check", daemon=True).start()
+    _warm_up()
+
+
+def _warm_up() -> None:
+    """What a worker's first run would otherwise wait for, done as the worker starts (about 3 s here; the page that
+    starts the workers has no run going yet): the training code, and torch._dynamo, which torch imports the first
+    time an optimizer is made (2.5 s). Its first run then takes about what its later ones do."""
+    from .. import runs  # noqa: F401, PLC0415 — the work's own module (it imports the executors: not at the top)
+
+    torch.optim.Adam([torch.zeros(1, requires_grad=True)])
 
 
 def _exit_with_parent(parent: int) -> None:

@@ -10,7 +10,7 @@ from vae_core import checkpoint as C
 from vae_core import store
 from vae_core.config import ModelConfig, ObjectiveConfig, TrainConfig
 from vae_core.data import load_array_file
-from vae_core.calibration import Calibration, Measured, Probe
+from vae_core.calibration import Calibration, Measured, Probe, steady_fit_seconds
 from vae_core.estimates import Estimate, run_seconds
 from vae_core.executors import LocalExecutor
 from vae_core.metrics import evaluate_elbo
@@ -213,6 +213,17 @@ def test_calibration_adds_start_up_to_the_epochs_and_the_evaluation_scaled_by_th
     cal.add(Probe(10.0, 2.0), Measured(total_seconds=300.0, fit_seconds=200.0, end_seconds=40.0))
     assert cal.expected(Probe(5.0, 1.0)) == pytest.approx(18.0)
     assert Probe.of(3.0) == Probe(3.0, 0.0) and Probe.of(None) is None
+
+
+def test_a_fresh_processs_slow_first_epoch_counts_as_start_up_not_as_the_pace_of_every_epoch():
+    """The class bench's finding: two 1-epoch runs on fresh workers (a first epoch 20× the others) taught the queue
+    that every epoch took 47× its probe, and told the class 95 s for runs of 2.4 s."""
+    assert steady_fit_seconds(1.3, [1.0, 0.1, 0.1, 0.1]) == pytest.approx(0.4)
+    assert steady_fit_seconds(0.35, [0.05, 0.1, 0.1, 0.1]) == 0.35  # a fast first epoch stays as it was
+    assert steady_fit_seconds(1.0, [1.0]) == 1.0  # nothing to compare a single epoch with
+    cal = Calibration()
+    cal.add(Probe(0.4), Measured(total_seconds=2.5, fit_seconds=steady_fit_seconds(1.3, [1.0, 0.1, 0.1, 0.1])))
+    assert cal.expected(Probe(4.0)) == pytest.approx(2.1 + 4.0)  # start-up (with the slow epoch) + 1× the probe
 
 
 def test_a_batch_of_runs_ends_when_the_last_worker_is_done(tmp_path):

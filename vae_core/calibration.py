@@ -3,7 +3,9 @@ queue and the pages say what a run will take here, not what its probe measured. 
 its end-of-run evaluation in the server's process; a run also starts (a worker process, loading its data), and its
 epochs run in a worker with its share of the cores and beside other runs. So each finished run gives three
 figures: its start-up seconds, and the ratios measured/probed of its epochs and of its evaluation; an estimate is
-start-up + ratio·epochs + ratio·evaluation, each the median of the last runs (robust to one odd run)."""
+start-up + ratio·epochs + ratio·evaluation, each the median of the last runs (robust to one odd run). A fresh
+process's first epoch is slow (its first steps allocate and set up): what it took over the other epochs' pace counts
+as start-up, not as the epochs' ratio, or a short run would teach the queue that every epoch is that slow."""
 from __future__ import annotations
 
 import statistics
@@ -37,6 +39,14 @@ class Measured:
     total_seconds: float
     fit_seconds: float
     end_seconds: float = 0.0
+
+
+def steady_fit_seconds(fit_seconds: float, epoch_seconds: list[float]) -> float:
+    """A run's epochs' time at their steady pace: less what its first epoch took over the median of the others
+    (`epoch_seconds`, each epoch's; nothing to compare a single epoch with)."""
+    if len(epoch_seconds) < 2:
+        return fit_seconds
+    return fit_seconds - max(0.0, epoch_seconds[0] - statistics.median(epoch_seconds[1:]))
 
 
 class Calibration:

@@ -42,7 +42,7 @@ from . import checkpoint as ckpt_io
 from . import replay
 from . import resume as train_state
 from . import store
-from .calibration import Calibration, Measured, Probe
+from .calibration import Calibration, Measured, Probe, steady_fit_seconds
 from .config import ConfigError, ModelConfig, ObjectiveConfig, TrainConfig, check_int
 from .decoding import decode_lattice, lattice_axis
 from .device import default_device
@@ -231,8 +231,8 @@ class Outcome:
     result: dict | None = None
     checkpoint: bytes | None = None
     replay: bytes | None = None  # the training replay (`replay.py`), saved beside the checkpoint
-    fit_seconds: float = 0.0  # how long its epochs took (`fit`), and its end-of-run evaluation
-    end_seconds: float = 0.0
+    fit_seconds: float = 0.0  # how long its epochs took at their steady pace (`calibration.steady_fit_seconds`),
+    end_seconds: float = 0.0  # and its end-of-run evaluation
 
 
 def execute(spec_dict: dict, run_id: str, reporter: Reporter, *, workspace_root: str | None = None,
@@ -299,7 +299,7 @@ def execute(spec_dict: dict, run_id: str, reporter: Reporter, *, workspace_root:
                      on_state=on_state if folder is not None else None)
     outcome = Outcome(status=DIVERGED if fit_result.diverged else STOPPED if fit_result.stop_reason else DONE,
                       history=list(fit_result.history), stop_reason=fit_result.stop_reason,
-                      fit_seconds=time.perf_counter() - fit_started)
+                      fit_seconds=steady_fit_seconds(time.perf_counter() - fit_started, epoch_seconds))
     if not outcome.history:
         return outcome
     if outcome.status == DONE and ends_with_evaluation:

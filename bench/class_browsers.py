@@ -1,16 +1,15 @@
 """A class in real browsers: `--sessions` Chromium contexts open the Train page of one fresh server that trains
-`--limit` models at a time (`$VAE_MAX_RUNS`) and press Train at once (quick recipe, `--epochs` epochs on the
-digits), then watch their runs. The browsers run at the lowest CPU priority, so that the figures measure the server.
-While they watch: the health check's answer time (p50, p95, polled 4 times a second), the peak memory of the server
-with its worker processes, and the runs' times (from start to end; their mean and median against the same runs with
-no one watching, each tab closed once its run is queued). Queue estimates, in a round with the browsers at normal
-priority while they press Train (so that the clicks arrive together and a queue forms): the wait each run's page
-was told when it was queued ("it starts in about X", kept in the run's record) against when it really started. A
-fresh visitor's Overview (seconds until its picture has loaded, in a browser of its own at normal priority, as on
-the visitor's own machine) in a last round of its own: its browser loads this machine's two cores for about two
-seconds, so the runs beside it are not the ones timed. Some runs take 2–3× the others in every round, watched or not
-(5–7 s against 2–2.5 s at 40 epochs): the median compares the typical run, the mean counts them. Bounded: at most 40
-sessions, and every wait has a timeout.
+`--limit` models at a time (`$VAE_MAX_RUNS`) and press Train at one moment (quick recipe, `--epochs` epochs on the
+digits), then watch their runs. The browsers run at the lowest CPU priority, so that the figures measure the server,
+and each page is given a timer that presses Train, so that the clicks reach the server together (within about a
+second) as twenty students' would, and a queue forms. While the class watches: the health check's answer time (p50,
+p95, polled 4 times a second), the peak memory of the server with its worker processes, the runs' times (from start
+to end; their mean and median against the same runs with no one watching, each tab closed once its run is queued),
+and the queue's estimates: the wait each run's page was told when it was queued ("it starts in about X", kept in
+the run's record) against when it really started. A fresh visitor's Overview (seconds until its picture has loaded,
+in a browser of its own at normal priority, as on the visitor's own machine) in a last round of its own: its browser
+loads this machine's two cores for about two seconds, so the runs beside it are not the ones timed. Bounded: at most
+40 sessions, and every wait has a timeout.
 
     python -m bench.class_browsers [--sessions 20] [--limit 2] [--epochs 40] [--json]
 """
@@ -34,37 +33,33 @@ from .app import PICTURE_LOADED, SCRIPT_DONE, fresh_server
 from .common import CHROME_ARGS, chromium_path, emit, log, machine, parser
 
 TIMEOUT_MS = 600_000
-class BrowserPriority:
-    """Keeps a browser's processes, every thread of them, at one nice level (Chromium sets its renderers' priorities
-    itself, so they are reniced as they appear), and their scheduling autogroup too (Linux: with autogroups, a
-    process's nice only counts within its session's group, and Chromium starts its own). At 19 while the class
-    works and watches: the server's figures should not pay for twenty browsers sharing one machine. At 0 while the
-    queue's round presses Train: at 19, on two cores busy training, the tabs' clicks trickle in one by one as runs
-    end and no queue forms, while twenty students' own machines would send them together. Back at 19 once the
-    clicks are sent: at 0, twenty tabs drawing their live panels slowed the first runs threefold."""
+class LowestPriority:
+    """Keeps a browser's processes, every thread of them, at nice 19, and their scheduling autogroup too (Linux: with
+    autogroups, a process's nice only counts within its session's group, and Chromium starts its own). Chromium sets
+    its renderers' priorities itself, so they are reniced as they appear. The server's figures should not pay for
+    twenty browsers sharing its machine, where in a class they would run on the students' own."""
 
     def __init__(self, root: psutil.Process):
-        self.root, self.level, self.stopped = root, 19, threading.Event()
+        self.root, self.stopped = root, threading.Event()
         threading.Thread(target=self._keep, daemon=True).start()
 
     def _keep(self) -> None:
-        applied: dict[int, int] = {}  # pid → the level its threads were given (cheap: this thread shares the
-        while not self.stopped.is_set():  # server's autogroup, so it only acts on new processes and on changes)
-            level = self.level
+        seen: set[int] = set()  # (cheap: this thread shares the server's autogroup, and acts on new processes only)
+        while not self.stopped.is_set():
             try:
                 procs = [self.root, *self.root.children(recursive=True)]
             except psutil.Error:  # one went away while listed (a closed context)
                 continue
             for proc in procs:
                 try:
-                    if applied.get(proc.pid) == level and proc.nice() == level:
+                    if proc.pid in seen and proc.nice() == 19:
                         continue
                     if "chrom" in proc.name():
                         for thread in proc.threads():  # Linux keeps a nice per thread: renicing the process
                             with contextlib.suppress(OSError):  # would move its main thread only (one may end)
-                                os.setpriority(os.PRIO_PROCESS, thread.id, level)
-                        Path(f"/proc/{proc.pid}/autogroup").write_text(str(level))
-                    applied[proc.pid] = level
+                                os.setpriority(os.PRIO_PROCESS, thread.id, 19)
+                        Path(f"/proc/{proc.pid}/autogroup").write_text("19")
+                    seen.add(proc.pid)
                 except (psutil.Error, OSError):
                     pass
             self.stopped.wait(0.2)
@@ -81,14 +76,20 @@ def run_records(home: Path) -> dict[str, dict]:
     return out
 
 
+QUICK_WIDTHS = "64"  # the quick recipe's MLP (the form's own default is 512, 256: a run 4× as long)
+
+
 async def press_train(page, url: str, epochs: int) -> None:
-    """Open the Train page and fill in the quick recipe (the Train button is pressed later, by all at once)."""
+    """Open the Train page and fill in the quick recipe with `epochs` epochs (Train is pressed later, by all at
+    once). Each setting is read back until it holds: a rerun drawn meanwhile can close the recipe's list before the
+    option is chosen, or reset what was typed (a class whose tabs trained two models would time both as one)."""
     await page.goto(f"{url}/train?model=digits-2d")
-    await page.locator('[data-testid="stSelectbox"]', has_text="Recipe").first.click(timeout=TIMEOUT_MS)
-    await page.locator('[role="option"]', has_text="quick test").first.click()
-    await page.wait_for_selector(SCRIPT_DONE, timeout=TIMEOUT_MS)  # the recipe's values are drawn
-    box = page.get_by_label("Epochs", exact=True)
-    while await box.input_value() != str(epochs):  # a rerun drawn meanwhile may reset what was typed
+    widths, box = page.get_by_label("MLP widths (comma-separated)", exact=True), page.get_by_label("Epochs", exact=True)
+    while await widths.input_value() != QUICK_WIDTHS:
+        await page.locator('[data-testid="stSelectbox"]', has_text="Recipe").first.click(timeout=TIMEOUT_MS)
+        await page.locator('[role="option"]', has_text="quick test").first.click()
+        await page.wait_for_selector(SCRIPT_DONE, timeout=TIMEOUT_MS)  # the recipe's values are drawn
+    while await box.input_value() != str(epochs) or await widths.input_value() != QUICK_WIDTHS:
         await box.fill(str(epochs))
         await box.press("Tab")
         await page.wait_for_selector(SCRIPT_DONE, timeout=TIMEOUT_MS)
@@ -125,25 +126,33 @@ def queue_errors(records: list[dict]) -> list[float]:
     return [abs(predicted - real) / real for predicted, real in waits if real > 5]
 
 
+async def press_together(pages, lead_s: float = 2.0) -> float:
+    """Press Train in every page at one moment: each page is given a timer for it first, so that the clicks leave
+    together however slowly the browsers run (at the lowest priority, beside two cores busy training, a click
+    driven step by step from here takes seconds per tab, and the runs of one round would trickle in instead of
+    queueing). Returns when the moment has passed (time.time())."""
+    at = time.time() + lead_s
+    await asyncio.gather(*(p.get_by_role("button", name="Train", exact=True).evaluate(
+        "(button, at) => setTimeout(() => button.click(), at - Date.now())", at * 1000) for p in pages))
+    if time.time() > at:
+        raise RuntimeError(f"the pages were not ready to press Train within {lead_s} s")
+    await asyncio.sleep(at - time.time())
+    return at
+
+
 async def class_round(browser, url: str, sessions: int, epochs: int, watch: bool, home: Path,
-                      during=None, pressing: BrowserPriority | None = None) -> dict:
-    """One class: open the Train page in `sessions` contexts, press Train at once (`pressing`: with the browsers at
-    normal priority while they press), then watch the runs (or close the tabs) until all have ended."""
+                      during=None) -> dict:
+    """One class: open the Train page in `sessions` contexts, press Train in all at one moment, then watch the runs
+    (or close the tabs) until all have ended."""
     contexts = [await browser.new_context(viewport={"width": 1400, "height": 1000}) for _ in range(sessions)]
     pages = [await c.new_page() for c in contexts]
     for page in pages:
         page.set_default_timeout(TIMEOUT_MS)
     await asyncio.gather(*(press_train(p, url, epochs) for p in pages))
-    if pressing:
-        pressing.level = 0
-    for page in pages:  # all at once, as a class told to "press Train now"
-        await page.get_by_role("button", name="Train", exact=True).click()
-    if pressing:  # the clicks are sent: what the tabs draw next, students' own machines would draw
-        pressing.level = 19
+    pressed = await press_together(pages)
     queued = await asyncio.gather(*(queued_run(p, home) for p in pages))
     ids = {run_id for run_id, _ in queued}
     read = sum("it starts in about" in text for _, text in queued)
-    log(f"{len(ids)} runs queued; {read} tabs drew a queued run's predicted wait")
     if not watch:
         for c in contexts:
             await c.close()
@@ -157,11 +166,19 @@ async def class_round(browser, url: str, sessions: int, epochs: int, watch: bool
     if watch:
         for c in contexts:
             await c.close()
-    records = run_records(home)
-    ran = [records[i]["finished"] - records[i]["started"] for i in sorted(ids, key=lambda i: records[i]["started"])]
-    errors = queue_errors([records[i] for i in ids])
-    return {"runs": len(ids), "done": sum(records[i]["status"] == "done" for i in ids),
+    records = [run_records(home)[i] for i in ids]
+    records.sort(key=lambda r: r["started"])
+    settings = {json.dumps(r["spec"], sort_keys=True) for r in records}
+    if len(settings) > 1:
+        raise RuntimeError(f"the tabs trained {len(settings)} different settings: their times are not one model's")
+    arrived = max(r["created"] for r in records) - pressed
+    log(f"{len(ids)} runs queued within {arrived:.2f} s of the moment Train was pressed; {read} tabs drew a queued "
+        "run's predicted wait")
+    ran = [r["finished"] - r["started"] for r in records]
+    errors = queue_errors(records)
+    return {"runs": len(ids), "done": sum(r["status"] == "done" for r in records),
             "run_mean_s": statistics.fmean(ran), "run_median_s": statistics.median(ran), "run_s": ran,
+            "clicks_arrived_within_s": round(arrived, 2),
             "queue_estimate_error_p50": statistics.median(errors) if errors else None,
             "queue_estimate_error_max": max(errors) if errors else None, "estimates_compared": len(errors),
             "estimates_drawn": read, **extra}
@@ -199,7 +216,7 @@ async def main_async(args) -> dict:
         root = next(p for p in psutil.Process().children(recursive=True)
                     if p.pid not in before and "chrom" in p.name() and "chrom" not in p.parent().name())
         visitor_browser = await pw.chromium.launch(executable_path=chromium_path(), args=CHROME_ARGS)
-        priority = BrowserPriority(root)
+        priority = LowestPriority(root)
         with fresh_server(env={"VAE_MAX_RUNS": str(args.limit)}) as (url, proc, home):
             warm = await browser.new_page()
             for path in ("", "train?model=digits-2d"):  # what the fresh visitor and the class open, imported once
@@ -241,8 +258,6 @@ async def main_async(args) -> dict:
             stop.set()
             for t in threads:
                 t.join()
-            log("the queue: the same class, its browsers at normal priority while they press Train")
-            queue = await class_round(browser, url, args.sessions, args.epochs, True, home, pressing=priority)
             log("a fresh visitor while the class watches")  # a round of its own: the visitor's browser shares this
             visited = await class_round(browser, url, args.sessions, args.epochs, True, home,  # machine, where in
                                         during=fresh_visitor)  # a class it would not: its runs are not timed
@@ -262,10 +277,12 @@ async def main_async(args) -> dict:
         "health_p50_ms": round(1000 * statistics.median(health), 1),
         "health_p95_ms": round(1000 * health[int(0.95 * (len(health) - 1))], 1),
         "health_max_ms": round(1000 * health[-1], 1),
-        "queue_estimate_error_p50": queue["queue_estimate_error_p50"],
-        "queue_estimate_error_max": queue["queue_estimate_error_max"],
-        "queue_estimates_compared": queue["estimates_compared"],
-        "queue_estimates_drawn_by_tabs": queue["estimates_drawn"],
+        "clicks_arrived_within_s": [alone["clicks_arrived_within_s"], watched["clicks_arrived_within_s"]],
+        "queue_estimate_error_p50": watched["queue_estimate_error_p50"],
+        "queue_estimate_error_max": watched["queue_estimate_error_max"],
+        "queue_estimates_compared": watched["estimates_compared"],
+        "queue_estimates_drawn_by_tabs": watched["estimates_drawn"],
+        "queue_estimate_error_max_alone": alone["queue_estimate_error_max"],
         "peak_rss_gib": round(peak[0], 2)})
     return out
 

@@ -1,4 +1,5 @@
 """The run service (vae_core/runs.py): the one way anything trains."""
+import itertools
 import json
 import subprocess
 import sys
@@ -7,6 +8,7 @@ import numpy as np
 import pytest
 
 from vae_core import checkpoint as C
+from vae_core import runs as runs_module
 from vae_core import store
 from vae_core.config import ModelConfig, ObjectiveConfig, TrainConfig
 from vae_core.data import load_array_file
@@ -186,17 +188,19 @@ def test_the_run_service_never_imports_streamlit():
     subprocess.run([sys.executable, "-c", code], check=True)
 
 
-def test_queue_estimates_learn_what_runs_really_take_here(tmp_path):
+def test_queue_estimates_learn_what_runs_really_take_here(tmp_path, monkeypatch):
     """A probe times a run's epochs in the server's process; the service learns from each finished run its start-up
     and the ratio measured/probed of its epochs (and of its evaluation), and later estimates use them."""
+    monkeypatch.setattr(runs_module, "_EXECUTED", itertools.count())  # as in a fresh process
     service = RunService(store.Workspace(tmp_path), LocalExecutor())
-    service.submit(spec(epochs=2)).wait(120)  # no probe: nothing to learn from (this one loads the data)
-    assert service.calibration.runs == 0
+    loading = service.submit(spec(epochs=2))
+    loading.wait(120)  # no probe: nothing to learn from (this one loads the data)
+    assert service.calibration.runs == 0 and loading.first_in_process
     probe = Estimate(seconds=0.01, epoch_seconds=0.005, steps_per_epoch=23, end_seconds=0.0)  # far too optimistic
     first = service.submit(spec(epochs=2), expected_seconds=probe)
     assert first.expected_seconds == pytest.approx(0.01)  # the probe's own figure before any run finished
     first.wait(120)
-    assert service.calibration.runs == 1
+    assert service.calibration.runs == 1 and not first.first_in_process
     second = service.submit(spec(epochs=2), expected_seconds=probe)
     assert second.expected_seconds == pytest.approx(first.elapsed)  # start-up + ratio × probe: what the first took
     assert service.expected_seconds(probe) == pytest.approx(first.elapsed)
@@ -224,6 +228,19 @@ def test_a_fresh_processs_slow_first_epoch_counts_as_start_up_not_as_the_pace_of
     cal = Calibration()
     cal.add(Probe(0.4), Measured(total_seconds=2.5, fit_seconds=steady_fit_seconds(1.3, [1.0, 0.1, 0.1, 0.1])))
     assert cal.expected(Probe(4.0)) == pytest.approx(2.1 + 4.0)  # start-up (with the slow epoch) + 1× the probe
+
+
+def test_a_processs_first_run_teaches_its_ratios_but_not_its_start_up():
+    """Found by the class bench: the two warm-up runs, each the first of a fresh worker (waiting for the process
+    to be ready, loading the digits into its cache), set the start-up at 8 s, and runs of 2.5 s were told 10 s."""
+    cal = Calibration()
+    cal.add(Probe(2.0), Measured(total_seconds=10.0, fit_seconds=2.0), start_up=False)  # the first run of all
+    assert cal.expected(Probe(2.0)) == pytest.approx(8.0 + 2.0)  # tells more than nothing
+    cal.add(Probe(2.0), Measured(total_seconds=10.0, fit_seconds=4.0), start_up=False)  # another fresh worker's
+    assert cal.expected(Probe(2.0)) == pytest.approx(8.0 + 1.5 * 2.0)  # its ratio counts, its start-up not
+    cal.add(Probe(2.0), Measured(total_seconds=2.5, fit_seconds=2.0))
+    cal.add(Probe(2.0), Measured(total_seconds=2.5, fit_seconds=2.0))
+    assert cal.expected(Probe(2.0)) == pytest.approx(0.5 + 2.0)  # warm runs' start-ups: the median of 8, .5, .5
 
 
 def test_a_batch_of_runs_ends_when_the_last_worker_is_done(tmp_path):

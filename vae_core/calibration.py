@@ -56,11 +56,16 @@ class Calibration:
         self._startup: deque[float] = deque(maxlen=keep)
         self._fit: deque[float] = deque(maxlen=keep)
         self._end: deque[float] = deque(maxlen=keep)
+        self._keep, self._runs = keep, 0
         self._lock = threading.Lock()
 
-    def add(self, probe: Probe, measured: Measured) -> None:
+    def add(self, probe: Probe, measured: Measured, *, start_up: bool = True) -> None:
+        """Learn from a finished run. `start_up` False: its ratios only (a process's first run also waited for the
+        process to be ready and loaded its data into the process's cache: later runs there will not)."""
         with self._lock:
-            self._startup.append(max(0.0, measured.total_seconds - measured.fit_seconds - measured.end_seconds))
+            self._runs = min(self._keep, self._runs + 1)
+            if start_up or not self._startup:  # (the first run of all still tells more than nothing)
+                self._startup.append(max(0.0, measured.total_seconds - measured.fit_seconds - measured.end_seconds))
             if probe.fit_seconds > 0:
                 self._fit.append(measured.fit_seconds / probe.fit_seconds)
             if probe.end_seconds > 0 and measured.end_seconds > 0:
@@ -79,4 +84,4 @@ class Calibration:
     def runs(self) -> int:
         """How many finished runs it has learnt from."""
         with self._lock:
-            return len(self._startup)
+            return self._runs

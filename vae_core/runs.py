@@ -17,6 +17,7 @@ are never removed). This module never imports streamlit.
 from __future__ import annotations
 
 import heapq
+import itertools
 import json
 import logging
 import os
@@ -128,6 +129,7 @@ class Run(Job):
         self.resuming = False  # continues from the training state its folder holds (`resume.py`)
         self.probe: Probe | None = None  # the probe's estimate it was submitted with
         self.measured: Measured | None = None  # what it took, once done
+        self.first_in_process = False  # the first run its process executed: a start-up not to learn from
         self.predicted_wait: float | None = None  # seconds until it starts, as the queue said when it was queued
         self.persisted = -PERSIST_EVERY_S  # when its record was last written while it ran (`time.monotonic`)
         self._on_final: list[Callable[["Run"], None]] = []
@@ -234,6 +236,10 @@ class Outcome:
     replay: bytes | None = None  # the training replay (`replay.py`), saved beside the checkpoint
     fit_seconds: float = 0.0  # how long its epochs took at their steady pace (`calibration.steady_fit_seconds`),
     end_seconds: float = 0.0  # and its end-of-run evaluation
+    first_in_process: bool = False  # the first run this process executed (its start-up included the process's)
+
+
+_EXECUTED = itertools.count()  # runs `execute` has begun in this process
 
 
 def execute(spec_dict: dict, run_id: str, reporter: Reporter, *, workspace_root: str | None = None,
@@ -243,6 +249,7 @@ def execute(spec_dict: dict, run_id: str, reporter: Reporter, *, workspace_root:
     worker. The data comes from the workspace at `workspace_root`, or (`arrays`: (ArrayData, file name), shipped
     by a remote executor) from memory. After every epoch the training state goes to the run's folder in that
     workspace (`resume.py`); `resuming` continues from it. Raises on bad data or settings."""
+    first_in_process = next(_EXECUTED) == 0
     spec = RunSpec.from_dict(spec_dict)
     folder = store.Workspace(workspace_root).runs_dir / run_id if workspace_root else None
     start = train_state.load(folder, spec_dict) if resuming and folder is not None else None
@@ -300,7 +307,8 @@ def execute(spec_dict: dict, run_id: str, reporter: Reporter, *, workspace_root:
                      on_state=on_state if folder is not None else None)
     outcome = Outcome(status=DIVERGED if fit_result.diverged else STOPPED if fit_result.stop_reason else DONE,
                       history=list(fit_result.history), stop_reason=fit_result.stop_reason,
-                      fit_seconds=steady_fit_seconds(time.perf_counter() - fit_started, epoch_seconds))
+                      fit_seconds=steady_fit_seconds(time.perf_counter() - fit_started, epoch_seconds),
+                      first_in_process=first_in_process)
     if not outcome.history:
         return outcome
     if outcome.status == DONE and ends_with_evaluation:
@@ -429,6 +437,7 @@ class RunService:
                                      workspace_root=str(self.workspace.root), arrays=arrays, resuming=run.resuming)
         run.history, run.stop_reason, run.evaluation = outcome.history, outcome.stop_reason, outcome.evaluation
         run.measured = Measured(0.0, outcome.fit_seconds, outcome.end_seconds)  # its total once it has ended
+        run.first_in_process = outcome.first_in_process
         run.outcome = outcome.status
         if outcome.checkpoint is not None and (outcome.status == DONE or run.keep_partial):
             run.saved = _write_free(run.out, outcome.checkpoint, overwrite=run.overwrite)
@@ -565,7 +574,7 @@ class RunService:
     def _finished(self, run: Run) -> None:
         if run.status == DONE and run.probe is not None and run.measured is not None and not run.resuming:
             self.calibration.add(run.probe, Measured(run.elapsed, run.measured.fit_seconds,
-                                                     run.measured.end_seconds))
+                                                     run.measured.end_seconds), start_up=not run.first_in_process)
         self._persist(run)
         self._prune()
 

@@ -12,7 +12,7 @@ from vae_core import store
 from vae_core.config import ModelConfig, TrainConfig
 from vae_core.executors import LocalExecutor, Relay, cores, deliver, ray_options
 from vae_core.jobs import Cancelled, Job
-from vae_core.runs import RunLimitError, RunService, RunSpec, current_pace
+from vae_core.runs import RunLimitError, RunService, RunSpec
 from vae_core.spawn import process_pool, started
 
 
@@ -148,20 +148,6 @@ def test_a_queued_run_knows_roughly_when_it_starts(tmp_path):
     for run in (running, a, b, unknown, after_unknown):
         service.stop(run)
     service.executor.shutdown()
-
-
-def test_the_queue_counts_on_the_pace_of_the_runs_going_now(tmp_path, monkeypatch):
-    """Found by the class bench: the runs of a class that watched took 2.1 s each where the calibration, learnt
-    from the round before, said 3.2 s, and the queue told waits 40 % too long while the running runs showed it."""
-    going = types.SimpleNamespace(status="running", fraction=0.5, elapsed=3.0, expected_seconds=2.0, eta=lambda: 3.0)
-    early = types.SimpleNamespace(status="running", fraction=0.1, elapsed=9.0, expected_seconds=2.0, eta=lambda: 1.0)
-    assert current_pace([going]) == 3.0  # 6 s for an expected 2: three times slower now
-    assert current_pace([early]) == 1.0 and current_pace([]) == 1.0  # too early to tell; nothing running
-    service = RunService(store.Workspace(tmp_path), LocalExecutor(1))
-    monkeypatch.setattr(service, "runs", lambda: [going])
-    monkeypatch.setattr(service.executor, "queued", lambda: [types.SimpleNamespace(expected_seconds=2.0)] * 2)
-    assert service.expected_finish([2.0]) == pytest.approx(3.0 + 3 * (2.0 + 2.0 + 2.0))  # its 3 s left, then 3× each
-    assert service.expected_finish([2.0], now=False) == 2.0  # on idle workers: the run's own time
 
 
 def test_worker_processes_end_when_their_server_is_killed():

@@ -56,7 +56,6 @@ from .train import StepProgress, fit
 
 log = logging.getLogger(__name__)
 
-PACE_AFTER = 0.25  # how far a running run must be before its pace tells the queue how fast runs go now
 KEEP_RUNS = 50  # finished runs kept in the workspace (and in memory) by default
 ENV_PER_OWNER = "VAE_RUNS_PER_SESSION"  # trainings one user may have queued or running at once (default 1)
 STOPPED, DIVERGED, INTERRUPTED = "stopped", "diverged", "interrupted"
@@ -474,8 +473,7 @@ class RunService:
 
     def expected_start(self, run: Run) -> float | None:
         """Seconds until a queued run starts: the workers free up as the running runs end (their own time left)
-        and then take the runs ahead of it in order (their expected times, at the running runs' pace). None when a
-        time is unknown."""
+        and then take the runs ahead of it in order (their expected times). None when a time is unknown."""
         ahead = []
         for job in self.executor.queued():
             if job is run:
@@ -484,25 +482,24 @@ class RunService:
         else:
             return None if run.status == QUEUED else 0.0
         free = self._workers_free(ahead)
-        return None if free is None else min(free[0])
+        return None if free is None else min(free)
 
     def expected_finish(self, seconds: list[float], *, now: bool = True) -> float | None:
         """Seconds until new runs taking `seconds` each, queued now behind every running and waiting run, have all
-        ended (on however many workers this server has, at the running runs' pace); with `now` False, on idle
-        workers. None when a time is unknown."""
-        workers = self._workers_free(self.executor.queued()) if now else ([0.0] * self.executor.max_workers, 1.0)
-        if workers is None:
+        ended (on however many workers this server has); with `now` False, on idle workers. None when a time is
+        unknown."""
+        free = self._workers_free(self.executor.queued()) if now else [0.0] * self.executor.max_workers
+        if free is None:
             return None
-        free, pace = workers
         ends = [0.0]
         for s in seconds:
-            ends.append(heapq.heappop(free) + pace * s)
+            ends.append(heapq.heappop(free) + s)
             heapq.heappush(free, ends[-1])
         return max(ends)
 
-    def _workers_free(self, queued: list) -> tuple[list[float], float] | None:
+    def _workers_free(self, queued: list) -> list[float] | None:
         """A heap of the seconds until each worker is free, once the running runs and then `queued` (in order, each
-        taking the first free worker, at `current_pace`) have ended; and that pace."""
+        taking the first free worker) have ended."""
         running = [r for r in self.runs() if r.status == "running"]
         free = [0.0] * max(0, self.executor.max_workers - len(running))
         for r in running:
@@ -513,12 +510,11 @@ class RunService:
                 return None
             free.append(left)
         heapq.heapify(free)
-        pace = current_pace(running)
         for job in queued:
             if getattr(job, "expected_seconds", None) is None:
                 return None
-            heapq.heappush(free, heapq.heappop(free) + pace * job.expected_seconds)
-        return free, pace
+            heapq.heappush(free, heapq.heappop(free) + job.expected_seconds)
+        return free
 
     def load(self) -> tuple[int, int]:
         """(running, queued) runs."""
@@ -615,19 +611,6 @@ class RunService:
                 self._persist(run)
             self._runs[run.id] = run
         self._prune()
-
-
-def current_pace(running: list[Run]) -> float:
-    """How the runs going now compare with their expected times: the median of (elapsed + measured time left) /
-    expected over those at least `PACE_AFTER` done, else 1. The calibration learns from runs that have ended, some
-    minutes ago; these show how fast this machine trains now (a class watching, another job on it), and the runs
-    queued behind them will share it."""
-    ratios = []
-    for r in running:
-        left = r.eta()
-        if r.fraction >= PACE_AFTER and left is not None and r.expected_seconds:
-            ratios.append((r.elapsed + left) / r.expected_seconds)
-    return statistics.median(ratios) if ratios else 1.0
 
 
 class WorkspacePresence:

@@ -15,10 +15,10 @@ from .. import latent_map, pictures, plots, ppca, store
 from ..anomaly import score_new_data
 from ..complexity import COMPRESSOR
 from ..executors import LocalExecutor
-from ..jobs import CANCELLED, FAILED, QUEUED, RUNNING, Cancelled, Job, JobBoard, format_duration, progress_text
+from ..jobs import CANCELLED, FAILED, QUEUED, Cancelled, Job, JobBoard, format_duration, progress_text
 from ..metrics import iwae_nll
 from ..recent import Recent
-from ..runs import Run, RunService, current_pace, default_service
+from ..runs import Run, RunService, default_service
 from .text import plain
 
 POLL_SECONDS = 1.0
@@ -210,13 +210,12 @@ def watch_sweep(name: str, runs: list[Run], svc: RunService) -> None:
 
 def _time_left(runs: list[Run], svc: RunService) -> float | None:
     """Seconds until the last of `runs` ends: a running one's own estimate, a queued one's expected start plus its
-    expected time at the running runs' pace (None when one is unknown)."""
+    expected time (None when one is unknown)."""
     ends = [0.0]
-    pace = current_pace([r for r in svc.runs() if r.status == RUNNING])
     for run in runs:
         if run.status == QUEUED:
             start = svc.expected_start(run)
-            ends.append(None if start is None or run.expected_seconds is None else start + pace * run.expected_seconds)
+            ends.append(None if start is None or run.expected_seconds is None else start + run.expected_seconds)
         elif not run.done:
             ends.append(run.eta())
     return None if None in ends else max(ends)

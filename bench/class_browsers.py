@@ -4,14 +4,15 @@ digits), then watch their runs. The browsers run at the lowest CPU priority, so 
 and each page is given a timer that presses Train, so that the clicks reach the server together (within about a
 second) as twenty students' would, and a queue forms. While the class watches: the health check's answer time (p50,
 p95, polled 4 times a second), the peak memory of the server with its worker processes, the runs' times (from start
-to end; their mean and median against the same runs with no one watching, each tab closed once its run is queued),
-and the queue's estimates: the wait each run's page was told when it was queued ("it starts in about X", kept in
+to end; their mean and median against the same runs with no one watching, each tab closed once its run is queued,
+in `--pairs` rounds of each, interleaved: this machine's speed drifts by 15 % from one minute to the next), and the
+queue's estimates: the wait each run's page was told when it was queued ("it starts in about X", kept in
 the run's record) against when it really started. A fresh visitor's Overview (seconds until its picture has loaded,
 in a browser of its own at normal priority, as on the visitor's own machine) in a last round of its own: its browser
 loads this machine's two cores for about two seconds, so the runs beside it are not the ones timed. Bounded: at most
 40 sessions, and every wait has a timeout.
 
-    python -m bench.class_browsers [--sessions 20] [--limit 2] [--epochs 40] [--json]
+    python -m bench.class_browsers [--sessions 20] [--limit 2] [--epochs 40] [--pairs 2] [--json]
 """
 from __future__ import annotations
 
@@ -178,14 +179,13 @@ async def class_round(browser, url: str, sessions: int, epochs: int, watch: bool
     errors = queue_errors(records)
     return {"runs": len(ids), "done": sum(r["status"] == "done" for r in records),
             "run_mean_s": statistics.fmean(ran), "run_median_s": statistics.median(ran), "run_s": ran,
-            "clicks_arrived_within_s": round(arrived, 2),
-            "queue_estimate_error_p50": statistics.median(errors) if errors else None,
-            "queue_estimate_error_max": max(errors) if errors else None, "estimates_compared": len(errors),
-            "estimates_drawn": read, **extra}
+            "clicks_arrived_within_s": round(arrived, 2), "queue_errors": errors, "estimates_drawn": read, **extra}
 
 
-def health_poller(url: str, stop: threading.Event, times: list[float]) -> None:
+def health_poller(url: str, stop: threading.Event, watching: threading.Event, times: list[float]) -> None:
     while not stop.is_set():
+        if not watching.wait(0.25):
+            continue
         t0 = time.perf_counter()
         try:
             urllib.request.urlopen(f"{url}/_stcore/health", timeout=60).read()
@@ -195,9 +195,11 @@ def health_poller(url: str, stop: threading.Event, times: list[float]) -> None:
         stop.wait(0.25)
 
 
-def rss_sampler(pid: int, stop: threading.Event, peak: list[float]) -> None:
+def rss_sampler(pid: int, stop: threading.Event, watching: threading.Event, peak: list[float]) -> None:
     server = psutil.Process(pid)
     while not stop.is_set():
+        if not watching.wait(0.25):
+            continue
         try:
             procs = [server, *server.children(recursive=True)]
             peak[0] = max(peak[0], sum(p.memory_info().rss for p in procs if p.is_running()) / 2**30)
@@ -225,21 +227,19 @@ async def main_async(args) -> dict:
             await warm.close()
             log("warming the worker processes up")
             await class_round(browser, url, args.limit, 1, False, home)
-            log("baseline: the runs with no one watching")
-            alone = await class_round(browser, url, args.sessions, args.epochs, False, home)
             idle_health = []
             for _ in range(20):
                 t0 = time.perf_counter()
                 urllib.request.urlopen(f"{url}/_stcore/health", timeout=60).read()
                 idle_health.append(time.perf_counter() - t0)
+            stop, watching, health, peak = threading.Event(), threading.Event(), [], [0.0]
+            threads = [threading.Thread(target=health_poller, args=(url, stop, watching, health), daemon=True),
+                       threading.Thread(target=rss_sampler, args=(proc.pid, stop, watching, peak), daemon=True)]
+            for t in threads:
+                t.start()
 
-            stop, health, peak = threading.Event(), [], [0.0]
-            threads = [threading.Thread(target=health_poller, args=(url, stop, health), daemon=True),
-                       threading.Thread(target=rss_sampler, args=(proc.pid, stop, peak), daemon=True)]
-
-            async def measure_health() -> dict:
-                for t in threads:  # while the class watches (not while twenty browsers press Train)
-                    t.start()
+            async def watch() -> dict:
+                watching.set()  # while the class watches (not while twenty browsers press Train)
                 return {}
 
             async def fresh_visitor() -> dict:
@@ -253,8 +253,13 @@ async def main_async(args) -> dict:
                 await page.close()
                 return {"fresh_visitor_overview_s": round(seconds, 2)}
 
-            log("the class watches its runs")
-            watched = await class_round(browser, url, args.sessions, args.epochs, True, home, during=measure_health)
+            alone, watched = [], []
+            for pair in range(1, args.pairs + 1):  # interleaved: this machine's speed drifts from minute to minute
+                log(f"pair {pair}: the runs with no one watching")
+                alone.append(await class_round(browser, url, args.sessions, args.epochs, False, home))
+                log(f"pair {pair}: the class watches its runs")
+                watched.append(await class_round(browser, url, args.sessions, args.epochs, True, home, during=watch))
+                watching.clear()
             stop.set()
             for t in threads:
                 t.join()
@@ -265,24 +270,27 @@ async def main_async(args) -> dict:
         await visitor_browser.close()
         priority.stopped.set()
     health.sort()
+    alone_s, watched_s = [t for r in alone for t in r["run_s"]], [t for r in watched for t in r["run_s"]]
+    errors = [e for r in watched for e in r["queue_errors"]]
     out.update({
-        "alone_run_mean_s": round(alone["run_mean_s"], 2), "watched_run_mean_s": round(watched["run_mean_s"], 2),
-        "run_slowdown": round(watched["run_mean_s"] / alone["run_mean_s"], 2),
-        "run_slowdown_median": round(watched["run_median_s"] / alone["run_median_s"], 2),  # a few runs slowed by
-        "alone_runs_s": [round(t, 2) for t in alone["run_s"]],  # the fresh visitor's own browser move the mean
-        "watched_runs_s": [round(t, 2) for t in watched["run_s"]],
-        "runs_done": f"{watched['done']}/{watched['runs']}",
+        "alone_run_mean_s": round(statistics.fmean(alone_s), 2), "watched_run_mean_s": round(statistics.fmean(watched_s), 2),
+        "run_slowdown": round(statistics.fmean(watched_s) / statistics.fmean(alone_s), 2),
+        "run_slowdown_median": round(statistics.median(watched_s) / statistics.median(alone_s), 2),
+        "run_slowdown_per_pair": [round(w["run_mean_s"] / a["run_mean_s"], 2) for a, w in zip(alone, watched)],
+        "alone_runs_s": [[round(t, 2) for t in r["run_s"]] for r in alone],
+        "watched_runs_s": [[round(t, 2) for t in r["run_s"]] for r in watched],
+        "runs_done": f"{sum(r['done'] for r in watched)}/{sum(r['runs'] for r in watched)}",
         "fresh_visitor_overview_s": visited["fresh_visitor_overview_s"],
         "health_idle_p50_ms": round(1000 * statistics.median(idle_health), 1),
         "health_p50_ms": round(1000 * statistics.median(health), 1),
         "health_p95_ms": round(1000 * health[int(0.95 * (len(health) - 1))], 1),
         "health_max_ms": round(1000 * health[-1], 1),
-        "clicks_arrived_within_s": [alone["clicks_arrived_within_s"], watched["clicks_arrived_within_s"]],
-        "queue_estimate_error_p50": watched["queue_estimate_error_p50"],
-        "queue_estimate_error_max": watched["queue_estimate_error_max"],
-        "queue_estimates_compared": watched["estimates_compared"],
-        "queue_estimates_drawn_by_tabs": watched["estimates_drawn"],
-        "queue_estimate_error_max_alone": alone["queue_estimate_error_max"],
+        "clicks_arrived_within_s": [r["clicks_arrived_within_s"] for r in alone + watched],
+        "queue_estimate_error_p50": round(statistics.median(errors), 3) if errors else None,
+        "queue_estimate_error_max": round(max(errors), 3) if errors else None,
+        "queue_estimate_error_max_per_round": [round(max(r["queue_errors"]), 3) if r["queue_errors"] else None
+                                               for r in watched],
+        "queue_estimates_compared": len(errors),
         "peak_rss_gib": round(peak[0], 2)})
     return out
 
@@ -292,6 +300,7 @@ def main() -> None:
     p.add_argument("--sessions", type=int, default=20)
     p.add_argument("--limit", type=int, default=2)
     p.add_argument("--epochs", type=int, default=40)
+    p.add_argument("--pairs", type=int, default=2, help="rounds unwatched and watched, interleaved")
     args = p.parse_args()
     if chromium_path() is None:
         raise SystemExit("needs Chromium (apt-get install chromium) and playwright")

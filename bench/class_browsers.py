@@ -1,8 +1,8 @@
 """A class in real browsers: `--sessions` Chromium contexts open the Train page of one fresh server that trains
 `--limit` models at a time (`$VAE_MAX_RUNS`) and press Train at one moment (quick recipe, `--epochs` epochs on the
 digits), then watch their runs. The browsers run at the lowest CPU priority, so that the figures measure the server,
-and each page is given a timer that presses Train, so that the clicks reach the server together (within about a
-second) as twenty students' would, and a queue forms. While the class watches: the health check's answer time (p50,
+and each page is given a timer that presses Train, so that the clicks reach the server together (within a few
+seconds) as twenty students' would, and a queue forms. While the class watches: the health check's answer time (p50,
 p95, polled 4 times a second), the peak memory of the server with its worker processes, the runs' times (from start
 to end; their mean and median against the same runs with no one watching, each tab closed once its run is queued,
 in `--pairs` rounds of each, interleaved: this machine's speed drifts by 15 % from one minute to the next), and the
@@ -167,7 +167,8 @@ async def class_round(browser, url: str, sessions: int, epochs: int, watch: bool
     if watch:
         for c in contexts:
             await c.close()
-    records = [run_records(home)[i] for i in ids]
+    everyone = run_records(home)  # one read of every record, not one per run
+    records = [everyone[i] for i in ids]
     records.sort(key=lambda r: r["started"])
     settings = {json.dumps(r["spec"], sort_keys=True) for r in records}
     if len(settings) > 1:
@@ -179,7 +180,7 @@ async def class_round(browser, url: str, sessions: int, epochs: int, watch: bool
     errors = queue_errors(records)
     return {"runs": len(ids), "done": sum(r["status"] == "done" for r in records),
             "run_mean_s": statistics.fmean(ran), "run_median_s": statistics.median(ran), "run_s": ran,
-            "clicks_arrived_within_s": round(arrived, 2), "queue_errors": errors, "estimates_drawn": read, **extra}
+            "clicks_arrived_within_s": round(arrived, 2), "queue_errors": errors, **extra}
 
 
 def health_poller(url: str, stop: threading.Event, watching: threading.Event, times: list[float]) -> None:

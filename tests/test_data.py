@@ -1,5 +1,7 @@
 import gzip
 import io
+import subprocess
+import sys
 import zipfile
 
 import numpy as np
@@ -96,6 +98,19 @@ def test_digits_is_offline_and_split_is_fixed():
     assert a.x_train.shape == (1438, 1, 8, 8) and a.x_test.shape == (359, 1, 8, 8)
     assert torch.equal(a.x_test, b.x_test) and a.x_train.max() == 1.0 and a.x_train.min() == 0.0
     assert a.n_classes == 10 and a.info()["n_train"] == 1438
+
+
+def test_digits_are_scikit_learns_read_without_importing_it():
+    """Read from scikit-learn's CSV: the same images and labels as its loader, and no SciPy import (1.7 s in every
+    worker process's first run)."""
+    from sklearn.datasets import load_digits as sk_digits
+
+    images, labels = D.digits_arrays()
+    bunch = sk_digits()
+    assert np.array_equal(images, bunch.images) and np.array_equal(labels, bunch.target)
+    code = "import sys; from vae_core import data; data.load_digits(); print('sklearn' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
 
 
 def test_debian_fashion_mnist_when_installed():

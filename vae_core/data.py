@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import gzip
+import importlib.util
 import os
 import socket
 from dataclasses import dataclass
@@ -131,14 +132,27 @@ def from_arrays(name: str, arrays: ArrayData, *, device="cpu", hash: str | None 
 
 # ---------------------------------------------------------------- built-in datasets
 
+def digits_arrays() -> tuple[np.ndarray, np.ndarray]:
+    """scikit-learn's bundled 8×8 digits: images (1797, 8, 8) float64 with grey levels 0…16, labels (1797,) int64.
+    Read from the CSV that scikit-learn ships, without importing scikit-learn (`sklearn.datasets` imports SciPy:
+    1.7 s here, paid by every worker process's first run on the digits); its loader where that file is not found."""
+    spec = importlib.util.find_spec("sklearn")  # (locates the package; imports nothing)
+    csv = Path(spec.origin).parent / "datasets" / "data" / "digits.csv.gz" if spec and spec.origin else None
+    if csv is None or not csv.is_file():
+        from sklearn.datasets import load_digits as sk_digits  # noqa: PLC0415
+
+        bunch = sk_digits()
+        return bunch.images, bunch.target.astype(np.int64)
+    with gzip.open(csv, "rt") as f:
+        table = np.loadtxt(f, delimiter=",")  # (1797, 65): 64 pixels, then the label
+    return table[:, :-1].reshape(-1, 8, 8), table[:, -1].astype(np.int64)
+
+
 def load_digits(device="cpu") -> Dataset:
     """scikit-learn's bundled 8×8 digits (1,797 images, grey levels 0…16), split 80/20 with seed 0."""
-    from sklearn.datasets import load_digits as sk_digits  # imported on first use: keeps the app's start fast
-
-    bunch = sk_digits()
-    x = (bunch.images / 16.0).astype(np.float32)[:, None]  # (1797, 1, 8, 8)
-    return split_arrays("digits", x, bunch.target.astype(np.int64), device=device,
-                        class_names=[str(i) for i in range(10)])
+    images, labels = digits_arrays()
+    x = (images / 16.0).astype(np.float32)[:, None]  # (1797, 1, 8, 8)
+    return split_arrays("digits", x, labels, device=device, class_names=[str(i) for i in range(10)])
 
 
 def read_idx(path: str | os.PathLike) -> np.ndarray:

@@ -7,9 +7,14 @@ import html
 
 import numpy as np
 import plotly.graph_objects as go
+import plotly.io as pio
 from plotly.subplots import make_subplots
 
 from .pictures import PALETTE, png_bytes
+
+# Every figure's template, as Plotly's default: a new figure takes its default without validating it, where a
+# template set on a figure is validated and copied anew (25 ms of the 45 ms the live loss curves took to build).
+pio.templates.default = "plotly_white"
 
 # ---------------------------------------------------------------- Gaussian outlines drawn on the latent maps
 
@@ -42,10 +47,11 @@ CURVE_LABELS = {"elbo": "−ELBO", "recon": "reconstruction −log p(x|z)", "kl"
 
 
 def layout(fig: go.Figure, title: str | None = None, height: int = 450, top: int = 10) -> go.Figure:
-    """The one look of every Plotly figure in the app: white template, tight margins, the class palette for
-    discrete colours. `top` is the margin above the plot when there is no title (room for a legend)."""
+    """The one look of every Plotly figure in the app: white template (the default, set above), tight margins, the
+    class palette for discrete colours. `top` is the margin above the plot when there is no title (room for a
+    legend)."""
     fig.update_layout(title=title, height=height, margin=dict(l=10, r=10, t=40 if title else top, b=10),
-                      template="plotly_white", colorway=PALETTE)
+                      colorway=PALETTE)
     fig.for_each_trace(_colour_bar_title_beside)
     return fig
 

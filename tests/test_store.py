@@ -234,3 +234,12 @@ def test_a_sweeps_run_is_found_by_sweep_and_run_name_never_by_path(ws, tmp_path)
     for not_a_name in ("mine/../outside", "../home/outside", "mine/beta1_fb0_wu0.safetensors", "mine", "/mine/x",
                        "mine/beta1_fb0_wu0/x", "mine/nope", "nope/beta1_fb0_wu0", "mine/.hidden", "", None):
         assert ws.find_sweep_run(not_a_name) is None
+
+
+def test_is_loaded_tells_whether_load_answers_from_its_cache():
+    """The Train page shows a spinner only for a dataset not yet loaded (`ui.cache.dataset`)."""
+    ref = store.DataRef("digits")
+    store.load(ref, "cpu")
+    assert store.is_loaded(ref, "cpu") and not store.is_loaded(store.DataRef("x.npz", "0" * 64), "cpu")
+    whole = store.load(ref, "cpu")
+    assert whole is store.load(ref, "cpu") and whole.n_classes == 10  # the same object: its class count is kept

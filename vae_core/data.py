@@ -8,6 +8,7 @@ into the workspace.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import gzip
 import importlib.util
 import os
@@ -44,8 +45,10 @@ class Dataset:
     def image_shape(self) -> tuple[int, int, int]:
         return tuple(self.x_train.shape[1:])
 
-    @property
+    @functools.cached_property
     def n_classes(self) -> int:
+        """Label count (0: unlabelled); once per dataset: a page asks on every rerun, and on a busy server even a
+        small tensor reduction waits for the interpreter lock."""
         if self.y_train is None:
             return 0
         return int(max(self.y_train.max(), self.y_test.max() if len(self.y_test) else 0)) + 1
@@ -61,6 +64,8 @@ class Dataset:
 
     def subset(self, n_train: int = 0, n_test: int = 0) -> "Dataset":
         """The first n_train / n_test images (0 keeps all): a fixed subset for quick experiments."""
+        if n_train <= 0 and n_test <= 0:
+            return self  # (the same object: what it has computed once, e.g. its class count, is kept)
         cut = lambda t, n: t if t is None or n <= 0 else t[:n]  # noqa: E731
         return dataclasses.replace(self, x_train=cut(self.x_train, n_train), y_train=cut(self.y_train, n_train),
                                    x_test=cut(self.x_test, n_test), y_test=cut(self.y_test, n_test))

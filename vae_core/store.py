@@ -488,6 +488,17 @@ _LOADED_MAX = 4
 _LOAD_LOCK = threading.Lock()
 
 
+def _load_key(ref: DataRef, device, ws: Workspace, shipped: bool = False) -> tuple:
+    source = "" if ref.builtin else "shipped" if shipped else str(ws.root)  # each workspace its own
+    return ref.name if ref.builtin else ref.hash, str(torch.device(device)), source
+
+
+def is_loaded(ref: DataRef, device, workspace: Workspace | None = None) -> bool:
+    """Whether `load` has the dataset `ref` points to in its cache (it will answer at once)."""
+    with _LOAD_LOCK:
+        return _load_key(ref, device, workspace or Workspace()) in _LOADED
+
+
 def load(ref: DataRef, device, workspace: Workspace | None = None, *, download: bool = False,
          arrays: tuple[ArrayData, str] | None = None) -> Dataset:
     """The dataset `ref` points to, on `device`: built-in ones by name (never downloading unless asked), user
@@ -496,8 +507,7 @@ def load(ref: DataRef, device, workspace: Workspace | None = None, *, download: 
     copy; the subset and held-out class are views of it."""
     device = torch.device(device)
     ws = workspace or Workspace()
-    source = "" if ref.builtin else "shipped" if arrays is not None else str(ws.root)  # each workspace its own
-    key = (ref.name if ref.builtin else ref.hash, str(device), source)
+    key = _load_key(ref, device, ws, shipped=arrays is not None)
     with _LOAD_LOCK:
         data = _LOADED.get(key)
         if data is not None:

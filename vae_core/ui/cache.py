@@ -54,6 +54,8 @@ def checkpoint_header(path: str, mtime_ns: int) -> tuple[dict, tuple]:
 def dataset(ref: store.DataRef, download: bool = False) -> Dataset:
     """The dataset `ref` points to, on the app's device (cached by the library for the whole process, so the
     pages and the runs share one copy). Never downloads unless asked; failures are not cached."""
+    if store.is_loaded(ref, device()):  # (a spinner costs a page a few ms, and its rerun is often one of twenty)
+        return store.load(ref, device())
     with st.spinner("Loading the dataset…"):
         return store.load(ref, device(), download=download)
 

@@ -355,6 +355,7 @@ class RunService:
         self.keep = keep
         self._runs: OrderedDict[str, Run] = OrderedDict()  # oldest first
         self._lock = threading.Lock()
+        self._persisting = threading.Lock()
         self._created: set[str] = set()  # ids of the runs this service submitted (it may remove their folders)
         self.calibration = Calibration()  # what finished runs took against their probes
         self._presence = WorkspacePresence(self.workspace.runs_dir)
@@ -419,10 +420,9 @@ class RunService:
             self._runs.pop(run.id, None)  # a resumed run replaces its interrupted self, as the newest
             self._runs[run.id] = run
             self._created.add(run.id)
-        self._persist(run)
         self.executor.submit(run, self._execute)
         run.predicted_wait = self.expected_start(run)  # what its page says first, kept to check the queue
-        self._persist(run)
+        self._persist(run)  # (once: when twenty press Train at once, each write waits for the interpreter lock)
         return run
 
     def _execute(self, run: Run):
@@ -550,7 +550,8 @@ class RunService:
 
     def _persist(self, run: Run) -> None:
         try:
-            write_json(self._record_path(run), run.record())
+            with self._persisting:  # each record as it is when written: a run's later state is never overwritten
+                write_json(self._record_path(run), run.record())  # by an earlier one written by another thread
         except (OSError, ValueError) as err:  # a full disk must not kill the run itself
             log.warning("could not write the record of run %s: %s", run.id, err)
 

@@ -11,6 +11,7 @@ import torch
 from vae_core import store
 from vae_core.config import ModelConfig, TrainConfig
 from vae_core.executors import LocalExecutor, Relay, cores, deliver, ray_options
+from vae_core.executors.processes import WORKER_NICE
 from vae_core.jobs import Cancelled, Job
 from vae_core.runs import RunLimitError, RunService, RunSpec
 from vae_core.spawn import process_pool, started
@@ -37,7 +38,7 @@ def counting(n, reporter, pause=0.0):
         if reporter.cancel_requested:
             return {"pid": os.getpid(), "stopped_after": i + 1}
         time.sleep(pause)
-    return {"pid": os.getpid(), "threads": torch.get_num_threads(), "modules": set(sys.modules)}
+    return {"pid": os.getpid(), "threads": torch.get_num_threads(), "modules": set(sys.modules), "nice": os.nice(0)}
 
 
 def failing(reporter):
@@ -70,6 +71,7 @@ def test_worker_processes_relay_progress_and_stop_and_report_failures():
     result = in_job(ex, counting, (4,), rec).result
     assert result["pid"] != os.getpid() and result["threads"] == ex.threads_per_job
     assert "torch._dynamo" in result["modules"]  # warmed up as it started: a first optimizer imports it (2.5 s)
+    assert result["nice"] == min(19, os.nice(0) + WORKER_NICE)  # training yields to the server's pages
     assert [e["epoch"] for e in rec.epochs] == [1, 2, 3, 4] and rec.updates[-1] == (0.75, "step 3")
     stopper = Recorder()
     stopper.cancel_requested = True  # the user pressed Stop: the worker sees it at its next poll

@@ -2,6 +2,7 @@
 thread (its slot), given to every worker when it starts; the work's relay writes to its slot's queue."""
 from __future__ import annotations
 
+import contextlib
 import multiprocessing
 import os
 import threading
@@ -13,8 +14,15 @@ from ..spawn import process_pool
 from .relay import Relay, follow
 
 ORPHAN_CHECK_S = 1.0  # how often a worker process checks that its server is still there
+# Training yields to the server that started it: on a small machine a class's page views, the health check and a
+# new visitor's first page go first, and the runs take what is left (on an idle machine, all of it).
+WORKER_NICE = 10
 _WORKER: dict = {}  # in a worker process: the queues to the driver threads and their Stop flags
+
+
 def _init_worker(threads: int, outboxes, stops, server: int) -> None:
+    with contextlib.suppress(OSError):  # (where the system does not allow it, they run at the server's priority)
+        os.nice(WORKER_NICE)
     torch.set_num_threads(threads)
     _WORKER.update(outboxes=outboxes, stops=stops)
     threading.Thread(target=_exit_with_parent, args=(server,), name="vae-orphan-check", daemon=True).start()

@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from vae_core import store
+from vae_core.calibration import Measured, Probe
 from vae_core.config import ModelConfig, TrainConfig
 from vae_core.executors import LocalExecutor, Relay, cores, deliver, ray_options
 from vae_core.executors.processes import WORKER_NICE
@@ -147,7 +148,9 @@ def test_a_queued_run_knows_roughly_when_it_starts(tmp_path):
     assert service.expected_start(b) == pytest.approx(service.expected_start(a) + 30.0, abs=1)
     assert service.expected_start(unknown) == pytest.approx(service.expected_start(b) + 20.0, abs=1)
     assert service.expected_start(after_unknown) is None  # the run ahead of it has no estimate
-    for run in (running, a, b, unknown, after_unknown):
+    service.calibration.add(Probe(10.0), Measured(total_seconds=20.0, fit_seconds=20.0))  # runs here take 2×
+    assert service.expected_start(b) == pytest.approx(service.expected_start(a) + 2 * 30.0, abs=1)  # learnt as
+    for run in (running, a, b, unknown, after_unknown):  # the queue moves, not only what was known when queued
         service.stop(run)
     service.executor.shutdown()
 

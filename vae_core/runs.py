@@ -511,9 +511,11 @@ class RunService:
             free.append(left)
         heapq.heapify(free)
         for job in queued:
-            if getattr(job, "expected_seconds", None) is None:
+            probe = getattr(job, "probe", None)  # what runs take here now, learnt since the job was queued too
+            seconds = self.calibration.expected(probe) if probe is not None else getattr(job, "expected_seconds", None)
+            if seconds is None:
                 return None
-            heapq.heappush(free, heapq.heappop(free) + job.expected_seconds)
+            heapq.heappush(free, heapq.heappop(free) + seconds)
         return free
 
     def load(self) -> tuple[int, int]:

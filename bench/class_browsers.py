@@ -7,7 +7,8 @@ p95, polled 4 times a second), the peak memory of the server with its worker pro
 to end; their mean and median against the same runs with no one watching, each tab closed once its run is queued,
 in `--pairs` rounds of each, interleaved: this machine's speed drifts by 15 % from one minute to the next), and the
 queue's estimates: the wait each run's page was told when it was queued ("it starts in about X", kept in
-the run's record) against when it really started. A fresh visitor's Overview (seconds until its picture has loaded,
+the run's record) against when it really started. Per round, the server's own CPU seconds per second (its main
+process: what the class's tabs cost it) and the share of the machine's time its hypervisor gave to others (steal). A fresh visitor's Overview (seconds until its picture has loaded,
 in a browser of its own at normal priority, as on the visitor's own machine) in a last round of its own: its browser
 loads this machine's two cores for about two seconds, so the runs beside it are not the ones timed. Bounded: at most
 40 sessions, and every wait has a timeout.
@@ -64,6 +65,29 @@ class LowestPriority:
                 except (psutil.Error, OSError):
                     pass
             self.stopped.wait(0.2)
+
+
+class CpuMeter:
+    """From its making to `read()`: the server's own CPU seconds per second (its main process, not the training
+    workers), and the share of this machine's time its hypervisor gave to others (/proc/stat's steal)."""
+
+    def __init__(self, server: psutil.Process):
+        self.server, self.t0 = server, time.monotonic()
+        self.cpu0, self.stat0 = self._cpu(), self._stat()
+
+    def _cpu(self) -> float:
+        times = self.server.cpu_times()
+        return times.user + times.system
+
+    @staticmethod
+    def _stat() -> list[int]:
+        with open("/proc/stat") as f:
+            return [int(v) for v in f.readline().split()[1:9]]  # user nice system idle iowait irq softirq steal
+
+    def read(self) -> dict:
+        stat = [b - a for a, b in zip(self.stat0, self._stat())]
+        return {"server_cpu_per_s": round((self._cpu() - self.cpu0) / (time.monotonic() - self.t0), 3),
+                "steal_share": round(stat[7] / max(1, sum(stat)), 3)}
 
 
 def run_records(home: Path) -> dict[str, dict]:
@@ -141,7 +165,7 @@ async def press_together(pages, lead_s: float = 2.0) -> float:
     return at
 
 
-async def class_round(browser, url: str, sessions: int, epochs: int, watch: bool, home: Path,
+async def class_round(browser, url: str, sessions: int, epochs: int, watch: bool, home: Path, server: psutil.Process,
                       during=None) -> dict:
     """One class: open the Train page in `sessions` contexts, press Train in all at one moment, then watch the runs
     (or close the tabs) until all have ended."""
@@ -151,6 +175,7 @@ async def class_round(browser, url: str, sessions: int, epochs: int, watch: bool
         page.set_default_timeout(TIMEOUT_MS)
     await asyncio.gather(*(press_train(p, url, epochs) for p in pages))
     pressed = await press_together(pages)
+    meter = CpuMeter(server)
     queued = await asyncio.gather(*(queued_run(p, home) for p in pages))
     ids = {run_id for run_id, _ in queued}
     read = sum("it starts in about" in text for _, text in queued)
@@ -164,6 +189,7 @@ async def class_round(browser, url: str, sessions: int, epochs: int, watch: bool
         if all(records.get(i, {}).get("status") in ("done", "stopped", "failed", "diverged") for i in ids):
             break
         await asyncio.sleep(0.5)
+    cpu = meter.read()  # (until the last run has ended)
     if watch:
         for c in contexts:
             await c.close()
@@ -180,7 +206,7 @@ async def class_round(browser, url: str, sessions: int, epochs: int, watch: bool
     errors = queue_errors(records)
     return {"runs": len(ids), "done": sum(r["status"] == "done" for r in records),
             "run_mean_s": statistics.fmean(ran), "run_median_s": statistics.median(ran), "run_s": ran,
-            "clicks_arrived_within_s": round(arrived, 2), "queue_errors": errors, **extra}
+            "clicks_arrived_within_s": round(arrived, 2), "queue_errors": errors, **cpu, **extra}
 
 
 def health_poller(url: str, stop: threading.Event, watching: threading.Event, times: list[float]) -> None:
@@ -221,13 +247,14 @@ async def main_async(args) -> dict:
         visitor_browser = await pw.chromium.launch(executable_path=chromium_path(), args=CHROME_ARGS)
         priority = LowestPriority(root)
         with fresh_server(env={"VAE_MAX_RUNS": str(args.limit)}) as (url, proc, home):
+            server = psutil.Process(proc.pid)
             warm = await browser.new_page()
             for path in ("", "train?model=digits-2d"):  # what the fresh visitor and the class open, imported once
                 await warm.goto(f"{url}/{path}")
                 await warm.wait_for_selector(SCRIPT_DONE, timeout=TIMEOUT_MS)
             await warm.close()
             log("warming the worker processes up")
-            await class_round(browser, url, args.limit, 1, False, home)
+            await class_round(browser, url, args.limit, 1, False, home, server)
             idle_health = []
             for _ in range(20):
                 t0 = time.perf_counter()
@@ -257,16 +284,17 @@ async def main_async(args) -> dict:
             alone, watched = [], []
             for pair in range(1, args.pairs + 1):  # interleaved: this machine's speed drifts from minute to minute
                 log(f"pair {pair}: the runs with no one watching")
-                alone.append(await class_round(browser, url, args.sessions, args.epochs, False, home))
+                alone.append(await class_round(browser, url, args.sessions, args.epochs, False, home, server))
                 log(f"pair {pair}: the class watches its runs")
-                watched.append(await class_round(browser, url, args.sessions, args.epochs, True, home, during=watch))
+                watched.append(await class_round(browser, url, args.sessions, args.epochs, True, home, server,
+                                                   during=watch))
                 watching.clear()
             stop.set()
             for t in threads:
                 t.join()
             log("a fresh visitor while the class watches")  # a round of its own: the visitor's browser shares this
-            visited = await class_round(browser, url, args.sessions, args.epochs, True, home,  # machine, where in
-                                        during=fresh_visitor)  # a class it would not: its runs are not timed
+            visited = await class_round(browser, url, args.sessions, args.epochs, True, home, server,  # machine,
+                                        during=fresh_visitor)  # where in a class it would not: its runs are not timed
         await browser.close()
         await visitor_browser.close()
         priority.stopped.set()
@@ -287,6 +315,8 @@ async def main_async(args) -> dict:
         "health_p95_ms": round(1000 * health[int(0.95 * (len(health) - 1))], 1),
         "health_max_ms": round(1000 * health[-1], 1),
         "clicks_arrived_within_s": [r["clicks_arrived_within_s"] for r in alone + watched],
+        "server_cpu_per_s_unwatched_watched": [[r["server_cpu_per_s"] for r in rounds] for rounds in (alone, watched)],
+        "steal_share_unwatched_watched": [[r["steal_share"] for r in rounds] for rounds in (alone, watched)],
         "queue_estimate_error_p50": round(statistics.median(errors), 3) if errors else None,
         "queue_estimate_error_max": round(max(errors), 3) if errors else None,
         "queue_estimate_error_max_per_round": [round(max(r["queue_errors"]), 3) if r["queue_errors"] else None

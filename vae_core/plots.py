@@ -13,7 +13,7 @@ from plotly.subplots import make_subplots
 from .pictures import PALETTE, png_bytes
 
 # Every figure's template, as Plotly's default: a new figure takes its default without validating it, where a
-# template set on a figure is validated and copied anew (25 ms of the 45 ms the live loss curves took to build).
+# template set on a figure is validated and copied anew (the live loss curves: built in 38 ms instead of 45).
 pio.templates.default = "plotly_white"
 
 # ---------------------------------------------------------------- Gaussian outlines drawn on the latent maps

@@ -59,15 +59,17 @@ class Calibration:
         self._keep, self._runs = keep, 0
         self._lock = threading.Lock()
 
-    def add(self, probe: Probe, measured: Measured, *, start_up: bool = True) -> None:
+    def add(self, probe: Probe, measured: Measured, *, start_up: bool = True, pace: bool = True) -> None:
         """Learn from a finished run. `start_up` False: its ratios only (a process's first run also waited for the
         process to be ready and loaded its data into the process's cache: later runs there will not; on a fresh
-        server a 2.8-s run was told 6.6 s when the first runs of all set the start-up)."""
+        server a 2.8-s run was told 6.6 s when the first runs of all set the start-up). `pace` False: not its
+        epochs' ratio either (a process's first run of a single epoch: that epoch holds the process's first-epoch
+        set-up, which no other epoch shows apart; 1.3 to 5 times the steady ratio in the class bench)."""
         with self._lock:
             self._runs = min(self._keep, self._runs + 1)
             if start_up:
                 self._startup.append(max(0.0, measured.total_seconds - measured.fit_seconds - measured.end_seconds))
-            if probe.fit_seconds > 0:
+            if pace and probe.fit_seconds > 0:
                 self._fit.append(measured.fit_seconds / probe.fit_seconds)
             if probe.end_seconds > 0 and measured.end_seconds > 0:
                 self._end.append(measured.end_seconds / probe.end_seconds)

@@ -572,8 +572,9 @@ class RunService:
 
     def _finished(self, run: Run) -> None:
         if run.status == DONE and run.probe is not None and run.measured is not None and not run.resuming:
-            self.calibration.add(run.probe, Measured(run.elapsed, run.measured.fit_seconds,
-                                                     run.measured.end_seconds), start_up=not run.first_in_process)
+            first = run.first_in_process
+            self.calibration.add(run.probe, Measured(run.elapsed, run.measured.fit_seconds, run.measured.end_seconds),
+                                 start_up=not first, pace=not (first and len(run.history) < 2))
         self._persist(run)
         self._prune()
 

@@ -4,14 +4,14 @@ digits), then watch their runs. The browsers run at the lowest CPU priority, so 
 and each page is given a timer that presses Train, so that the clicks reach the server together (within a few
 seconds) as twenty students' would, and a queue forms. While the class watches: the health check's answer time (p50,
 p95, polled 4 times a second), the peak memory of the server with its worker processes, the runs' times (from start
-to end; their mean and median against the same runs with no one watching, each tab closed once its run is queued,
-in `--pairs` rounds of each, interleaved: this machine's speed drifts by 15 % from one minute to the next), and the
-queue's estimates: the wait each run's page was told when it was queued ("it starts in about X", kept in
-the run's record) against when it really started. Per round, the server's own CPU seconds per second (its main
-process: what the class's tabs cost it) and the share of the machine's time its hypervisor gave to others (steal). A fresh visitor's Overview (seconds until its picture has loaded,
-in a browser of its own at normal priority, as on the visitor's own machine) in a last round of its own: its browser
-loads this machine's two cores for about two seconds, so the runs beside it are not the ones timed. Bounded: at most
-40 sessions, and every wait has a timeout.
+to end; their mean and median against the same runs with no one watching, each tab closed once its run is queued, in
+`--pairs` rounds of each, interleaved: this machine's speed drifts by 15 % from one minute to the next), and the
+queue's estimates: the wait each run's page was told when it was queued ("it starts in about X", kept in the run's
+record) against when it really started. Per round, the server's own CPU seconds per second (its main process: what
+the class's tabs cost it) and the share of the machine's time its hypervisor gave to others (steal). A fresh
+visitor's Overview (seconds until its picture has loaded, in a browser of its own at normal priority, as on the
+visitor's own machine) in a last round of its own: its browser loads this machine's two cores for about two seconds,
+so the runs beside it are not the ones timed. Bounded: at most 40 sessions, and every wait has a timeout.
 
     python -m bench.class_browsers [--sessions 20] [--limit 2] [--epochs 40] [--pairs 2] [--json]
 """
